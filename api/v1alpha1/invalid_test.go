@@ -199,6 +199,7 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 			if err == nil {
 				t.Fatalf("accepted; want an error containing %q", tc.want)
 			}
+			t.Logf("rejected as a user sees it: %v", err)
 			for _, w := range tc.want {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error does not say %q:\n%v", w, err)

@@ -112,6 +112,9 @@ func Start(opts Options) (*Env, error) {
 	}
 	cfg, err := env.Start()
 	if err != nil {
+		// Start can fail after the processes are up (a CRD that does not
+		// install): stop them so no API server outlives the test binary.
+		_ = env.Stop()
 		return nil, fmt.Errorf("starting the local API server: %w", err)
 	}
 	c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
