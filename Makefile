@@ -12,6 +12,8 @@ SHELL := /usr/bin/env bash -o pipefail
 # Versions. The Kubernetes version matches the k8s.io libraries in go.mod.
 K8S_VERSION            ?= 1.37.2
 CONTROLLER_GEN_VERSION ?= v0.23.0
+PROTOC_GEN_GO_VERSION  ?= v1.36.12
+PROTOC_GEN_GRPC_VERSION ?= v1.6.2
 FORTIO_VERSION         ?= v1.68.2
 KWOK_VERSION           ?= v0.8.0
 H2SPEC_VERSION         ?= v2.6.0
@@ -20,6 +22,8 @@ REPO      := $(shell pwd)
 BIN       := $(REPO)/bin
 K8S_BIN   := $(BIN)/k8s/$(K8S_VERSION)
 CONTROLLER_GEN := $(BIN)/controller-gen-$(CONTROLLER_GEN_VERSION)
+PROTOC_GEN_GO  := $(BIN)/protoc-gen-go-$(PROTOC_GEN_GO_VERSION)
+PROTOC_GEN_GRPC := $(BIN)/protoc-gen-go-grpc-$(PROTOC_GEN_GRPC_VERSION)
 KUBE_LDFLAGS := -s -w \
 	-X k8s.io/component-base/version.gitVersion=v$(K8S_VERSION) \
 	-X k8s.io/component-base/version.gitMajor=$(word 1,$(subst ., ,$(K8S_VERSION))) \
@@ -27,8 +31,9 @@ KUBE_LDFLAGS := -s -w \
 	-X k8s.io/component-base/version.gitTreeState=clean
 
 # Debian packages the tests use: iptables and iproute2 for network-namespace
-# tests of proxy-init, curl for the demo.
-APT_PACKAGES ?= iptables iproute2 curl
+# tests of proxy-init, curl for the demo, protoc (3.21 in Debian 12) for the
+# generated gRPC code check.
+APT_PACKAGES ?= iptables iproute2 curl protobuf-compiler
 
 GO_TEST_FLAGS ?= -race -count=1
 export KUBEBUILDER_ASSETS := $(K8S_BIN)
@@ -48,11 +53,19 @@ manifests: $(CONTROLLER_GEN) ## Generate CRDs and RBAC from the Go markers.
 	$(CONTROLLER_GEN) rbac:roleName=weft-operator paths=./controllers/... output:rbac:artifacts:config=config/rbac
 
 .PHONY: generate
-generate: $(CONTROLLER_GEN) ## Generate deepcopy code.
+generate: $(CONTROLLER_GEN) proto ## Generate deepcopy and gRPC code.
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
 
+.PHONY: proto
+proto: $(PROTOC_GEN_GO) $(PROTOC_GEN_GRPC) ## Generate the proxy/control-plane gRPC code from pkg/meshapi.
+	@command -v protoc >/dev/null || { echo "protoc is missing: apt-get install -y protobuf-compiler (or make test-deps)"; exit 1; }
+	protoc --plugin=protoc-gen-go=$(PROTOC_GEN_GO) --plugin=protoc-gen-go-grpc=$(PROTOC_GEN_GRPC) \
+		--go_out=. --go_opt=paths=source_relative \
+		--go-grpc_out=. --go-grpc_opt=paths=source_relative \
+		pkg/meshapi/v1/meshapi.proto
+
 .PHONY: verify-generated
-verify-generated: ## Fail if `make manifests generate` changes any file.
+verify-generated: test-deps ## Fail if `make manifests generate` changes any file.
 	hack/verify-generated.sh
 
 .PHONY: fmt
@@ -94,6 +107,16 @@ $(K8S_BIN)/kube-apiserver $(K8S_BIN)/etcd $(K8S_BIN)/kube-controller-manager:
 	@mkdir -p $(K8S_BIN)
 	@echo "Building $(@F) v$(K8S_VERSION) from the Go module proxy (the first build takes a while)..."
 	cd hack/tools/kube && go build -trimpath -ldflags "$(KUBE_LDFLAGS)" -o $@ ./$(@F)
+
+$(PROTOC_GEN_GO):
+	@mkdir -p $(BIN)
+	GOBIN=$(BIN) go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	mv $(BIN)/protoc-gen-go $@
+
+$(PROTOC_GEN_GRPC):
+	@mkdir -p $(BIN)
+	GOBIN=$(BIN) go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GRPC_VERSION)
+	mv $(BIN)/protoc-gen-go-grpc $@
 
 $(CONTROLLER_GEN):
 	@mkdir -p $(BIN)

@@ -4,7 +4,7 @@
 # compares checksums before and after, so it works on a dirty tree too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-paths=(api config bundle)
+paths=(api config bundle pkg/meshapi)
 sum() { find "${paths[@]}" -type f 2>/dev/null | LC_ALL=C sort | xargs -r sha256sum; }
 before=$(sum)
 make --no-print-directory -s manifests generate >/dev/null
