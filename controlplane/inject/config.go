@@ -1,0 +1,175 @@
+package inject
+
+import (
+	"errors"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+)
+
+// Keys of the labels and annotations the injector reads and writes.
+const (
+	// LabelInject on a Namespace (value "enabled") injects all its pods.
+	LabelInject = "mesh.weft.dev/inject"
+	// AnnotationInject on a Pod ("enabled" or "disabled") overrides the
+	// namespace's choice for that pod.
+	AnnotationInject = "mesh.weft.dev/inject"
+	// AnnotationInjected marks an injected pod; its value is the revision.
+	AnnotationInjected = "mesh.weft.dev/injected"
+	// LabelRevision selects the pods of one control-plane revision (used by
+	// the rollout and by the proxy's own environment).
+	LabelRevision = "mesh.weft.dev/revision"
+
+	AnnotationProxyCPURequest    = "mesh.weft.dev/proxy-cpu-request"
+	AnnotationProxyCPULimit      = "mesh.weft.dev/proxy-cpu-limit"
+	AnnotationProxyMemoryRequest = "mesh.weft.dev/proxy-memory-request"
+	AnnotationProxyMemoryLimit   = "mesh.weft.dev/proxy-memory-limit"
+	AnnotationSkipInboundPorts   = "mesh.weft.dev/skip-inbound-ports"
+	AnnotationSkipOutboundPorts  = "mesh.weft.dev/skip-outbound-ports"
+
+	ValueEnabled  = "enabled"
+	ValueDisabled = "disabled"
+)
+
+// Names of what Inject adds to a pod.
+const (
+	ProxyContainerName = "weft-proxy"
+	InitContainerName  = "weft-proxy-init"
+	TokenVolumeName    = "weft-token"
+	// TokenMountPath is where the proxy finds the token it presents with its
+	// certificate signing request (file "token").
+	TokenMountPath = "/var/run/secrets/mesh.weft.dev/serviceaccount"
+)
+
+// The proxy's environment. The proxy reads its identity and settings from
+// these variables; the names are the contract with proxy/cmd/weft-proxy.
+const (
+	EnvPodName          = "WEFT_POD_NAME"
+	EnvPodNamespace     = "WEFT_POD_NAMESPACE"
+	EnvPodIP            = "WEFT_POD_IP"
+	EnvServiceAccount   = "WEFT_SERVICE_ACCOUNT"
+	EnvRevision         = "WEFT_REVISION"
+	EnvControlPlaneAddr = "WEFT_CONTROL_PLANE_ADDR"
+	EnvTrustDomain      = "WEFT_TRUST_DOMAIN"
+	EnvLogLevel         = "WEFT_LOG_LEVEL"
+	EnvInboundPort      = "WEFT_INBOUND_PORT"
+	EnvOutboundPort     = "WEFT_OUTBOUND_PORT"
+	EnvAdminPort        = "WEFT_ADMIN_PORT"
+	EnvTokenPath        = "WEFT_TOKEN_PATH"
+)
+
+// Paths of the proxy's admin server used by the sidecar's own probes.
+const (
+	ProxyReadyPath = "/ready"
+	ProxyLivePath  = "/live"
+)
+
+// Config is what the injector needs to know about the mesh. The caller maps
+// the MeshControlPlane spec onto it; DefaultConfig gives the defaults.
+type Config struct {
+	ProxyImage      string
+	ImagePullPolicy corev1.PullPolicy
+	// ProxyUID is the UID (and GID) the proxy runs as; proxy-init exempts
+	// its traffic from redirection, so no application may use it.
+	ProxyUID     int64
+	InboundPort  int32
+	OutboundPort int32
+	AdminPort    int32
+	LogLevel     string
+	// Resources of the proxy, unless overridden by pod annotations.
+	Resources corev1.ResourceRequirements
+	// InitResources of proxy-init, which only runs iptables-restore.
+	InitResources corev1.ResourceRequirements
+	// Revision of the control plane that injects (and that the proxy talks to).
+	Revision string
+	// MeshNamespace runs the control plane; its pods are never injected.
+	MeshNamespace       string
+	TrustDomain         string
+	ControlPlaneAddress string
+	// TokenAudience is the audience of the projected ServiceAccount token the
+	// proxy presents to the identity service.
+	TokenAudience          string
+	TokenExpirationSeconds int64
+	// Mesh-wide exclusions from interception, in proxy-init's syntax: ports
+	// or ranges such as "25" or "8000-8100", and CIDRs.
+	SkipInboundPorts  []string
+	SkipOutboundPorts []string
+	SkipOutboundCIDRs []string
+}
+
+// DefaultConfig returns the mesh defaults. The ports and UID match
+// weft-proxy's and proxy-init's own defaults.
+func DefaultConfig() Config {
+	return Config{
+		ProxyImage:      "ghcr.io/weftmesh/weft-proxy:latest",
+		ImagePullPolicy: corev1.PullIfNotPresent,
+		ProxyUID:        2102,
+		InboundPort:     4143,
+		OutboundPort:    4140,
+		AdminPort:       4191,
+		LogLevel:        "info",
+		Resources: corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{
+				corev1.ResourceCPU:    resource.MustParse("50m"),
+				corev1.ResourceMemory: resource.MustParse("64Mi"),
+			},
+			// No CPU limit: throttling a proxy adds latency to every request.
+			Limits: corev1.ResourceList{
+				corev1.ResourceMemory: resource.MustParse("256Mi"),
+			},
+		},
+		InitResources: corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{
+				corev1.ResourceCPU:    resource.MustParse("10m"),
+				corev1.ResourceMemory: resource.MustParse("16Mi"),
+			},
+			Limits: corev1.ResourceList{
+				corev1.ResourceCPU:    resource.MustParse("100m"),
+				corev1.ResourceMemory: resource.MustParse("64Mi"),
+			},
+		},
+		Revision:               "stable",
+		MeshNamespace:          "weft-system",
+		TrustDomain:            "cluster.local",
+		ControlPlaneAddress:    "weft-controlplane-stable.weft-system.svc:8443",
+		TokenAudience:          "weft",
+		TokenExpirationSeconds: 3600,
+	}
+}
+
+// Validate catches a Config that would produce pods that cannot start or
+// that escape the mesh; Inject calls it.
+func (c Config) Validate() error {
+	var errs []error
+	if c.ProxyImage == "" {
+		errs = append(errs, errors.New("proxy image is empty"))
+	}
+	if c.ProxyUID <= 0 {
+		// Root is never exempted from redirection: that would exempt every
+		// root process in every pod.
+		errs = append(errs, fmt.Errorf("proxy UID %d must be above 0", c.ProxyUID))
+	}
+	ports := map[int32]string{}
+	for _, p := range []struct {
+		name string
+		port int32
+	}{{"inbound", c.InboundPort}, {"outbound", c.OutboundPort}, {"admin", c.AdminPort}} {
+		if p.port < 1 || p.port > 65535 {
+			errs = append(errs, fmt.Errorf("%s port %d is not a port", p.name, p.port))
+		} else if other, dup := ports[p.port]; dup {
+			errs = append(errs, fmt.Errorf("%s and %s ports are both %d", other, p.name, p.port))
+		}
+		ports[p.port] = p.name
+	}
+	if c.Revision == "" {
+		errs = append(errs, errors.New("revision is empty"))
+	}
+	if c.TokenAudience == "" {
+		errs = append(errs, errors.New("token audience is empty"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("invalid injector configuration: %w", err)
+	}
+	return nil
+}

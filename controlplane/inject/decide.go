@@ -1,0 +1,65 @@
+package inject
+
+import (
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Injectable decides whether pod gets the proxy, and says why in reasons
+// (meant for events and logs). ns is the pod's namespace; it may be nil when
+// unknown, in which case only the pod's own annotation can opt it in.
+//
+// Exclusions win over any opt-in: system namespaces, the mesh's own
+// namespace, hostNetwork pods (their iptables rules would redirect the node's
+// traffic) and pods that are already injected.
+func Injectable(pod *corev1.Pod, ns *corev1.Namespace, cfg Config) (bool, []string) {
+	nsName := pod.Namespace
+	if ns != nil && ns.Name != "" {
+		// At admission the pod's own namespace field may still be empty.
+		nsName = ns.Name
+	}
+	var no []string
+	switch nsName {
+	case "kube-system", "kube-public":
+		no = append(no, fmt.Sprintf("namespace %s is a system namespace", nsName))
+	case cfg.MeshNamespace:
+		no = append(no, fmt.Sprintf("namespace %s runs the mesh control plane", nsName))
+	}
+	if pod.Spec.HostNetwork {
+		no = append(no, "pod uses the host network")
+	}
+	if reason := injectedReason(pod); reason != "" {
+		no = append(no, reason)
+	}
+	if len(no) > 0 {
+		return false, no
+	}
+
+	switch v := pod.Annotations[AnnotationInject]; v {
+	case ValueDisabled:
+		return false, []string{fmt.Sprintf("pod annotation %s=%s", AnnotationInject, v)}
+	case ValueEnabled:
+		return true, []string{fmt.Sprintf("pod annotation %s=%s", AnnotationInject, v)}
+	case "":
+	default:
+		return false, []string{fmt.Sprintf("pod annotation %s has unknown value %q (want %s or %s)", AnnotationInject, v, ValueEnabled, ValueDisabled)}
+	}
+	if ns != nil && ns.Labels[LabelInject] == ValueEnabled {
+		return true, []string{fmt.Sprintf("namespace label %s=%s", LabelInject, ValueEnabled)}
+	}
+	return false, []string{fmt.Sprintf("neither namespace label %s=%s nor pod annotation %s=%s", LabelInject, ValueEnabled, AnnotationInject, ValueEnabled)}
+}
+
+// injectedReason says why pod counts as injected already, or "".
+func injectedReason(pod *corev1.Pod) string {
+	if rev, ok := pod.Annotations[AnnotationInjected]; ok {
+		return fmt.Sprintf("pod is already injected (annotation %s=%s)", AnnotationInjected, rev)
+	}
+	for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
+		if c.Name == ProxyContainerName || c.Name == InitContainerName {
+			return fmt.Sprintf("pod already has a container named %s", c.Name)
+		}
+	}
+	return ""
+}

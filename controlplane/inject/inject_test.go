@@ -1,0 +1,188 @@
+package inject
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+// basePod is the smallest pod a user writes: no labels, annotations,
+// volumes or init containers.
+func basePod() *corev1.Pod {
+	return &corev1.Pod{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{
+			Name:  "app",
+			Image: "example.com/web:1",
+			Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+		}}},
+	}
+}
+
+func with(mut func(*corev1.Pod)) *corev1.Pod {
+	p := basePod()
+	mut(p)
+	return p
+}
+
+func meshedNS() *corev1.Namespace {
+	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{LabelInject: ValueEnabled}}}
+}
+
+func plainNS(name string) *corev1.Namespace {
+	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+}
+
+type goldenResult struct {
+	Injectable bool     `json:"injectable"`
+	Reasons    []string `json:"reasons"`
+	Patch      Patch    `json:"patch,omitempty"`
+	Error      string   `json:"error,omitempty"`
+}
+
+var goldenCases = []struct {
+	name string
+	pod  *corev1.Pod
+	ns   *corev1.Namespace
+	cfg  func(*Config)
+}{
+	{name: "plain", pod: basePod(), ns: meshedNS()},
+	{name: "pod-annotation-opt-in", ns: plainNS("shop"), pod: with(func(p *corev1.Pod) {
+		p.Annotations = map[string]string{AnnotationInject: ValueEnabled}
+		p.Labels = map[string]string{"app.kubernetes.io/name": "web"}
+	})},
+	{name: "not-enabled", pod: basePod(), ns: plainNS("shop")},
+	{name: "opt-out", ns: meshedNS(), pod: with(func(p *corev1.Pod) {
+		p.Annotations = map[string]string{AnnotationInject: ValueDisabled}
+	})},
+	{name: "already-injected", ns: meshedNS(), pod: with(func(p *corev1.Pod) {
+		p.Annotations = map[string]string{AnnotationInjected: "stable"}
+	})},
+	{name: "kube-system", pod: with(func(p *corev1.Pod) {
+		p.Namespace = "kube-system"
+		p.Annotations = map[string]string{AnnotationInject: ValueEnabled}
+	}), ns: &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kube-system", Labels: map[string]string{LabelInject: ValueEnabled}}}},
+	{name: "mesh-namespace", pod: with(func(p *corev1.Pod) { p.Namespace = "weft-system" }),
+		ns: &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "weft-system", Labels: map[string]string{LabelInject: ValueEnabled}}}},
+	{name: "host-network", ns: meshedNS(), pod: with(func(p *corev1.Pod) { p.Spec.HostNetwork = true })},
+	{name: "custom-ports", ns: meshedNS(), pod: with(func(p *corev1.Pod) {
+		p.Annotations = map[string]string{
+			AnnotationSkipInboundPorts:  "9090, 9100-9110",
+			AnnotationSkipOutboundPorts: "3306,5432",
+		}
+	}), cfg: func(c *Config) {
+		c.InboundPort, c.OutboundPort, c.AdminPort, c.ProxyUID = 5143, 5140, 5191, 1337
+		c.Revision, c.LogLevel = "canary-2", "debug"
+		c.SkipInboundPorts = []string{"22"}
+		c.SkipOutboundPorts = []string{"25"}
+		c.SkipOutboundCIDRs = []string{"169.254.169.254/32", "fd00:ec2::254/128"}
+	}},
+	{name: "probes", ns: meshedNS(), pod: with(func(p *corev1.Pod) {
+		c := &p.Spec.Containers[0]
+		c.Ports = append(c.Ports, corev1.ContainerPort{Name: "health", ContainerPort: 8081})
+		c.LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("health")}}}
+		c.ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/ready", Port: intstr.FromInt32(8081)}}}
+		c.StartupProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(8082)}}}
+		p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "grpc", Image: "example.com/grpc:1",
+			ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{GRPC: &corev1.GRPCAction{Port: 9000}}}})
+	})},
+	{name: "resource-overrides", ns: meshedNS(), pod: with(func(p *corev1.Pod) {
+		p.Annotations = map[string]string{
+			AnnotationProxyCPURequest:    "200m",
+			AnnotationProxyCPULimit:      "1",
+			AnnotationProxyMemoryRequest: "128Mi",
+			AnnotationProxyMemoryLimit:   "512Mi",
+		}
+	})},
+	{name: "resource-override-invalid", ns: meshedNS(), pod: with(func(p *corev1.Pod) {
+		p.Annotations = map[string]string{AnnotationProxyMemoryLimit: "lots"}
+	})},
+	{name: "resource-override-request-above-limit", ns: meshedNS(), pod: with(func(p *corev1.Pod) {
+		p.Annotations = map[string]string{AnnotationProxyMemoryRequest: "1Gi"}
+	})},
+	{name: "skip-ports-invalid", ns: meshedNS(), pod: with(func(p *corev1.Pod) {
+		p.Annotations = map[string]string{AnnotationSkipOutboundPorts: "3306,mysql"}
+	})},
+	{name: "existing-init-containers-and-volumes", ns: meshedNS(), pod: with(func(p *corev1.Pod) {
+		p.Spec.InitContainers = []corev1.Container{{Name: "migrate", Image: "example.com/migrate:1"}}
+		p.Spec.Volumes = []corev1.Volume{{Name: "cache", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+		p.Labels = map[string]string{"app": "web"}
+		p.Annotations = map[string]string{"example.com/owner": "team~a"}
+	})},
+	{name: "container-runs-as-proxy-uid", ns: meshedNS(), pod: with(func(p *corev1.Pod) {
+		p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{RunAsUser: ptr.To[int64](2102)}
+	})},
+	{name: "pod-runs-as-proxy-uid", ns: meshedNS(), pod: with(func(p *corev1.Pod) {
+		p.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsUser: ptr.To[int64](2102)}
+	})},
+	{name: "container-overrides-pod-uid", ns: meshedNS(), pod: with(func(p *corev1.Pod) {
+		p.Spec.SecurityContext = &corev1.PodSecurityContext{RunAsUser: ptr.To[int64](2102)}
+		p.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{RunAsUser: ptr.To[int64](1000)}
+	})},
+}
+
+func TestGolden(t *testing.T) {
+	for _, tc := range goldenCases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			if tc.cfg != nil {
+				tc.cfg(&cfg)
+			}
+			before := tc.pod.DeepCopy()
+			var res goldenResult
+			res.Injectable, res.Reasons = Injectable(tc.pod, tc.ns, cfg)
+			if res.Injectable {
+				p, err := Inject(tc.pod, cfg)
+				res.Patch = p
+				if err != nil {
+					res.Error = err.Error()
+				}
+			}
+			got, err := json.MarshalIndent(res, "", "  ")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, '\n')
+			path := filepath.Join("testdata", tc.name+".json")
+			if *update {
+				if err := os.WriteFile(path, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("reading golden file (run with -update to create it): %v", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("result differs from %s; got:\n%s", path, got)
+			}
+			if !equalJSON(t, before, tc.pod) {
+				t.Errorf("Injectable or Inject modified the pod")
+			}
+		})
+	}
+}
+
+func equalJSON(t *testing.T, a, b any) bool {
+	t.Helper()
+	ja, err := json.Marshal(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jb, err := json.Marshal(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bytes.Equal(ja, jb)
+}
