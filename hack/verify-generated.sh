@@ -4,8 +4,9 @@
 # compares checksums before and after, so it works on a dirty tree too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-paths=(api config bundle pkg/meshapi)
-sum() { find "${paths[@]}" -type f 2>/dev/null | LC_ALL=C sort | xargs -r sha256sum; }
+paths=()
+for p in api config bundle pkg/meshapi; do [ -e "$p" ] && paths+=("$p"); done
+sum() { find "${paths[@]}" -type f | LC_ALL=C sort | xargs -r sha256sum; }
 before=$(sum)
 make --no-print-directory -s manifests generate >/dev/null
 after=$(sum)
