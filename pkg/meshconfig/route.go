@@ -149,7 +149,9 @@ type Retry struct {
 	// Codes are the response status codes that are retried.
 	Codes []int `json:"codes,omitempty"`
 	// Attempts is the maximum number of retries (not counting the first try).
+	// 0 means the proxy's default, 1; to disable retries, omit Retry.
 	Attempts int `json:"attempts,omitempty"`
-	// Backoff is the base of the exponential backoff between attempts.
+	// Backoff is the base of the exponential backoff between attempts; 0
+	// means the proxy's default (25ms).
 	Backoff Duration `json:"backoff,omitempty"`
 }
