@@ -126,3 +126,7 @@ $(CONTROLLER_GEN):
 .PHONY: clean
 clean: ## Remove built binaries (keeps the cached Kubernetes binaries).
 	find $(BIN) -maxdepth 1 -type f -delete 2>/dev/null || true
+
+##@ Benchmarks (not part of make test; see bench/RESULTS.md)
+
+include $(wildcard bench/*.mk)

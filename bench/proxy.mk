@@ -1,0 +1,20 @@
+# weft-proxy data-plane benchmark (issue 3). Not part of `make test`.
+# Needs: haproxy, nginx and libnginx-mod-stream (apt-get install -y haproxy
+# nginx libnginx-mod-stream); fortio is installed into bin/ on first use.
+BENCH_PROXY_FLAGS ?=
+
+bin/fortio:
+	GOBIN=$(CURDIR)/bin go install fortio.org/fortio@$(FORTIO_VERSION)
+
+.PHONY: bin/weft-proxy
+bin/weft-proxy:
+	go build -trimpath -ldflags "-s -w" -o bin/weft-proxy ./proxy/cmd/weft-proxy
+
+.PHONY: bench-proxy
+bench-proxy: bin/fortio bin/weft-proxy ## Proxy vs direct vs haproxy vs nginx (needs haproxy nginx libnginx-mod-stream).
+	go run ./bench/proxy $(BENCH_PROXY_FLAGS)
+
+# A quick smoke run of the harness (one short round).
+.PHONY: bench-proxy-quick
+bench-proxy-quick: bin/fortio bin/weft-proxy ## One short round of bench-proxy.
+	go run ./bench/proxy -rounds 1 -t 1s -results bench/out/proxy-quick.md $(BENCH_PROXY_FLAGS)

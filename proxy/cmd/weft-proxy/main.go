@@ -1,0 +1,176 @@
+// Command weft-proxy is the Weft sidecar. `weft-proxy run` (the default)
+// serves the pod's traffic; `weft-proxy init` programs the iptables
+// redirection from the proxy-init container (see init.go, owned by
+// proxy/iptables).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/weftmesh/weft/proxy/identity"
+	"github.com/weftmesh/weft/proxy/sidecar"
+	"github.com/weftmesh/weft/proxy/upstream"
+)
+
+func main() {
+	args := os.Args[1:]
+	cmd := "run"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "run":
+		os.Exit(run(args))
+	case "init":
+		os.Exit(runInit(args))
+	default:
+		fmt.Fprintf(os.Stderr, "weft-proxy: unknown command %q (run, init)\n", cmd)
+		os.Exit(2)
+	}
+}
+
+type staticFlag []sidecar.Static
+
+func (s *staticFlag) String() string { return fmt.Sprint(*s) }
+
+// Set parses "listen=dst", e.g. "127.0.0.1:5000=10.96.0.10:80".
+func (s *staticFlag) Set(v string) error {
+	l, d, ok := strings.Cut(v, "=")
+	if !ok {
+		return errors.New("want listen=destination")
+	}
+	dst, err := netip.ParseAddrPort(d)
+	if err != nil {
+		return err
+	}
+	*s = append(*s, sidecar.Static{Listen: l, Dst: dst})
+	return nil
+}
+
+func run(args []string) int {
+	fs := flag.NewFlagSet("weft-proxy run", flag.ContinueOnError)
+	var (
+		static    staticFlag
+		outbound  = fs.String("outbound", ":4140", "outbound listener (iptables-redirected outgoing connections); empty disables")
+		inbound   = fs.String("inbound", ":4143", "inbound listener; empty disables")
+		admin     = fs.String("admin", ":4191", "admin listener (/metrics /ready /live /config /identity)")
+		snapshot  = fs.String("snapshot", "", "configuration snapshot file (JSON), reloaded on change")
+		cert      = fs.String("cert", "", "SVID certificate chain (PEM); enables mTLS with -key and -bundle")
+		key       = fs.String("key", "", "SVID private key (PEM)")
+		bundle    = fs.String("bundle", "", "trust bundle (PEM, several roots allowed)")
+		target    = fs.String("inbound-target", "", "application address for inbound connections not redirected by iptables (static mode)")
+		opaque    = fs.String("opaque-ports", "25,587,3306,5432,6379,11211,27017", "ports never inspected (server-first protocols)")
+		mesh      = fs.String("mesh-protocol", "h2", "HTTP between proxies: h2 (multiplexed) or h1")
+		level     = fs.String("log-level", "info", "debug, info, warn or error")
+		access    = fs.Bool("access-log", false, "log one line per HTTP request to stdout")
+		maxConns  = fs.Int("max-conns", 10000, "cap on open connections")
+		detectTO  = fs.Duration("detect-timeout", 3*time.Second, "wait this long for a client's first bytes before treating it as opaque TCP")
+		headerTO  = fs.Duration("header-timeout", 10*time.Second, "bound on reading request headers and TLS handshakes")
+		idleTO    = fs.Duration("idle-timeout", 90*time.Second, "close idle keep-alive connections after this")
+		drainTO   = fs.Duration("drain-timeout", 20*time.Second, "on SIGTERM, wait this long for in-flight work")
+		reload    = fs.Duration("reload-interval", time.Second, "how often files are checked for changes")
+		gcPercent = fs.Int("gc-percent", 100, "GOGC for the proxy")
+		memLimit  = fs.Int64("memory-limit", 0, "soft memory limit in bytes (0: GOMEMLIMIT or none)")
+	)
+	fs.Var(&static, "static", "extra outbound listener with a fixed destination, listen=ip:port (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
+		fmt.Fprintln(os.Stderr, "weft-proxy: -log-level:", err)
+		return 2
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	slog.SetDefault(log)
+	debug.SetGCPercent(*gcPercent)
+	if *memLimit > 0 {
+		debug.SetMemoryLimit(*memLimit)
+	}
+	ports, err := parsePorts(*opaque)
+	if err != nil {
+		log.Error("Bad -opaque-ports", "err", err)
+		return 2
+	}
+	cfg := sidecar.Config{
+		OutboundAddr: *outbound, InboundAddr: *inbound, AdminAddr: *admin,
+		Static: static, InboundTarget: *target, OpaquePorts: ports,
+		Mesh: upstream.MeshProtocol(*mesh), MaxConns: *maxConns,
+		DetectTimeout: *detectTO, HeaderTimeout: *headerTO, IdleTimeout: *idleTO,
+		Log: log,
+	}
+	if *access {
+		cfg.AccessLog = slog.New(slog.NewJSONHandler(os.Stdout, nil))
+	}
+	if *cert != "" || *key != "" || *bundle != "" {
+		src, err := identity.NewSource(identity.Files{Cert: *cert, Key: *key, Bundle: *bundle}, log)
+		if err != nil {
+			log.Error("Identity", "err", err)
+			return 1
+		}
+		cfg.Identity = src
+	}
+	p, err := sidecar.New(cfg)
+	if err != nil {
+		log.Error("Config", "err", err)
+		return 1
+	}
+	if *snapshot != "" {
+		snap, err := sidecar.LoadSnapshot(*snapshot)
+		if err == nil {
+			err = p.Apply(snap)
+		}
+		if err != nil {
+			log.Error("Snapshot", "path", *snapshot, "err", err)
+			return 1
+		}
+	}
+	if err := p.Start(); err != nil {
+		log.Error("Start", "err", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if *snapshot != "" {
+		go p.WatchSnapshot(ctx, *snapshot, *reload)
+	}
+	if cfg.Identity != nil {
+		go p.WatchIdentity(ctx, cfg.Identity, *reload)
+	}
+	log.Info("Serving", "outbound", p.Addr("outbound"), "inbound", p.Addr("inbound"), "admin", p.Addr("admin"), "static", len(static))
+	<-ctx.Done()
+	log.Info("Draining", "timeout", *drainTO)
+	dctx, cancel := context.WithTimeout(context.Background(), *drainTO)
+	defer cancel()
+	if err := p.Shutdown(dctx); err != nil {
+		log.Warn("Drain incomplete", "err", err)
+	}
+	return 0
+}
+
+func parsePorts(s string) ([]uint16, error) {
+	var out []uint16
+	for f := range strings.SplitSeq(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.ParseUint(f, 10, 16)
+		if err != nil || n == 0 {
+			return nil, fmt.Errorf("port %q", f)
+		}
+		out = append(out, uint16(n))
+	}
+	return out, nil
+}

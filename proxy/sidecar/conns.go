@@ -1,0 +1,169 @@
+package sidecar
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"net/netip"
+	"sync"
+)
+
+// conn is an accepted connection with what the proxy learned about it. Reads
+// drain the detection buffer first, then go to the socket.
+type conn struct {
+	net.Conn
+	br   *bufio.Reader // nil once drained or never used
+	info *connInfo
+	once sync.Once
+	done func(*conn)
+}
+
+// connInfo is per-connection data handed to HTTP handlers via ConnContext.
+type connInfo struct {
+	dir string
+	// dst is where the client meant to go: SO_ORIGINAL_DST or the static
+	// mapping of the listener.
+	dst netip.AddrPort
+	// target is the application address for inbound connections.
+	target string
+	tls    bool
+	peer   string // verified SPIFFE ID of the client proxy, inbound only
+}
+
+func (c *conn) Read(p []byte) (int, error) {
+	if c.br != nil {
+		if c.br.Buffered() > 0 {
+			return c.br.Read(p)
+		}
+		c.br = nil
+	}
+	return c.Conn.Read(p)
+}
+
+// buffered returns and forgets the bytes read during detection.
+func (c *conn) buffered() []byte {
+	if c.br == nil {
+		return nil
+	}
+	b, _ := c.br.Peek(c.br.Buffered())
+	out := append([]byte(nil), b...)
+	c.br = nil
+	return out
+}
+
+func (c *conn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.done(c) })
+	return err
+}
+
+// CloseWrite lets the pipe half-close through the wrapper.
+func (c *conn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
+}
+
+// queue is a net.Listener fed by the proxy's own accept loop after detection,
+// so that one http.Server serves every HTTP connection of a direction.
+type queue struct {
+	ch     chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+	addr   net.Addr
+}
+
+func newQueue(addr net.Addr) *queue {
+	return &queue{ch: make(chan net.Conn), closed: make(chan struct{}), addr: addr}
+}
+
+func (q *queue) Accept() (net.Conn, error) {
+	select {
+	case c := <-q.ch:
+		return c, nil
+	case <-q.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+// push hands c to the server; false if the server is gone.
+func (q *queue) push(ctx context.Context, c net.Conn) bool {
+	select {
+	case q.ch <- c:
+		return true
+	case <-q.closed:
+		return false
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (q *queue) Close() error {
+	q.once.Do(func() { close(q.closed) })
+	return nil
+}
+
+func (q *queue) Addr() net.Addr { return q.addr }
+
+// tracker counts open connections for the cap and the drain.
+type tracker struct {
+	mu    sync.Mutex
+	conns map[*conn]struct{}
+	max   int
+	empty chan struct{} // closed when draining and the set empties
+	drain bool
+}
+
+func (t *tracker) add(c *conn) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.drain || (t.max > 0 && len(t.conns) >= t.max) {
+		return false
+	}
+	t.conns[c] = struct{}{}
+	return true
+}
+
+func (t *tracker) remove(c *conn) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.conns, c)
+	if t.drain && len(t.conns) == 0 && t.empty != nil {
+		close(t.empty)
+		t.empty = nil
+	}
+}
+
+// startDrain refuses new connections and returns a channel closed once the
+// open ones are gone.
+func (t *tracker) startDrain() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.drain = true
+	ch := make(chan struct{})
+	if len(t.conns) == 0 {
+		close(ch)
+	} else {
+		t.empty = ch
+	}
+	return ch
+}
+
+func (t *tracker) closeAll() {
+	t.mu.Lock()
+	cs := make([]*conn, 0, len(t.conns))
+	for c := range t.conns {
+		cs = append(cs, c)
+	}
+	t.mu.Unlock()
+	for _, c := range cs {
+		c.Conn.Close()
+	}
+}
+
+func (t *tracker) count() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.conns)
+}

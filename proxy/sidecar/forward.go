@@ -1,0 +1,121 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/weftmesh/weft/pkg/meshconfig"
+	"github.com/weftmesh/weft/proxy/upstream"
+)
+
+// errNoEndpoint answers 503: the destination has no ready endpoint.
+var errNoEndpoint = errors.New("no endpoint available")
+
+// DefaultForwarder sends every request to the port's DefaultBackends:
+// weighted random over backends, round robin over each backend's endpoints.
+// It stands in until proxy/route is plugged in.
+func DefaultForwarder(_ *meshconfig.Service, port *meshconfig.ServicePort, pool *upstream.Pool) http.Handler {
+	lb := newBalancer(port.DefaultBackends)
+	return newReverseProxy(roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		ep, ok := lb.pick()
+		if !ok {
+			return nil, errNoEndpoint
+		}
+		return pool.RoundTripper(ep).RoundTrip(r)
+	}), nil)
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// bufPool gives ReverseProxy reusable 32 KiB copy buffers instead of a new
+// one per response body.
+type bufPool struct{ p sync.Pool }
+
+func (b *bufPool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, 32<<10)
+}
+func (b *bufPool) Put(v []byte) { b.p.Put(&v) }
+
+var copyBuffers = &bufPool{}
+
+// newReverseProxy returns a transparent reverse proxy: no X-Forwarded
+// headers, Host kept, bodies streamed (flushed as they arrive, which gRPC and
+// server-sent events need), trailers and Upgrade passed through. rewrite may
+// adjust the outgoing request (set its URL); when nil the URL host is the
+// client's Host and the transport decides where to dial.
+func newReverseProxy(rt http.RoundTripper, rewrite func(*httputil.ProxyRequest)) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme = "http"
+			if pr.Out.URL.Host == "" {
+				pr.Out.URL.Host = pr.In.Host
+			}
+			if rewrite != nil {
+				rewrite(pr)
+			}
+		},
+		Transport:     rt,
+		FlushInterval: -1,
+		BufferPool:    copyBuffers,
+		ErrorLog:      nil,
+		ErrorHandler:  proxyError,
+	}
+}
+
+// proxyError maps an upstream failure to the status a client sees.
+func proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	code := http.StatusBadGateway
+	switch {
+	case errors.Is(err, errNoEndpoint):
+		code = http.StatusServiceUnavailable
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
+		code = http.StatusGatewayTimeout
+	case errors.Is(err, context.Canceled):
+		// The client went away; nobody reads this answer.
+		code = 499
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		code = http.StatusGatewayTimeout
+	}
+	if code != 499 {
+		slog.Default().Debug("Upstream failed", "host", r.Host, "path", r.URL.Path, "err", err)
+	}
+	w.WriteHeader(code)
+}
+
+// statusWriter records the status and when the response headers went out.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+	at   time.Time
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.code == 0 && code >= 200 {
+		s.code, s.at = code, time.Now()
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.code == 0 {
+		s.code, s.at = http.StatusOK, time.Now()
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach Flush, Hijack and full duplex.
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }

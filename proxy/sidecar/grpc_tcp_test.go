@@ -1,0 +1,181 @@
+package sidecar
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// grpcApp implements the interop TestService: UnaryCall echoes the payload
+// (or fails with the requested status), FullDuplexCall echoes each message.
+type grpcApp struct {
+	testgrpc.UnimplementedTestServiceServer
+}
+
+func (grpcApp) UnaryCall(ctx context.Context, r *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+	grpc.SetTrailer(ctx, metadata.Pairs("x-trailer", "t1"))
+	if s := r.GetResponseStatus(); s != nil && s.Code != 0 {
+		return nil, status.Error(codes.Code(s.Code), s.Message)
+	}
+	return &testgrpc.SimpleResponse{Payload: r.GetPayload()}, nil
+}
+
+func (grpcApp) FullDuplexCall(s testgrpc.TestService_FullDuplexCallServer) error {
+	for {
+		m, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := s.Send(&testgrpc.StreamingOutputCallResponse{Payload: m.GetPayload()}); err != nil {
+			return err
+		}
+	}
+}
+
+func startGRPC(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer()
+	testgrpc.RegisterTestServiceServer(s, grpcApp{})
+	go s.Serve(ln)
+	t.Cleanup(s.Stop)
+	return ln.Addr().String()
+}
+
+func TestGRPC(t *testing.T) {
+	app := startGRPC(t)
+	for name, p := range hops(t, app, pathOpts{}) {
+		t.Run(name, func(t *testing.T) {
+			cc, err := grpc.NewClient("passthrough:///"+p.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cc.Close()
+			c := testgrpc.NewTestServiceClient(cc)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+
+			var trailer metadata.MD
+			res, err := c.UnaryCall(ctx, &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: []byte("ping")}}, grpc.Trailer(&trailer))
+			if err != nil || string(res.GetPayload().GetBody()) != "ping" {
+				t.Fatalf("unary: %v %v", res, err)
+			}
+			if got := trailer.Get("x-trailer"); len(got) != 1 || got[0] != "t1" {
+				t.Errorf("trailer x-trailer = %v", got)
+			}
+			// A gRPC error travels in trailers of a 200 response.
+			_, err = c.UnaryCall(ctx, &testgrpc.SimpleRequest{ResponseStatus: &testgrpc.EchoStatus{Code: int32(codes.PermissionDenied), Message: "nope"}})
+			if s := status.Convert(err); s.Code() != codes.PermissionDenied || s.Message() != "nope" {
+				t.Errorf("error status: %v", err)
+			}
+
+			// Bidirectional stream: each reply must arrive before the next
+			// message is sent, so nothing may be buffered.
+			st, err := c.FullDuplexCall(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 5 {
+				body := bytes.Repeat([]byte{byte('a' + i)}, 1+i*20000)
+				if err := st.Send(&testgrpc.StreamingOutputCallRequest{Payload: &testgrpc.Payload{Body: body}}); err != nil {
+					t.Fatal(err)
+				}
+				m, err := st.Recv()
+				if err != nil || !bytes.Equal(m.GetPayload().GetBody(), body) {
+					t.Fatalf("message %d: %v", i, err)
+				}
+			}
+			st.CloseSend()
+			if _, err := st.Recv(); !errors.Is(err, io.EOF) {
+				t.Errorf("stream end: %v", err)
+			}
+		})
+	}
+}
+
+// tcpEcho upper-cases what it reads until EOF, then closes: it only answers
+// after the client half-closes, so it fails unless half-close passes through.
+func tcpEcho(t *testing.T, banner string) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if banner != "" {
+					io.WriteString(c, banner)
+				}
+				in, _ := io.ReadAll(c)
+				c.Write(bytes.ToUpper(in))
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func TestOpaqueTCP(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		banner string // server speaks first
+		send   string
+		opts   pathOpts
+	}{
+		{"detected as opaque from first bytes", "", "\x00\x01binary protocol", pathOpts{}},
+		{"looks like HTTP but port is opaque", "", "GET / HTTP/1.1\r\n\r\n", pathOpts{opaque: []uint16{vip.Port()}}},
+		{"server-first on an opaque port", "220 mail ready\r\n", "QUIT\r\n", pathOpts{opaque: []uint16{vip.Port()}}},
+		// Not listed as opaque: the silent client is given up on after the
+		// detection timeout, then bytes flow.
+		{"server-first after detection timeout", "* OK imap\r\n", "a1 logout\r\n", pathOpts{detect: 100 * time.Millisecond}},
+	} {
+		app := tcpEcho(t, tc.banner)
+		for name, p := range hops(t, app, tc.opts) {
+			t.Run(tc.name+"/"+name, func(t *testing.T) {
+				c, err := net.Dial("tcp", p.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(20 * time.Second))
+				if tc.banner != "" {
+					got := make([]byte, len(tc.banner))
+					if _, err := io.ReadFull(c, got); err != nil || string(got) != tc.banner {
+						t.Fatalf("banner %q %v", got, err)
+					}
+				}
+				big := tc.send + strings.Repeat("y", 300_000)
+				go func() {
+					io.WriteString(c, big)
+					c.(*net.TCPConn).CloseWrite()
+				}()
+				got, err := io.ReadAll(c)
+				if err != nil || string(got) != strings.ToUpper(big) {
+					t.Fatalf("got %d bytes (%.30q), err %v; want %d", len(got), got, err, len(big))
+				}
+			})
+		}
+	}
+}

@@ -1,0 +1,192 @@
+package sidecar
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/weftmesh/weft/pkg/meshconfig"
+	"github.com/weftmesh/weft/proxy/detect"
+	"github.com/weftmesh/weft/proxy/identity"
+	"github.com/weftmesh/weft/proxy/metrics"
+	"github.com/weftmesh/weft/proxy/origdst"
+	"github.com/weftmesh/weft/proxy/pipe"
+	"github.com/weftmesh/weft/proxy/upstream"
+)
+
+// tlsRecordHandshake is the first byte of a TLS ClientHello.
+const tlsRecordHandshake = 0x16
+
+// handleInbound serves one connection to the pod: mTLS from another proxy,
+// or plaintext where the mode allows it.
+func (p *Proxy) handleInbound(c *conn) {
+	target, port, ok := p.inboundTarget(c)
+	if !ok {
+		p.metrics.Refused(metrics.Inbound, "no_target")
+		c.Close()
+		return
+	}
+	c.info.target = target
+	t := p.table.Load()
+	strict := p.cfg.Identity != nil && t.snap.MTLSMode != meshconfig.MTLSPermissive
+	isTLS := strict
+	if p.cfg.Identity != nil && !strict {
+		c.br = bufio.NewReaderSize(c.Conn, 4096)
+		c.SetReadDeadline(time.Now().Add(p.cfg.DetectTimeout))
+		b, err := c.br.Peek(1)
+		c.SetReadDeadline(time.Time{})
+		if err != nil && len(b) == 0 && !isTimeout(err) {
+			c.Close()
+			return
+		}
+		isTLS = len(b) == 1 && b[0] == tlsRecordHandshake
+	}
+	if isTLS {
+		p.inboundTLS(c, port)
+		return
+	}
+	if strict {
+		p.metrics.Refused(metrics.Inbound, "plaintext")
+		c.Close()
+		return
+	}
+	kind := detect.Opaque
+	if !t.opaque[port] && !inboundOpaque(t.snap, port) {
+		if c.br == nil {
+			c.br = bufio.NewReaderSize(c.Conn, 4096)
+		}
+		var err error
+		if kind, err = detect.Peek(c.Conn, c.br, p.cfg.DetectTimeout); err != nil && c.br.Buffered() == 0 {
+			c.Close()
+			return
+		}
+	}
+	if kind == detect.Opaque {
+		p.inboundTCP(c, nil, t.inboundLabel(port))
+		return
+	}
+	if !p.inQ.push(context.Background(), c) {
+		c.Close()
+	}
+}
+
+func inboundOpaque(s *meshconfig.Snapshot, port uint16) bool {
+	for _, ip := range s.Inbound.Ports {
+		if ip.Port == port {
+			return ip.Protocol == meshconfig.ProtocolOpaque
+		}
+	}
+	return false
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}
+
+// inboundTarget is the local application address: loopback at the original
+// destination port when iptables redirected the connection, else the
+// configured static target.
+func (p *Proxy) inboundTarget(c *conn) (string, uint16, bool) {
+	if tcp, ok := c.Conn.(*net.TCPConn); ok {
+		if dst, err := origdst.Get(tcp); err == nil {
+			local, _ := netip.ParseAddrPort(c.LocalAddr().String())
+			if dst.Port() != local.Port() {
+				return net.JoinHostPort("127.0.0.1", strconv.Itoa(int(dst.Port()))), dst.Port(), true
+			}
+		}
+	}
+	if p.cfg.InboundTarget == "" {
+		return "", 0, false
+	}
+	ap, err := netip.ParseAddrPort(p.cfg.InboundTarget)
+	if err != nil {
+		return p.cfg.InboundTarget, 0, true
+	}
+	return p.cfg.InboundTarget, ap.Port(), true
+}
+
+func (p *Proxy) inboundTLS(c *conn, port uint16) {
+	tc := tls.Server(c, p.tlsCfg)
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.HeaderTimeout)
+	err := tc.HandshakeContext(ctx)
+	cancel()
+	if err != nil {
+		p.metrics.Refused(metrics.Inbound, "tls_handshake")
+		p.log.Debug("Inbound TLS handshake failed", "client", c.RemoteAddr().String(), "err", err)
+		c.Close()
+		return
+	}
+	cs := tc.ConnectionState()
+	c.info.tls = true
+	if id, ok := identity.PeerID(cs); ok {
+		c.info.peer = id.String()
+	}
+	if cs.NegotiatedProtocol == identity.ALPNTCP {
+		p.inboundTCP(c, tc, p.table.Load().inboundLabel(port))
+		return
+	}
+	if !p.inQ.push(context.Background(), tc) {
+		tc.Close()
+	}
+}
+
+// inboundTCP pipes client (c, or tc when it is TLS) to the application.
+func (p *Proxy) inboundTCP(c *conn, tc *tls.Conn, label string) {
+	var d net.Dialer
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	app, err := d.DialContext(ctx, "tcp", c.info.target)
+	cancel()
+	if err != nil {
+		p.metrics.Refused(metrics.Inbound, "connect")
+		c.Close()
+		return
+	}
+	var client net.Conn = c.Conn
+	var prefix []byte
+	if tc != nil {
+		client = tc
+	} else {
+		prefix = c.buffered()
+	}
+	r := pipe.Pipe(client, app, prefix)
+	c.Close()
+	p.metrics.TCPBytes(metrics.Inbound, label, c.info.tls, p.metrics.Identity(c.info.peer), r.AToB, r.BToA)
+}
+
+func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
+	info := infoFrom(r.Context())
+	_, port, _ := net.SplitHostPort(info.target)
+	pn, _ := strconv.Atoi(port)
+	label := p.table.Load().inboundLabel(uint16(pn))
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w}
+	p.inboundProxy.ServeHTTP(sw, r)
+	p.record(r, sw, start, metrics.Inbound, label, info.tls, info.peer)
+}
+
+// rewriteInbound points the request at the application and replaces the
+// mesh headers: only the proxy may tell the app who the client is.
+func (p *Proxy) rewriteInbound(pr *httputil.ProxyRequest) {
+	info := infoFrom(pr.In.Context())
+	pr.Out.URL.Host = info.target
+	h := pr.Out.Header
+	origH2 := h.Get(upstream.HeaderOrigProto) == "HTTP/2"
+	h.Del(upstream.HeaderOrigProto)
+	h.Del(upstream.HeaderClientID)
+	if info.peer != "" {
+		h.Set(upstream.HeaderClientID, info.peer)
+	}
+	// Between proxies every request rides HTTP/2; the app gets the
+	// protocol its client spoke. From a plaintext client, the one it spoke.
+	pr.Out.ProtoMajor = 1
+	if origH2 || (!info.tls && pr.In.ProtoMajor == 2) {
+		pr.Out.ProtoMajor = 2
+	}
+}

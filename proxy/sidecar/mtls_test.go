@@ -1,0 +1,249 @@
+package sidecar
+
+import (
+	"crypto/tls"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/weftmesh/weft/pkg/meshconfig"
+	"github.com/weftmesh/weft/proxy/identity"
+	"github.com/weftmesh/weft/proxy/internal/testpki"
+)
+
+// badSource builds an identity straight from a leaf, bypassing Load's own
+// checks, to play a misconfigured or malicious peer.
+func badSource(t *testing.T, leaf *testpki.Leaf, roots ...*testpki.CA) *identity.Source {
+	td := spiffeid.RequireTrustDomainFromString("cluster.local")
+	b := x509bundle.New(td)
+	for _, r := range roots {
+		b.AddX509Authority(r.Cert)
+	}
+	chain := [][]byte{leaf.Cert.Raw}
+	for _, c := range leaf.Chain {
+		chain = append(chain, c.Raw)
+	}
+	id := spiffeid.RequireFromString(leaf.Cert.URIs[0].String())
+	s := &identity.Source{}
+	s.Set(&identity.Material{Cert: &tls.Certificate{Certificate: chain, PrivateKey: leaf.Key, Leaf: leaf.Cert}, ID: id, Bundle: b})
+	return s
+}
+
+// TestPeerRefused: the client proxy refuses a server proxy that is not the
+// expected identity or whose certificate is not a valid SVID of the trust
+// domain, and the server proxy refuses such a client. The app is never
+// reached and the client gets 502.
+func TestPeerRefused(t *testing.T) {
+	k := newPKI(t)
+	other := testpki.NewRoot(t, "other root")
+	otherIssuer := other.Intermediate(t, "other issuer")
+	hour := time.Hour
+	bad := map[string]func(id string) *testpki.Leaf{
+		"wrong identity": func(string) *testpki.Leaf {
+			return k.issuer.Leaf(t, "spiffe://cluster.local/ns/evil/sa/mallory", testpki.LeafOpts{})
+		},
+		"untrusted CA": func(id string) *testpki.Leaf { return otherIssuer.Leaf(t, id, testpki.LeafOpts{}) },
+		"expired leaf": func(id string) *testpki.Leaf {
+			return k.issuer.Leaf(t, id, testpki.LeafOpts{NotBefore: time.Now().Add(-2 * hour), NotAfter: time.Now().Add(-hour)})
+		},
+		"CA leaf": func(id string) *testpki.Leaf { return k.issuer.Leaf(t, id, testpki.LeafOpts{IsCA: true}) },
+	}
+	var reached atomic.Int32
+	app := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { reached.Add(1) }))
+	good := func(id string) *identity.Source {
+		return badSource(t, k.issuer.Leaf(t, id, testpki.LeafOpts{}), k.root)
+	}
+	// Control: the same setup with valid SVIDs works, so the refusals below
+	// are caused by the bad certificates and nothing else.
+	bad["valid"] = func(id string) *testpki.Leaf { return k.issuer.Leaf(t, id, testpki.LeafOpts{}) }
+	for name, mk := range bad {
+		for _, side := range []string{"server", "client"} {
+			if name == "wrong identity" && side == "client" {
+				continue // the server accepts any identity of the trust domain (authorization is not mTLS's job)
+			}
+			t.Run(name+" at "+side, func(t *testing.T) {
+				ss, cs := good(serverID), good(clientID)
+				if side == "server" {
+					ss = badSource(t, mk(serverID), k.root, other)
+				} else {
+					cs = badSource(t, mk(clientID), k.root, other)
+				}
+				// The honest side trusts only k.root.
+				srv := startProxy(t, Config{InboundAddr: "127.0.0.1:0", InboundTarget: app, Identity: ss},
+					&meshconfig.Snapshot{Version: "s", MTLSMode: meshconfig.MTLSStrict})
+				cl := startProxy(t, Config{Static: []Static{{Listen: "127.0.0.1:0", Dst: vip}}, Identity: cs},
+					snapshot(meshconfig.Endpoint{Address: srv.Addr("inbound"), Identity: serverID}, "", ""))
+				res, err := h1Client().Get("http://" + cl.Addr("127.0.0.1:0") + "/")
+				if err != nil {
+					t.Fatal(err)
+				}
+				res.Body.Close()
+				if name == "valid" {
+					if res.StatusCode != http.StatusOK || reached.Swap(0) != 1 {
+						t.Fatalf("valid peers: status %d", res.StatusCode)
+					}
+					return
+				}
+				if res.StatusCode != http.StatusBadGateway {
+					t.Errorf("status %d, want 502", res.StatusCode)
+				}
+				if reached.Load() != 0 {
+					t.Fatalf("the application was reached")
+				}
+			})
+		}
+	}
+}
+
+// TestStrictRefusesPlaintext and permissive accepts it, stripping any forged
+// identity header.
+func TestInboundModes(t *testing.T) {
+	k := newPKI(t)
+	src, _, _ := k.source(t, serverID)
+	app := echoApp(t)
+	for _, tc := range []struct {
+		mode meshconfig.MTLSMode
+		ok   bool
+	}{{meshconfig.MTLSStrict, false}, {meshconfig.MTLSPermissive, true}} {
+		t.Run(string(tc.mode), func(t *testing.T) {
+			srv := startProxy(t, Config{InboundAddr: "127.0.0.1:0", InboundTarget: app, Identity: src},
+				&meshconfig.Snapshot{Version: "s", MTLSMode: tc.mode})
+			req, _ := http.NewRequest("GET", "http://"+srv.Addr("inbound")+"/", nil)
+			req.Header.Set("Weft-Client-Id", "spiffe://cluster.local/ns/admin/sa/root")
+			res, err := h1Client().Do(req)
+			if !tc.ok {
+				if err == nil {
+					res.Body.Close()
+					t.Fatalf("plaintext accepted in strict mode: %d", res.StatusCode)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if res.StatusCode != http.StatusCreated || res.Header.Get("X-Client-Id") != "" {
+				t.Errorf("status %d, app saw client id %q (want none)", res.StatusCode, res.Header.Get("X-Client-Id"))
+			}
+		})
+	}
+}
+
+// TestRotation: new certificates and a new root are picked up from the files
+// while a stream is open; the stream keeps working and new connections use
+// the new certificate.
+func TestRotation(t *testing.T) {
+	app := tcpEcho(t, "")
+	p := twoHop(t, app, pathOpts{opaque: []uint16{vip.Port()}})
+	ids := func(pr *Proxy) *identity.Source { return pr.cfg.Identity }
+	oldSerial := ids(p.server).Current().Cert.Leaf.SerialNumber.String()
+
+	c, err := net.Dial("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	io.WriteString(c, "before ")
+
+	// Rotate the root: both old and new roots trusted, leaves from the new
+	// chain, as in an anchor rotation.
+	newRoot := testpki.NewRoot(t, "new root")
+	newIssuer := newRoot.Intermediate(t, "new issuer")
+	newIssuer.Leaf(t, serverID, testpki.LeafOpts{}).Write(t, p.serverDir, p.pki.root, newRoot)
+	newIssuer.Leaf(t, clientID, testpki.LeafOpts{}).Write(t, p.clientDir, p.pki.root, newRoot)
+	for _, pr := range []*Proxy{p.server, p.client} {
+		if changed, err := ids(pr).Reload(); err != nil || !changed {
+			t.Fatalf("reload: changed=%v err=%v", changed, err)
+		}
+	}
+	if ids(p.server).Current().Cert.Leaf.SerialNumber.String() == oldSerial {
+		t.Fatal("server still uses the old certificate")
+	}
+	// A new connection through the mesh works with the new chain...
+	c2, err := net.Dial("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2.SetDeadline(time.Now().Add(20 * time.Second))
+	io.WriteString(c2, "new")
+	c2.(*net.TCPConn).CloseWrite()
+	if got, err := io.ReadAll(c2); err != nil || string(got) != "NEW" {
+		t.Fatalf("new connection: %q %v", got, err)
+	}
+	c2.Close()
+	// ...and the old stream was not dropped.
+	io.WriteString(c, "after")
+	c.(*net.TCPConn).CloseWrite()
+	if got, err := io.ReadAll(c); err != nil || string(got) != "BEFORE AFTER" {
+		t.Fatalf("open stream: %q %v", got, err)
+	}
+}
+
+// TestRotationRejectsBadFiles: a key that does not match the certificate (a
+// half-written rotation) is refused and the previous identity stays.
+func TestRotationRejectsBadFiles(t *testing.T) {
+	k := newPKI(t)
+	src, f, _ := k.source(t, serverID)
+	before := src.Current()
+	other := k.issuer.Leaf(t, serverID, testpki.LeafOpts{})
+	mixed := other.Write(t, t.TempDir(), k.root)
+	copyFile(t, mixed.Cert, f.Cert) // new cert, old key
+	if _, err := src.Reload(); err == nil {
+		t.Fatal("mismatched key accepted")
+	}
+	if src.Current() != before {
+		t.Fatal("identity changed after a rejected reload")
+	}
+}
+
+func copyFile(t *testing.T, from, to string) {
+	b, err := readFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeFile(to, b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAdmin: the admin endpoints report what an operator needs.
+func TestAdmin(t *testing.T) {
+	p := twoHop(t, echoApp(t), pathOpts{})
+	admin := startProxy(t, Config{AdminAddr: "127.0.0.1:0", Identity: p.server.cfg.Identity, Registry: nil}, nil)
+	get := func(path string) (int, string) {
+		res, err := h1Client().Get("http://" + admin.Addr("admin") + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	if code, _ := get("/ready"); code != 200 {
+		t.Errorf("/ready %d", code)
+	}
+	if code, _ := get("/live"); code != 200 {
+		t.Errorf("/live %d", code)
+	}
+	_, body := get("/identity")
+	var id struct {
+		ID    string   `json:"id"`
+		Roots []string `json:"roots"`
+	}
+	if err := json.Unmarshal([]byte(body), &id); err != nil || id.ID != serverID || len(id.Roots) != 1 {
+		t.Errorf("/identity = %s (%v)", body, err)
+	}
+	_, body = get("/config")
+	if !strings.Contains(body, `"version": "empty"`) {
+		t.Errorf("/config = %.200s", body)
+	}
+}
