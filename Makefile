@@ -9,6 +9,13 @@ SHELL := /usr/bin/env bash -o pipefail
 .SHELLFLAGS := -ec
 .DEFAULT_GOAL := help
 
+# The operator's version (semver, no leading v): images, the OLM bundle.
+VERSION    ?= 0.1.0
+REGISTRY   ?= ghcr.io/weftmesh
+BUNDLE_CHANNELS   ?= stable,candidate
+BUNDLE_REPLACES   ?=
+BUNDLE_SKIP_RANGE ?= >=0.0.0 <$(VERSION)
+
 # Versions. The Kubernetes version matches the k8s.io libraries in go.mod.
 K8S_VERSION            ?= 1.37.2
 CONTROLLER_GEN_VERSION ?= v0.23.0
@@ -64,8 +71,13 @@ proto: $(PROTOC_GEN_GO) $(PROTOC_GEN_GRPC) ## Generate the proxy/control-plane g
 		--go-grpc_out=. --go-grpc_opt=paths=source_relative \
 		pkg/meshapi/v1/meshapi.proto
 
+.PHONY: bundle
+bundle: manifests ## Regenerate the OLM bundle (bundle/, bundle.Dockerfile) from config/manifests.
+	go run ./hack/bundle -version $(VERSION) -registry $(REGISTRY) -channels $(BUNDLE_CHANNELS) \
+		-replaces "$(BUNDLE_REPLACES)" -skip-range "$(BUNDLE_SKIP_RANGE)"
+
 .PHONY: verify-generated
-verify-generated: test-deps ## Fail if `make manifests generate` changes any file.
+verify-generated: test-deps ## Fail if `make manifests generate bundle` changes any file.
 	hack/verify-generated.sh
 
 .PHONY: fmt
