@@ -1,6 +1,9 @@
 package inject
 
 import (
+	"bytes"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 
@@ -27,6 +30,14 @@ const (
 	AnnotationProxyMemoryLimit   = "mesh.weft.dev/proxy-memory-limit"
 	AnnotationSkipInboundPorts   = "mesh.weft.dev/skip-inbound-ports"
 	AnnotationSkipOutboundPorts  = "mesh.weft.dev/skip-outbound-ports"
+	// AnnotationRewriteProbes ("enabled", the default, or "disabled")
+	// chooses whether the application's probes go through the proxy's
+	// admin port or bypass the proxy on excluded ports.
+	AnnotationRewriteProbes = "mesh.weft.dev/rewrite-probes"
+	// AnnotationInjectSkipped is set by the webhook on a pod that asked for
+	// the mesh (namespace label or pod annotation) but was not injected; its
+	// value says why. The missed-pods controller need not report such pods.
+	AnnotationInjectSkipped = "mesh.weft.dev/inject-skipped"
 
 	ValueEnabled  = "enabled"
 	ValueDisabled = "disabled"
@@ -57,6 +68,12 @@ const (
 	EnvOutboundPort     = "WEFT_OUTBOUND_PORT"
 	EnvAdminPort        = "WEFT_ADMIN_PORT"
 	EnvTokenPath        = "WEFT_TOKEN_PATH"
+	// EnvTrustAnchors holds the PEM trust anchors the proxy verifies the
+	// control plane with.
+	EnvTrustAnchors = "WEFT_TRUST_ANCHORS"
+	// EnvAppProbes holds the application's original probes as a JSON array
+	// of AppProbe, for the proxy's /app-probe/ handler.
+	EnvAppProbes = "WEFT_APP_PROBES"
 )
 
 // Paths of the proxy's admin server used by the sidecar's own probes.
@@ -96,6 +113,11 @@ type Config struct {
 	SkipInboundPorts  []string
 	SkipOutboundPorts []string
 	SkipOutboundCIDRs []string
+	// TrustAnchorsPEM are the mesh's trust anchors (PEM CA certificates,
+	// several during a rotation), given to the proxy in WEFT_TRUST_ANCHORS.
+	// The webhook server fills it from the trust bundle for every request;
+	// empty leaves the variable out (offline injection without a bundle).
+	TrustAnchorsPEM string
 }
 
 // DefaultConfig returns the mesh defaults. The ports and UID match
@@ -168,8 +190,46 @@ func (c Config) Validate() error {
 	if c.TokenAudience == "" {
 		errs = append(errs, errors.New("token audience is empty"))
 	}
+	if c.TrustAnchorsPEM != "" {
+		if err := checkAnchors(c.TrustAnchorsPEM); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("invalid injector configuration: %w", err)
+	}
+	return nil
+}
+
+// checkAnchors accepts PEM that holds only CA certificates, at least one:
+// anything else would leave the proxy unable to verify the control plane,
+// and a pod that cannot start is better caught at admission.
+func checkAnchors(pemText string) error {
+	rest := []byte(pemText)
+	n := 0
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			return fmt.Errorf("trust anchors: unexpected PEM block %q", block.Type)
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return fmt.Errorf("trust anchors: certificate %d: %w", n+1, err)
+		}
+		if !cert.IsCA {
+			return fmt.Errorf("trust anchors: certificate %d (%s) is not a CA", n+1, cert.Subject)
+		}
+		n++
+	}
+	if len(bytes.TrimSpace(rest)) > 0 {
+		return errors.New("trust anchors: trailing data that is not PEM")
+	}
+	if n == 0 {
+		return errors.New("trust anchors: no PEM certificate")
 	}
 	return nil
 }

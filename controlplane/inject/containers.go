@@ -62,7 +62,7 @@ func initContainer(cfg Config, skipIn, skipOut []string) corev1.Container {
 // proxyContainer is the weft-proxy native sidecar: an init container with
 // restartPolicy Always, which the kubelet starts before the application's
 // containers and stops after them.
-func proxyContainer(cfg Config, resources corev1.ResourceRequirements) corev1.Container {
+func proxyContainer(cfg Config, resources corev1.ResourceRequirements, extraEnv []corev1.EnvVar) corev1.Container {
 	fieldEnv := func(name, fieldPath string) corev1.EnvVar {
 		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{
 			FieldRef: &corev1.ObjectFieldSelector{FieldPath: fieldPath},
@@ -70,6 +70,29 @@ func proxyContainer(cfg Config, resources corev1.ResourceRequirements) corev1.Co
 	}
 	port := func(p int32) string { return strconv.Itoa(int(p)) }
 	admin := intstr.FromInt32(cfg.AdminPort)
+	env := []corev1.EnvVar{
+		// The downward API, because the name is not known at admission
+		// for pods created from a generateName.
+		fieldEnv(EnvPodName, "metadata.name"),
+		fieldEnv(EnvPodNamespace, "metadata.namespace"),
+		fieldEnv(EnvPodIP, "status.podIP"),
+		fieldEnv(EnvServiceAccount, "spec.serviceAccountName"),
+		fieldEnv(EnvRevision, fmt.Sprintf("metadata.labels['%s']", LabelRevision)),
+		{Name: EnvControlPlaneAddr, Value: cfg.ControlPlaneAddress},
+		{Name: EnvTrustDomain, Value: cfg.TrustDomain},
+		{Name: EnvLogLevel, Value: cfg.LogLevel},
+		{Name: EnvInboundPort, Value: port(cfg.InboundPort)},
+		{Name: EnvOutboundPort, Value: port(cfg.OutboundPort)},
+		{Name: EnvAdminPort, Value: port(cfg.AdminPort)},
+		{Name: EnvTokenPath, Value: path.Join(TokenMountPath, "token")},
+	}
+	if cfg.TrustAnchorsPEM != "" {
+		// The roots the proxy verifies the control plane's identity service
+		// with before it has a certificate of its own (it must not trust
+		// whoever answers at the control plane's address).
+		env = append(env, corev1.EnvVar{Name: EnvTrustAnchors, Value: cfg.TrustAnchorsPEM})
+	}
+	env = append(env, extraEnv...)
 	return corev1.Container{
 		Name:            ProxyContainerName,
 		Image:           cfg.ProxyImage,
@@ -84,22 +107,7 @@ func proxyContainer(cfg Config, resources corev1.ResourceRequirements) corev1.Co
 			"--admin=:" + port(cfg.AdminPort),
 			"--log-level=" + cfg.LogLevel,
 		},
-		Env: []corev1.EnvVar{
-			// The downward API, because the name is not known at admission
-			// for pods created from a generateName.
-			fieldEnv(EnvPodName, "metadata.name"),
-			fieldEnv(EnvPodNamespace, "metadata.namespace"),
-			fieldEnv(EnvPodIP, "status.podIP"),
-			fieldEnv(EnvServiceAccount, "spec.serviceAccountName"),
-			fieldEnv(EnvRevision, fmt.Sprintf("metadata.labels['%s']", LabelRevision)),
-			{Name: EnvControlPlaneAddr, Value: cfg.ControlPlaneAddress},
-			{Name: EnvTrustDomain, Value: cfg.TrustDomain},
-			{Name: EnvLogLevel, Value: cfg.LogLevel},
-			{Name: EnvInboundPort, Value: port(cfg.InboundPort)},
-			{Name: EnvOutboundPort, Value: port(cfg.OutboundPort)},
-			{Name: EnvAdminPort, Value: port(cfg.AdminPort)},
-			{Name: EnvTokenPath, Value: path.Join(TokenMountPath, "token")},
-		},
+		Env: env,
 		Ports: []corev1.ContainerPort{
 			{Name: "weft-inbound", ContainerPort: cfg.InboundPort, Protocol: corev1.ProtocolTCP},
 			{Name: "weft-admin", ContainerPort: cfg.AdminPort, Protocol: corev1.ProtocolTCP},

@@ -59,6 +59,14 @@ func TestConfigValidate(t *testing.T) {
 		{"same ports", func(c *Config) { c.AdminPort = c.InboundPort }, "inbound and admin ports are both 4143"},
 		{"port out of range", func(c *Config) { c.OutboundPort = 70000 }, "outbound port 70000 is not a port"},
 		{"no revision", func(c *Config) { c.Revision = "" }, "revision is empty"},
+		{"trust anchors", func(c *Config) { c.TrustAnchorsPEM = trustAnchors() + trustAnchors() }, ""},
+		{"trust anchors not PEM", func(c *Config) { c.TrustAnchorsPEM = "root" }, "trust anchors: trailing data that is not PEM"},
+		{"trust anchors with a key", func(c *Config) {
+			c.TrustAnchorsPEM = trustAnchors() + "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+		}, `unexpected PEM block "PRIVATE KEY"`},
+		{"trust anchors garbage certificate", func(c *Config) {
+			c.TrustAnchorsPEM = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+		}, "trust anchors: certificate 1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := DefaultConfig()

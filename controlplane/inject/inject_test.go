@@ -14,6 +14,15 @@ import (
 	"k8s.io/utils/ptr"
 )
 
+// trustAnchors is a fixed CA certificate, so that the golden files stay put.
+func trustAnchors() string {
+	b, err := os.ReadFile(filepath.Join("testdata", "trust-anchors.pem"))
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
+
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 // basePod is the smallest pod a user writes: no labels, annotations,
@@ -97,6 +106,37 @@ var goldenCases = []struct {
 		p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "grpc", Image: "example.com/grpc:1",
 			ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{GRPC: &corev1.GRPCAction{Port: 9000}}}})
 	})},
+	{name: "probes-https-headers-and-sidecars", ns: meshedNS(), pod: with(func(p *corev1.Pod) {
+		p.Spec.InitContainers = []corev1.Container{
+			{Name: "migrate", Image: "example.com/migrate:1"},
+			{Name: "log-shipper", Image: "example.com/ship:1", RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways),
+				Ports:         []corev1.ContainerPort{{Name: "metrics", ContainerPort: 9102}},
+				StartupProbe:  &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/up", Port: intstr.FromString("metrics")}}},
+				LivenessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"true"}}}}},
+		}
+		c := &p.Spec.Containers[0]
+		c.LivenessProbe = &corev1.Probe{
+			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz?deep=1", Port: intstr.FromString("http"),
+				Scheme: corev1.URISchemeHTTPS, HTTPHeaders: []corev1.HTTPHeader{{Name: "X-Probe", Value: "kubelet"}, {Name: "Host", Value: "web.local"}}}},
+			InitialDelaySeconds: 5, TimeoutSeconds: 3, PeriodSeconds: 7, FailureThreshold: 4,
+		}
+		// Goes elsewhere than the pod: left alone.
+		c.ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Host: "10.0.0.1", Path: "/", Port: intstr.FromInt32(80)}}}
+		// Names no port: left alone, nothing excluded.
+		c.StartupProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromString("nope")}}}
+		p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "grpc", Image: "example.com/grpc:1",
+			LivenessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{GRPC: &corev1.GRPCAction{Port: 9000, Service: ptr.To("orders")}}}})
+	})},
+	{name: "probes-rewrite-disabled", ns: meshedNS(), pod: with(func(p *corev1.Pod) {
+		p.Annotations = map[string]string{AnnotationRewriteProbes: ValueDisabled}
+		c := &p.Spec.Containers[0]
+		c.LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("http")}}}
+		c.ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(8082)}}}
+	})},
+	{name: "probes-rewrite-invalid", ns: meshedNS(), pod: with(func(p *corev1.Pod) {
+		p.Annotations = map[string]string{AnnotationRewriteProbes: "no"}
+	})},
+	{name: "trust-anchors", ns: meshedNS(), pod: basePod(), cfg: func(c *Config) { c.TrustAnchorsPEM = trustAnchors() }},
 	{name: "resource-overrides", ns: meshedNS(), pod: with(func(p *corev1.Pod) {
 		p.Annotations = map[string]string{
 			AnnotationProxyCPURequest:    "200m",

@@ -1,12 +1,15 @@
 package inject
 
 import (
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/weftmesh/weft/proxy/sidecar"
 )
 
 // TestInjectObject checks, on the injected pod itself rather than on the
@@ -17,6 +20,8 @@ func TestInjectObject(t *testing.T) {
 		byName[tc.name] = tc.pod
 	}
 	cfg := DefaultConfig()
+	// As the webhook server always sets them.
+	cfg.TrustAnchorsPEM = trustAnchors()
 
 	for _, tc := range []struct {
 		name  string
@@ -80,12 +85,75 @@ func TestInjectObject(t *testing.T) {
 				t.Errorf("annotations %v labels %v", got.Annotations, got.Labels)
 			}
 		}},
-		{"probe ports bypass the proxy", byName["probes"], func(t *testing.T, got *corev1.Pod) {
-			if args := strings.Join(got.Spec.InitContainers[0].Args, " "); !strings.Contains(args, "--skip-inbound-ports=8081,8082,9000") {
+		{"probes go through the proxy's admin port", byName["probes"], func(t *testing.T, got *corev1.Pod) {
+			if args := strings.Join(got.Spec.InitContainers[0].Args, " "); strings.Contains(args, "--skip-inbound-ports") {
+				t.Errorf("proxy-init args %q exclude ports from the proxy", args)
+			}
+			for _, c := range got.Spec.Containers {
+				for kind, p := range map[string]*corev1.Probe{ProbeLiveness: c.LivenessProbe, ProbeReadiness: c.ReadinessProbe, ProbeStartup: c.StartupProbe} {
+					if p == nil {
+						continue
+					}
+					if h := p.HTTPGet; h == nil || h.Port.IntValue() != int(cfg.AdminPort) || h.Path != AppProbePath(c.Name, kind) || p.TCPSocket != nil || p.GRPC != nil {
+						t.Errorf("container %s %s probe = %+v, want GET :%d%s", c.Name, kind, p.ProbeHandler, cfg.AdminPort, AppProbePath(c.Name, kind))
+					}
+				}
+			}
+			// What the proxy reads back is what the pod asked for.
+			probes, err := sidecar.ParseAppProbes(envOf(got.Spec.InitContainers[1], EnvAppProbes))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := []sidecar.AppProbe{
+				{Container: "app", Kind: "liveness", Type: "http", Port: 8081, Scheme: "HTTP", Path: "/healthz", TimeoutSeconds: 1},
+				{Container: "app", Kind: "readiness", Type: "http", Port: 8081, Scheme: "HTTP", Path: "/ready", TimeoutSeconds: 1},
+				{Container: "app", Kind: "startup", Type: "tcp", Port: 8082, TimeoutSeconds: 1},
+				{Container: "grpc", Kind: "readiness", Type: "grpc", Port: 9000, TimeoutSeconds: 1},
+			}
+			if !reflect.DeepEqual(probes, want) {
+				t.Errorf("WEFT_APP_PROBES = %+v\nwant %+v", probes, want)
+			}
+		}},
+		{"probe settings are kept and the proxy parses headers and services", byName["probes-https-headers-and-sidecars"], func(t *testing.T, got *corev1.Pod) {
+			live := got.Spec.Containers[0].LivenessProbe
+			if live.InitialDelaySeconds != 5 || live.TimeoutSeconds != 3 || live.PeriodSeconds != 7 || live.FailureThreshold != 4 {
+				t.Errorf("liveness probe timing changed: %+v", live)
+			}
+			if h := got.Spec.Containers[0].ReadinessProbe.HTTPGet; h.Host != "10.0.0.1" || h.Port.IntValue() != 80 {
+				t.Errorf("probe with its own host was rewritten: %+v", h)
+			}
+			if s := got.Spec.Containers[0].StartupProbe.TCPSocket; s == nil || s.Port.StrVal != "nope" {
+				t.Errorf("probe with an unknown port was rewritten: %+v", got.Spec.Containers[0].StartupProbe)
+			}
+			if names := containerNames(got.Spec.InitContainers); !slices.Equal(names, []string{InitContainerName, ProxyContainerName, "migrate", "log-shipper"}) {
+				t.Fatalf("init containers = %v", names)
+			}
+			if h := got.Spec.InitContainers[3].StartupProbe.HTTPGet; h == nil || h.Path != "/app-probe/log-shipper/startup" {
+				t.Errorf("native sidecar's probe = %+v", got.Spec.InitContainers[3].StartupProbe)
+			}
+			probes, err := sidecar.ParseAppProbes(envOf(got.Spec.InitContainers[1], EnvAppProbes))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(probes) != 3 || probes[1].Scheme != "HTTPS" || probes[1].Path != "/healthz?deep=1" || len(probes[1].Headers) != 2 ||
+				probes[1].TimeoutSeconds != 3 || probes[2].Service != "orders" {
+				t.Errorf("WEFT_APP_PROBES = %+v", probes)
+			}
+		}},
+		{"probe rewriting can be turned off", byName["probes-rewrite-disabled"], func(t *testing.T, got *corev1.Pod) {
+			if args := strings.Join(got.Spec.InitContainers[0].Args, " "); !strings.Contains(args, "--skip-inbound-ports=8080,8082") {
 				t.Errorf("proxy-init args %q do not skip the probe ports", args)
 			}
-			if p := got.Spec.Containers[0].LivenessProbe.HTTPGet; p.Port.StrVal != "health" || p.Path != "/healthz" {
+			if p := got.Spec.Containers[0].LivenessProbe.HTTPGet; p.Port.StrVal != "http" || p.Path != "/healthz" {
 				t.Errorf("application probe changed: %+v", p)
+			}
+			if v := envOf(got.Spec.InitContainers[1], EnvAppProbes); v != "" {
+				t.Errorf("%s = %q, want unset", EnvAppProbes, v)
+			}
+		}},
+		{"trust anchors reach the proxy", byName["trust-anchors"], func(t *testing.T, got *corev1.Pod) {
+			if v := envOf(got.Spec.InitContainers[1], EnvTrustAnchors); v != trustAnchors() {
+				t.Errorf("%s = %q", EnvTrustAnchors, v)
 			}
 		}},
 		{"resource annotations override the defaults", byName["resource-overrides"], func(t *testing.T, got *corev1.Pod) {
@@ -163,6 +231,15 @@ func TestEscape(t *testing.T) {
 			t.Errorf("escape(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+func envOf(c corev1.Container, name string) string {
+	for _, e := range c.Env {
+		if e.Name == name {
+			return e.Value
+		}
+	}
+	return ""
 }
 
 func containerNames(cs []corev1.Container) []string {

@@ -8,10 +8,10 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
-	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
-// Operation is one RFC 6902 operation. Inject only ever adds.
+// Operation is one RFC 6902 operation. Inject adds, and replaces only the
+// application's probes.
 type Operation struct {
 	Op    string `json:"op"`
 	Path  string `json:"path"`
@@ -24,13 +24,12 @@ type Patch []Operation
 // Inject returns the patch that adds the mesh to pod. It does not decide
 // whether pod should be injected (see Injectable) and does not modify pod.
 //
-// Kubelet probes: the ports of the application containers' liveness,
-// readiness and startup probes (httpGet, tcpSocket and grpc) are excluded
-// from inbound redirection, so probes reach the application exactly as
-// without the mesh and need nothing from the proxy. The price is that
-// inbound traffic on a probed port bypasses the proxy (no mTLS, policy or
-// metrics on it); serve probes on a dedicated port to keep the serving port
-// meshed.
+// Kubelet probes: the application containers' liveness, readiness and
+// startup probes are rewritten to the proxy's admin port, which performs the
+// original probe locally (see rewriteProbes), so no probed port has to
+// bypass the proxy. The annotation mesh.weft.dev/rewrite-probes=disabled
+// keeps the probes as written and excludes their ports from inbound
+// redirection instead.
 func Inject(pod *corev1.Pod, cfg Config) (Patch, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -46,19 +45,35 @@ func Inject(pod *corev1.Pod, cfg Config) (Patch, error) {
 	if err != nil {
 		return nil, err
 	}
-	skipIn = mergePorts(skipIn, probePorts(pod))
+	rewrite, err := probeRewriteEnabled(pod)
+	if err != nil {
+		return nil, err
+	}
+	probes := rewriteProbes(pod, cfg, rewrite)
+	skipIn = mergePorts(skipIn, probes.skipPorts)
 	skipOut, err := portList(cfg.SkipOutboundPorts, pod.Annotations[AnnotationSkipOutboundPorts], AnnotationSkipOutboundPorts)
 	if err != nil {
 		return nil, err
 	}
 
-	var p Patch
+	var extraEnv []corev1.EnvVar
+	if len(probes.probes) > 0 {
+		v, err := appProbesEnv(probes.probes)
+		if err != nil {
+			return nil, err
+		}
+		extraEnv = append(extraEnv, corev1.EnvVar{Name: EnvAppProbes, Value: v})
+	}
+
+	// The probe replacements come first: they address the pod's own init
+	// containers by index, before the mesh's are inserted in front of them.
+	p := slices.Clone(probes.ops)
 	add := func(path string, v any) { p = append(p, Operation{Op: "add", Path: path, Value: v}) }
 
 	// proxy-init must run first and the sidecar right after it, before the
 	// application's own init containers, so that those are meshed as well.
 	initC := initContainer(cfg, skipIn, skipOut)
-	proxyC := proxyContainer(cfg, resources)
+	proxyC := proxyContainer(cfg, resources, extraEnv)
 	if len(pod.Spec.InitContainers) == 0 {
 		add("/spec/initContainers", []corev1.Container{initC, proxyC})
 	} else {
@@ -166,6 +181,18 @@ func proxyResources(pod *corev1.Pod, cfg Config) (corev1.ResourceRequirements, e
 	return r, nil
 }
 
+// probeRewriteEnabled reads the annotation that turns probe rewriting off.
+func probeRewriteEnabled(pod *corev1.Pod) (bool, error) {
+	switch v, ok := pod.Annotations[AnnotationRewriteProbes]; {
+	case !ok || v == ValueEnabled:
+		return true, nil
+	case v == ValueDisabled:
+		return false, nil
+	default:
+		return false, fmt.Errorf("cannot inject: annotation %s=%q: want %s or %s", AnnotationRewriteProbes, v, ValueEnabled, ValueDisabled)
+	}
+}
+
 // portList merges the mesh's port exclusions with a pod annotation's,
 // validating the annotation ("25,8000-8100").
 func portList(mesh []string, annotation, key string) ([]string, error) {
@@ -187,48 +214,6 @@ func portList(mesh []string, annotation, key string) ([]string, error) {
 		out = append(out, f)
 	}
 	return out, nil
-}
-
-// probePorts returns the ports the application's probes use.
-func probePorts(pod *corev1.Pod) []string {
-	var ports []string
-	for _, c := range appContainers(pod) {
-		for _, pr := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe, c.StartupProbe} {
-			if pr == nil {
-				continue
-			}
-			var port *intstr.IntOrString
-			switch {
-			case pr.HTTPGet != nil:
-				port = &pr.HTTPGet.Port
-			case pr.TCPSocket != nil:
-				port = &pr.TCPSocket.Port
-			case pr.GRPC != nil:
-				port = &intstr.IntOrString{IntVal: pr.GRPC.Port}
-			}
-			if n := resolvePort(c, port); n > 0 {
-				ports = append(ports, strconv.Itoa(int(n)))
-			}
-		}
-	}
-	return ports
-}
-
-// resolvePort turns a probe port (a number or a container port's name) into
-// a number; 0 when it names no port, which the kubelet would reject anyway.
-func resolvePort(c corev1.Container, p *intstr.IntOrString) int32 {
-	if p == nil {
-		return 0
-	}
-	if p.Type == intstr.Int {
-		return p.IntVal
-	}
-	for _, cp := range c.Ports {
-		if cp.Name == p.StrVal {
-			return cp.ContainerPort
-		}
-	}
-	return 0
 }
 
 // mergePorts appends extra to ports, skipping duplicates, keeping order.
