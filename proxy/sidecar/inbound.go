@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/pkg/meshconfig"
+	"github.com/weftmesh/weft/proxy/authz"
 	"github.com/weftmesh/weft/proxy/detect"
+	"github.com/weftmesh/weft/proxy/httpguard"
 	"github.com/weftmesh/weft/proxy/identity"
 	"github.com/weftmesh/weft/proxy/metrics"
 	"github.com/weftmesh/weft/proxy/origdst"
@@ -68,12 +70,29 @@ func (p *Proxy) handleInbound(c *conn) {
 		}
 	}
 	if kind == detect.Opaque {
-		p.inboundTCP(c, nil, t.inboundLabel(port))
+		p.inboundTCP(c, nil, port)
 		return
 	}
-	if !p.inQ.push(context.Background(), c) {
-		c.Close()
+	var hc net.Conn = c
+	if kind == detect.HTTP1 {
+		hc = p.guardH1(c, c)
 	}
+	if !p.inQ.push(context.Background(), hc) {
+		hc.Close()
+	}
+}
+
+// guardH1 puts the strict HTTP/1 head reader between the client (over, a
+// plaintext *conn or a TLS connection on it) and net/http. The result is a
+// *conn again so that the server finds the connection's info.
+func (p *Proxy) guardH1(c *conn, over net.Conn) *conn {
+	g := httpguard.NewH1Conn(over, nil)
+	g.OnReject = func(err error) {
+		reason := guardReason(err)
+		p.authzMetrics().Refused(reason)
+		p.log.Info("Inbound HTTP/1 request refused", "reason", reason, "client", c.RemoteAddr().String(), "peer", c.info.peer)
+	}
+	return &conn{Conn: g, info: c.info, done: func(*conn) {}}
 }
 
 func inboundOpaque(s *meshconfig.Snapshot, port uint16) bool {
@@ -129,19 +148,39 @@ func (p *Proxy) inboundTLS(c *conn, port uint16) {
 		c.info.peer = id.String()
 	}
 	if cs.NegotiatedProtocol == identity.ALPNTCP {
-		p.inboundTCP(c, tc, p.table.Load().inboundLabel(port))
+		p.inboundTCP(c, tc, port)
 		return
 	}
-	if !p.inQ.push(context.Background(), tc) {
-		tc.Close()
+	var hc net.Conn = tc
+	if cs.NegotiatedProtocol == identity.ALPNH1 {
+		hc = p.guardH1(c, tc)
+	}
+	if !p.inQ.push(context.Background(), hc) {
+		hc.Close()
 	}
 }
 
-// inboundTCP pipes client (c, or tc when it is TLS) to the application.
-func (p *Proxy) inboundTCP(c *conn, tc *tls.Conn, label string) {
-	var d net.Dialer
+// inboundTCP pipes client (c, or tc when it is TLS) to the application,
+// if authorization allows the connection, for as long as it allows it.
+func (p *Proxy) inboundTCP(c *conn, tc *tls.Conn, port uint16) {
+	t := p.table.Load()
+	label := t.inboundLabel(port)
+	req := authz.Request{Port: port, Peer: c.info.peer}
+	d := t.authz.Decide(&req)
+	p.authzMetrics().Observe(label, false, d)
+	if !d.Allow {
+		p.metrics.Refused(metrics.Inbound, "unauthorized")
+		p.log.Info("Inbound connection denied", "port", port, "peer", c.info.peer, "client", c.RemoteAddr().String(),
+			"reason", d.Reason.String(), "policy", d.Policy)
+		if tc != nil {
+			tc.Close()
+		}
+		c.Close()
+		return
+	}
+	var dialer net.Dialer
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	app, err := d.DialContext(ctx, "tcp", c.info.target)
+	app, err := dialer.DialContext(ctx, "tcp", c.info.target)
 	cancel()
 	if err != nil {
 		p.metrics.Refused(metrics.Inbound, "connect")
@@ -155,19 +194,51 @@ func (p *Proxy) inboundTCP(c *conn, tc *tls.Conn, label string) {
 	} else {
 		prefix = c.buffered()
 	}
+	stop := make(chan struct{})
+	go p.watchTCP(t, req, label, stop, func() {
+		client.Close()
+		app.Close()
+	})
 	r := pipe.Pipe(client, app, prefix)
+	close(stop)
 	c.Close()
 	p.metrics.TCPBytes(metrics.Inbound, label, c.info.tls, p.metrics.Identity(c.info.peer), r.AToB, r.BToA)
 }
 
+// serveInbound checks, authorizes and forwards one request. The request is
+// first rewritten to its canonical form (httpguard.Check), and that same
+// form is what the policy sees and what the application receives.
 func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 	info := infoFrom(r.Context())
-	_, port, _ := net.SplitHostPort(info.target)
-	pn, _ := strconv.Atoi(port)
-	label := p.table.Load().inboundLabel(uint16(pn))
+	port := inboundPort(info)
+	t := p.table.Load()
+	label := t.inboundLabel(port)
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w}
-	p.inboundProxy.ServeHTTP(sw, r)
+	chk, err := httpguard.Check(r)
+	if err != nil {
+		reason := guardReason(err)
+		p.authzMetrics().Refused(reason)
+		p.log.Info("Inbound HTTP request refused", "reason", reason, "method", r.Method, "peer", info.peer, "port", port)
+		writeBadRequest(sw, r)
+		p.record(r, sw, start, metrics.Inbound, label, info.tls, info.peer)
+		return
+	}
+	req := authz.Request{Port: port, Peer: info.peer, HTTP: true, Method: r.Method, Path: chk.Path}
+	d := t.authz.Decide(&req)
+	p.authzMetrics().Observe(label, true, d)
+	if !d.Allow {
+		p.log.Info("Inbound request denied", "port", port, "peer", info.peer, "method", r.Method, "path", chk.Path,
+			"reason", d.Reason.String(), "policy", d.Policy)
+		writeDenied(sw)
+		p.record(r, sw, start, metrics.Inbound, label, info.tls, info.peer)
+		return
+	}
+	var out http.ResponseWriter = sw
+	if chk.Upgrade {
+		out = &closeUnlessSwitched{ResponseWriter: sw}
+	}
+	p.inboundProxy.ServeHTTP(out, r)
 	p.record(r, sw, start, metrics.Inbound, label, info.tls, info.peer)
 }
 

@@ -2,13 +2,16 @@ package sidecar
 
 import (
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"net/netip"
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"github.com/weftmesh/weft/pkg/meshconfig"
+	"github.com/weftmesh/weft/proxy/authz"
 	"github.com/weftmesh/weft/proxy/metrics"
 	"github.com/weftmesh/weft/proxy/upstream"
 )
@@ -34,7 +37,17 @@ type table struct {
 	opaque  map[uint16]bool
 	inbound map[uint16]string // port → metrics label
 	ids     []string
+	// authz decides inbound requests and connections with this snapshot's
+	// policies; it swaps together with everything else.
+	authz *authz.Engine
+	// superseded is closed when a newer table is compiled for the same
+	// proxy, so that open TCP connections re-check their authorization.
+	superseded chan struct{}
 }
+
+// lastTables remembers the newest table of each proxy (keyed by its upstream
+// pool, which is unique per Proxy) to signal its supersession.
+var lastTables sync.Map // *upstream.Pool → *table
 
 // dest is one service port of the snapshot.
 type dest struct {
@@ -49,7 +62,12 @@ func compile(s *meshconfig.Snapshot, pool *upstream.Pool, f ForwarderFactory, ex
 	if err != nil {
 		return nil, err
 	}
-	t := &table{snap: s, json: raw, dests: map[netip.AddrPort]*dest{}, opaque: map[uint16]bool{}, inbound: map[uint16]string{}}
+	az, err := authz.Compile(&s.Inbound, s.TrustDomain)
+	if err != nil {
+		return nil, fmt.Errorf("inbound authorization: %w", err)
+	}
+	t := &table{snap: s, json: raw, dests: map[netip.AddrPort]*dest{}, opaque: map[uint16]bool{}, inbound: map[uint16]string{},
+		authz: az, superseded: make(chan struct{})}
 	for _, p := range append(s.Outbound.OpaquePorts, extraOpaque...) {
 		t.opaque[p] = true
 	}
@@ -79,6 +97,9 @@ func compile(s *meshconfig.Snapshot, pool *upstream.Pool, f ForwarderFactory, ex
 			name = strconv.Itoa(int(p.Port))
 		}
 		t.inbound[p.Port] = name
+	}
+	if old, ok := lastTables.Swap(pool, t); ok {
+		close(old.(*table).superseded)
 	}
 	return t, nil
 }

@@ -1,0 +1,134 @@
+package sidecar
+
+import (
+	"errors"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/weftmesh/weft/proxy/authz"
+	"github.com/weftmesh/weft/proxy/httpguard"
+)
+
+// authzMetrics holds the authorization metrics of each registry: Proxy has
+// no field for them (proxy.go is shared), so they are registered on first
+// use.
+var authzMetrics sync.Map // *prometheus.Registry → *authz.Metrics
+
+func (p *Proxy) authzMetrics() *authz.Metrics {
+	if m, ok := authzMetrics.Load(p.cfg.Registry); ok {
+		return m.(*authz.Metrics)
+	}
+	m, err := authz.NewMetrics(prometheus.Registerer(p.cfg.Registry))
+	if err != nil {
+		p.log.Error("Registering authorization metrics failed", "err", err)
+		return nil
+	}
+	actual, _ := authzMetrics.LoadOrStore(p.cfg.Registry, m)
+	return actual.(*authz.Metrics)
+}
+
+// deniedBody is the short body of a 403; it names no policy, which would
+// tell a caller what to forge.
+const deniedBody = "access denied by mesh authorization policy\n"
+
+func writeDenied(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("Content-Length", strconv.Itoa(len(deniedBody)))
+	w.WriteHeader(http.StatusForbidden)
+	w.Write([]byte(deniedBody))
+}
+
+func writeBadRequest(w http.ResponseWriter, r *http.Request) {
+	const body = "bad request\n"
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	if r.ProtoMajor == 1 {
+		// The rest of the connection cannot be trusted to frame the same
+		// way in every parser.
+		h.Set("Connection", "close")
+	}
+	w.WriteHeader(http.StatusBadRequest)
+	w.Write([]byte(body))
+}
+
+func guardReason(err error) string {
+	var ge *httpguard.Error
+	if errors.As(err, &ge) {
+		return ge.Reason
+	}
+	return "other"
+}
+
+// inboundPort is the application port a connection was addressed to.
+func inboundPort(info *connInfo) uint16 {
+	_, port, err := net.SplitHostPort(info.target)
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(port)
+	return uint16(n)
+}
+
+// closeUnlessSwitched marks an upgrade response that did not switch
+// protocols with "Connection: close": the HTTP/1 guard let the bytes after
+// the upgrade request through unchecked, so the connection must not carry
+// another request.
+type closeUnlessSwitched struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (c *closeUnlessSwitched) WriteHeader(code int) {
+	if !c.wrote && code != http.StatusSwitchingProtocols && code >= 200 {
+		c.wrote = true
+		c.ResponseWriter.Header().Set("Connection", "close")
+	}
+	c.ResponseWriter.WriteHeader(code)
+}
+
+func (c *closeUnlessSwitched) Write(b []byte) (int, error) {
+	if !c.wrote {
+		c.WriteHeader(http.StatusOK)
+	}
+	return c.ResponseWriter.Write(b)
+}
+
+func (c *closeUnlessSwitched) Unwrap() http.ResponseWriter { return c.ResponseWriter }
+
+// watchTCP closes an open opaque connection as soon as a newer snapshot no
+// longer allows it. It returns when stop is closed.
+func (p *Proxy) watchTCP(t *table, req authz.Request, label string, stop <-chan struct{}, closeAll func()) {
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.superseded:
+		}
+		// compile closes superseded just before Apply swaps the table in.
+		next := p.table.Load()
+		for next == t {
+			select {
+			case <-stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			next = p.table.Load()
+		}
+		t = next
+		d := t.authz.Decide(&req)
+		if !d.Allow {
+			p.authzMetrics().Observe(label, false, d)
+			p.log.Info("Open inbound connection closed: no longer authorized", "port", req.Port, "peer", req.Peer,
+				"reason", d.Reason.String(), "policy", d.Policy, "snapshot", t.snap.Version)
+			closeAll()
+			return
+		}
+	}
+}
