@@ -1,0 +1,160 @@
+// Package fakeproxy is a minimal Config stream client for tests and the
+// control-plane benchmark: it says Hello, acknowledges (or rejects) every
+// snapshot, remembers the last one it applied and reconnects with backoff.
+// It does not parse snapshots beyond JSON validity; proxy/cpclient is the
+// real client.
+package fakeproxy
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	meshapiv1 "github.com/weftmesh/weft/pkg/meshapi/v1"
+)
+
+// Client is one fake proxy.
+type Client struct {
+	Addr         string
+	TLS          *tls.Config
+	Namespace    string
+	Pod          string
+	ProxyVersion string
+	// Reject, if set, returns a non-empty reason to nack a version.
+	Reject func(version string) string
+	// Received, if set, is called after each snapshot is answered.
+	Received func(version string, at time.Time)
+
+	mu       sync.Mutex
+	last     string
+	versions []string
+	bundle   []byte
+	err      error
+	conn     *grpc.ClientConn
+}
+
+// Versions lists the versions received, in order.
+func (c *Client) Versions() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.versions...)
+}
+
+// Last is the version last applied.
+func (c *Client) Last() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.last
+}
+
+// Err is the error that ended the last stream.
+func (c *Client) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// TrustBundle is the bundle that came with the last snapshot.
+func (c *Client) TrustBundle() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.bundle
+}
+
+func (c *Client) dial() (*grpc.ClientConn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn != nil {
+		return c.conn, nil
+	}
+	conn, err := grpc.NewClient(c.Addr, grpc.WithTransportCredentials(credentials.NewTLS(c.TLS)))
+	if err != nil {
+		return nil, err
+	}
+	c.conn = conn
+	return conn, nil
+}
+
+// Close releases the connection.
+func (c *Client) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn != nil {
+		_ = c.conn.Close()
+		c.conn = nil
+	}
+}
+
+// Run keeps a stream open until ctx ends, reconnecting with capped
+// exponential backoff, as a proxy does while the control plane restarts.
+func (c *Client) Run(ctx context.Context) {
+	backoff := 50 * time.Millisecond
+	for ctx.Err() == nil {
+		got, _ := c.Once(ctx)
+		if got {
+			backoff = 50 * time.Millisecond
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, time.Second)
+	}
+}
+
+// Once runs one stream until it fails; got says whether anything was
+// received (so Run resets its backoff).
+func (c *Client) Once(ctx context.Context) (got bool, err error) {
+	defer func() {
+		c.mu.Lock()
+		c.err = err
+		c.mu.Unlock()
+	}()
+	conn, err := c.dial()
+	if err != nil {
+		return false, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := meshapiv1.NewConfigClient(conn).Stream(ctx)
+	if err != nil {
+		return false, err
+	}
+	hello := &meshapiv1.Hello{PodName: c.Pod, PodNamespace: c.Namespace, ProxyVersion: c.ProxyVersion, LastVersion: c.Last()}
+	if err := stream.Send(&meshapiv1.ConfigRequest{Kind: &meshapiv1.ConfigRequest_Hello{Hello: hello}}); err != nil {
+		return false, err
+	}
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			return got, err
+		}
+		got = true
+		reason := ""
+		if !json.Valid(resp.GetSnapshot()) {
+			reason = "snapshot is not JSON"
+		} else if c.Reject != nil {
+			reason = c.Reject(resp.GetVersion())
+		}
+		c.mu.Lock()
+		c.versions = append(c.versions, resp.GetVersion())
+		if reason == "" {
+			c.last = resp.GetVersion()
+			c.bundle = resp.GetTrustBundle()
+		}
+		c.mu.Unlock()
+		ack := &meshapiv1.Ack{Version: resp.GetVersion(), Error: reason}
+		if err := stream.Send(&meshapiv1.ConfigRequest{Kind: &meshapiv1.ConfigRequest_Ack{Ack: ack}}); err != nil {
+			return got, err
+		}
+		if c.Received != nil {
+			c.Received(resp.GetVersion(), time.Now())
+		}
+	}
+}
+

@@ -1,0 +1,466 @@
+// Package configserver serves the meshapi Config stream: it authenticates each
+// proxy by its workload certificate, watches the cluster through an informer
+// cache, recompiles (with controlplane/compiler) after coalesced bursts of
+// changes, sends each proxy a snapshot only when its own view changed, and
+// tracks what every proxy acknowledged for status and metrics.
+//
+// It never writes routing objects or their status (controlplane/status does)
+// and never signs certificates (controlplane/identity does).
+package configserver
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	meshv1alpha1 "github.com/weftmesh/weft/api/v1alpha1"
+	"github.com/weftmesh/weft/controlplane/compiler"
+)
+
+// DefaultWindow is how long the hub waits after a change for more changes
+// before it recompiles: long enough to fold a rollout's burst of EndpointSlice
+// updates into one compilation, well under the 50 ms budget.
+const DefaultWindow = 20 * time.Millisecond
+
+// Hub owns the compiled state and the set of connected proxies.
+type Hub struct {
+	// Cache is watched and read; Start registers the informers.
+	Cache cache.Cache
+	// APIReader, if set, is asked for a pod the cache does not hold yet (a
+	// proxy usually connects seconds after its pod was created).
+	APIReader client.Reader
+	Mesh      compiler.Mesh
+	Log       logr.Logger
+	Metrics   *Metrics
+	// Window is the coalescing window (DefaultWindow when zero).
+	Window time.Duration
+	// TrustBundle returns the current trust bundle PEM, sent with every
+	// snapshot; nil sends none.
+	TrustBundle func() []byte
+	// MaxParallelSends bounds how many snapshots are encoded and written at
+	// once, which bounds memory when every proxy needs a new one (4 when
+	// zero).
+	MaxParallelSends int
+
+	initOnce sync.Once
+	kick     chan struct{}
+	changed  chan struct{}
+	sendSem  chan struct{}
+	ready    chan struct{}
+
+	mu       sync.Mutex
+	world    *compiler.World
+	outbound map[string]*nsOutbound
+	proxies  map[*proxy]struct{}
+}
+
+// nsOutbound is one namespace's encoded outbound config with its hash, so a
+// recompilation that changes nothing for a namespace keeps the same pointer.
+type nsOutbound struct {
+	enc *compiler.EncodedOutbound
+	sum [32]byte
+}
+
+// view is what one proxy should hold: enough to build its snapshot when it
+// is sent (snapshots are built at send time and dropped after, since with a
+// thousand services each is megabytes) and to answer Applied.
+type view struct {
+	world   *compiler.World
+	pod     *corev1.Pod
+	out     *nsOutbound
+	carried carried
+	// fp changes exactly when the snapshot's content changes.
+	fp [32]byte
+}
+
+// carried is which routes, splits and policies a snapshot applies, at which
+// generation. The outbound part is shared by every proxy of a namespace.
+type carried struct {
+	out      map[string]int64
+	policies map[string]int64
+}
+
+func (c *carried) generation(source string) (int64, bool) {
+	if c == nil {
+		return 0, false
+	}
+	if g, ok := c.out[source]; ok {
+		return g, true
+	}
+	g, ok := c.policies[source]
+	return g, ok
+}
+
+func (h *Hub) init() {
+	h.initOnce.Do(func() {
+		h.kick = make(chan struct{}, 1)
+		h.changed = make(chan struct{}, 1)
+		n := h.MaxParallelSends
+		if n <= 0 {
+			n = 4
+		}
+		h.sendSem = make(chan struct{}, n)
+		h.ready = make(chan struct{})
+		h.outbound = map[string]*nsOutbound{}
+		h.proxies = map[*proxy]struct{}{}
+		if h.Metrics == nil {
+			h.Metrics = NewMetrics(nil)
+		}
+	})
+}
+
+// watched are the kinds whose changes trigger a recompilation.
+func watched() []client.Object {
+	return []client.Object{
+		&corev1.Service{}, &discoveryv1.EndpointSlice{}, &corev1.Pod{}, &corev1.Namespace{},
+		&gatewayv1.HTTPRoute{}, &meshv1alpha1.TrafficSplit{}, &meshv1alpha1.AuthorizationPolicy{},
+	}
+}
+
+// Start registers the informers, waits for the cache to sync, compiles once,
+// and then recompiles after every burst of changes until ctx ends. The cache
+// must be started separately (a manager does it). It is a
+// manager.Runnable; every replica runs it.
+func (h *Hub) Start(ctx context.Context) error {
+	h.init()
+	handler := toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { h.Kick() },
+		UpdateFunc: func(_, _ any) { h.Kick() },
+		DeleteFunc: func(any) { h.Kick() },
+	}
+	for _, obj := range watched() {
+		inf, err := h.Cache.GetInformer(ctx, obj)
+		if err != nil {
+			return fmt.Errorf("watching %T: %w", obj, err)
+		}
+		if _, err := inf.AddEventHandler(handler); err != nil {
+			return fmt.Errorf("watching %T: %w", obj, err)
+		}
+	}
+	if !h.Cache.WaitForCacheSync(ctx) {
+		return fmt.Errorf("the informer cache did not sync: %w", context.Cause(ctx))
+	}
+	if err := h.recompile(ctx); err != nil {
+		return err
+	}
+	close(h.ready)
+	h.Log.Info("Config hub ready")
+	window := h.Window
+	if window <= 0 {
+		window = DefaultWindow
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-h.kick:
+		}
+		// Wait out the window so a burst becomes one compilation; kicks that
+		// arrive meanwhile are folded in by draining after the wait.
+		t := time.NewTimer(window)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		select {
+		case <-h.kick:
+		default:
+		}
+		if err := h.recompile(ctx); err != nil {
+			// A failed read of the cache is transient; proxies keep their last
+			// snapshot and the next change (or this retry) compiles again.
+			h.Log.Error(err, "Compiling the mesh configuration failed; retrying")
+			time.AfterFunc(time.Second, h.Kick)
+		}
+	}
+}
+
+// Ready is closed after the first compilation.
+func (h *Hub) Ready() <-chan struct{} {
+	h.init()
+	return h.ready
+}
+
+// Kick asks for a recompilation (changes are coalesced).
+func (h *Hub) Kick() {
+	h.init()
+	select {
+	case h.kick <- struct{}{}:
+	default:
+	}
+}
+
+// SetMesh replaces the mesh-wide settings (a MeshControlPlane change) and
+// recompiles.
+func (h *Hub) SetMesh(m compiler.Mesh) {
+	h.mu.Lock()
+	h.Mesh = m
+	h.mu.Unlock()
+	h.Kick()
+}
+
+func (h *Hub) recompile(ctx context.Context) error {
+	start := time.Now()
+	h.mu.Lock()
+	mesh := h.Mesh
+	namespaces := map[string]bool{}
+	for p := range h.proxies {
+		namespaces[p.namespace] = true
+	}
+	prev := h.outbound
+	h.mu.Unlock()
+
+	w, err := compiler.Load(ctx, h.Cache, mesh)
+	if err != nil {
+		return err
+	}
+	outs := make(map[string]*nsOutbound, len(namespaces))
+	for ns := range namespaces {
+		o, err := encodeNamespace(w, ns, prev[ns])
+		if err != nil {
+			return err
+		}
+		outs[ns] = o
+	}
+	pods := make(map[string]*corev1.Pod, len(w.Pods))
+	for _, p := range w.Pods {
+		pods[p.Namespace+"/"+p.Name] = p
+	}
+
+	h.mu.Lock()
+	h.world = w
+	// Namespaces whose first proxy connected during this compilation keep
+	// the outbound it computed.
+	for ns, o := range h.outbound {
+		if _, ok := outs[ns]; !ok {
+			outs[ns] = o
+		}
+	}
+	h.outbound = outs
+	proxies := make([]*proxy, 0, len(h.proxies))
+	for p := range h.proxies {
+		proxies = append(proxies, p)
+	}
+	h.mu.Unlock()
+
+	changed := 0
+	for _, p := range proxies {
+		pod := pods[p.namespace+"/"+p.pod]
+		if pod == nil {
+			// The pod is gone (or not yet cached): the proxy keeps what it
+			// has until its stream ends.
+			continue
+		}
+		out := outs[p.namespace]
+		if out == nil {
+			continue
+		}
+		v, err := newView(w, pod, out)
+		if err != nil {
+			h.Log.Error(err, "Compiling a proxy's inbound config failed", "pod", p.namespace+"/"+p.pod)
+			continue
+		}
+		if p.update(v) {
+			changed++
+		}
+	}
+	h.Metrics.compileSeconds.Observe(time.Since(start).Seconds())
+	if changed > 0 {
+		h.signal()
+	}
+	h.Log.V(1).Info("Compiled the mesh configuration", "proxies", len(proxies), "changed", changed, "duration", time.Since(start))
+	return nil
+}
+
+// encodeNamespace compiles and encodes one namespace's outbound config,
+// keeping prev when nothing changed.
+func encodeNamespace(w *compiler.World, ns string, prev *nsOutbound) (*nsOutbound, error) {
+	enc, err := compiler.EncodeOutbound(w.Outbound(ns))
+	if err != nil {
+		return nil, fmt.Errorf("encoding the outbound config of namespace %s: %w", ns, err)
+	}
+	sum := sha256.Sum256(enc.JSON)
+	if prev != nil && prev.sum == sum && sameSources(prev.enc.Sources, enc.Sources) {
+		return prev, nil
+	}
+	return &nsOutbound{enc: enc, sum: sum}, nil
+}
+
+func sameSources(a, b map[string]int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+func newView(w *compiler.World, pod *corev1.Pod, out *nsOutbound) (*view, error) {
+	in := w.Inbound(pod)
+	inJSON, err := json.Marshal(in)
+	if err != nil {
+		return nil, err
+	}
+	pol := make(map[string]int64, len(in.Policies))
+	for _, p := range in.Policies {
+		pol["AuthorizationPolicy "+p.Source] = p.Generation
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "%s|%s|%s|", w.PodIdentity(pod), w.Mesh.TrustDomain, w.Mesh.MTLSMode)
+	h.Write(out.sum[:])
+	h.Write(inJSON)
+	v := &view{world: w, pod: pod, out: out, carried: carried{out: out.enc.Sources, policies: pol}}
+	copy(v.fp[:], h.Sum(nil))
+	return v, nil
+}
+
+// viewFor compiles the view of a proxy that is connecting now, from the
+// current world.
+func (h *Hub) viewFor(pod *corev1.Pod) (*view, error) {
+	h.mu.Lock()
+	w := h.world
+	out := h.outbound[pod.Namespace]
+	h.mu.Unlock()
+	if w == nil {
+		return nil, fmt.Errorf("the configuration is not compiled yet")
+	}
+	if out == nil {
+		var err error
+		if out, err = encodeNamespace(w, pod.Namespace, nil); err != nil {
+			return nil, err
+		}
+		h.mu.Lock()
+		if cur := h.outbound[pod.Namespace]; cur != nil && h.world == w {
+			out = cur
+		} else if h.world == w {
+			h.outbound[pod.Namespace] = out
+		}
+		h.mu.Unlock()
+	}
+	return newView(w, pod, out)
+}
+
+// add registers a proxy. It reports whether a compilation finished since
+// the proxy's view was built, in which case the caller rebuilds it: that
+// compilation did not see the proxy.
+func (h *Hub) add(p *proxy, v *view) (stale bool) {
+	h.mu.Lock()
+	h.proxies[p] = struct{}{}
+	n := len(h.proxies)
+	stale = h.world != v.world
+	h.mu.Unlock()
+	h.Metrics.connected.Set(float64(n))
+	h.signal()
+	return stale
+}
+
+func (h *Hub) remove(p *proxy) {
+	h.mu.Lock()
+	delete(h.proxies, p)
+	n := len(h.proxies)
+	h.mu.Unlock()
+	h.Metrics.connected.Set(float64(n))
+	h.signal()
+}
+
+// signal tells the consumer of Changed that acks or the proxy set moved.
+func (h *Hub) signal() {
+	select {
+	case h.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Changed fires (coalesced) when Applied's answers may have changed: a proxy
+// connected, left, was sent a new snapshot, or acked one. It has one
+// consumer (the status writers).
+func (h *Hub) Changed() <-chan struct{} {
+	h.init()
+	return h.changed
+}
+
+// Applied says, of the connected proxies whose current snapshot carries
+// source ("HTTPRoute ns/name", "TrafficSplit ns/name",
+// "AuthorizationPolicy ns/name"), how many acknowledged a snapshot carrying
+// it at generation gen or later.
+func (h *Hub) Applied(source string, gen int64) (applied, total int) {
+	h.init()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for p := range h.proxies {
+		p.mu.Lock()
+		if p.cur == nil {
+			p.mu.Unlock()
+			continue
+		}
+		if _, ok := p.cur.carried.generation(source); ok {
+			total++
+			if g, ok := p.acked.generation(source); ok && g >= gen && p.ackErr == "" {
+				applied++
+			}
+		}
+		p.mu.Unlock()
+	}
+	return applied, total
+}
+
+// Report is one replica's summary of its proxies.
+type Report struct {
+	Connected int            `json:"connected"`
+	Stale     int            `json:"stale"`
+	ByVersion map[string]int `json:"byVersion"`
+}
+
+// Report counts the connected proxies, those that have not acknowledged
+// the last snapshot they were sent, and proxies by weft-proxy version.
+func (h *Hub) Report() Report {
+	h.init()
+	r := Report{ByVersion: map[string]int{}}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for p := range h.proxies {
+		r.Connected++
+		r.ByVersion[p.proxyVersion]++
+		p.mu.Lock()
+		if p.sentVersion == "" || p.sentVersion != p.ackedVersion || p.ackErr != "" {
+			r.Stale++
+		}
+		p.mu.Unlock()
+	}
+	return r
+}
+
+// ProxyState is what the hub knows of one proxy (tests, diagnostics).
+type ProxyState struct {
+	Pod, ProxyVersion, Sent, Acked, Error string
+}
+
+// Proxies lists the connected proxies.
+func (h *Hub) Proxies() []ProxyState {
+	h.init()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]ProxyState, 0, len(h.proxies))
+	for p := range h.proxies {
+		p.mu.Lock()
+		out = append(out, ProxyState{Pod: p.namespace + "/" + p.pod, ProxyVersion: p.proxyVersion, Sent: p.sentVersion, Acked: p.ackedVersion, Error: p.ackErr})
+		p.mu.Unlock()
+	}
+	return out
+}

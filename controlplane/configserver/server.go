@@ -1,0 +1,328 @@
+package configserver
+
+import (
+	"context"
+	"strings"
+	"sync"
+
+	"github.com/go-logr/logr"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/weftmesh/weft/controlplane/compiler"
+	meshapiv1 "github.com/weftmesh/weft/pkg/meshapi/v1"
+)
+
+// maxPending bounds the snapshots remembered per proxy while waiting for
+// their acks; a proxy that never acks cannot grow it.
+const maxPending = 8
+
+// Server implements meshapiv1.ConfigServer on top of a Hub.
+type Server struct {
+	meshapiv1.UnimplementedConfigServer
+	Hub         *Hub
+	TrustDomain spiffeid.TrustDomain
+}
+
+// proxy is one connected stream.
+type proxy struct {
+	namespace, pod, proxyVersion string
+	id                           spiffeid.ID
+	notify                       chan struct{}
+
+	mu           sync.Mutex
+	cur          *view
+	pending      map[string]*carried
+	order        []string
+	sentVersion  string
+	sentFP       [32]byte
+	acked        *carried
+	ackedVersion string
+	ackErr       string
+}
+
+// update installs a freshly compiled view and reports whether the proxy
+// needs a new snapshot. An unchanged view still replaces the old one, so old
+// worlds are not kept alive by idle proxies.
+func (p *proxy) update(v *view) bool {
+	p.mu.Lock()
+	changed := p.cur == nil || p.cur.fp != v.fp
+	p.cur = v
+	p.mu.Unlock()
+	if changed {
+		select {
+		case p.notify <- struct{}{}:
+		default:
+		}
+	}
+	return changed
+}
+
+func (p *proxy) recordSent(version string, v *view) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c := v.carried
+	if _, ok := p.pending[version]; !ok {
+		p.order = append(p.order, version)
+	}
+	p.pending[version] = &c
+	for len(p.order) > maxPending {
+		delete(p.pending, p.order[0])
+		p.order = p.order[1:]
+	}
+	p.sentVersion = version
+	p.sentFP = v.fp
+}
+
+// ack records an Ack; it reports false for a version this proxy was not
+// sent (or was sent too long ago to remember).
+func (p *proxy) ack(version, errMsg string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c, ok := p.pending[version]
+	if !ok && version != p.ackedVersion {
+		return false
+	}
+	if errMsg != "" {
+		p.ackErr = errMsg
+		return true
+	}
+	if ok {
+		p.acked = c
+		// Older versions can no longer be acked meaningfully.
+		for i, v := range p.order {
+			if v == version {
+				for _, old := range p.order[:i+1] {
+					delete(p.pending, old)
+				}
+				p.order = p.order[i+1:]
+				break
+			}
+		}
+	}
+	p.ackedVersion = version
+	p.ackErr = ""
+	return true
+}
+
+// Stream serves one proxy: Hello, a snapshot, acks, newer snapshots.
+func (s *Server) Stream(stream meshapiv1.Config_StreamServer) error {
+	ctx := stream.Context()
+	h := s.Hub
+	h.init()
+	id, err := peerID(ctx)
+	if err != nil {
+		return err
+	}
+	ns, sa, err := s.serviceAccount(id)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-h.ready:
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
+	}
+	req, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	hello := req.GetHello()
+	if hello == nil {
+		return status.Error(codes.InvalidArgument, "the first message on the Config stream must be a Hello")
+	}
+	pod, err := s.checkPod(ctx, hello, id, ns, sa)
+	if err != nil {
+		h.Log.Info("Refused a proxy", "identity", id.String(), "pod", hello.GetPodNamespace()+"/"+hello.GetPodName(), "reason", status.Convert(err).Message())
+		return err
+	}
+	log := h.Log.WithValues("pod", pod.Namespace+"/"+pod.Name, "identity", id.String(), "proxyVersion", hello.GetProxyVersion())
+
+	v, err := h.viewFor(pod)
+	if err != nil {
+		return status.Errorf(codes.Unavailable, "cannot compile the configuration: %v", err)
+	}
+	p := &proxy{
+		namespace: pod.Namespace, pod: pod.Name, proxyVersion: hello.GetProxyVersion(), id: id,
+		notify: make(chan struct{}, 1), pending: map[string]*carried{}, cur: v,
+	}
+	// Build the first snapshot now: its version decides whether a
+	// reconnecting proxy already holds it.
+	first, err := v.world.SnapshotFor(v.pod, v.out.enc)
+	if err != nil {
+		return status.Errorf(codes.Internal, "cannot build the snapshot: %v", err)
+	}
+	if last := hello.GetLastVersion(); last != "" && last == first.Version {
+		p.recordSent(first.Version, v)
+		p.ack(first.Version, "")
+		first = nil
+	}
+	if h.add(p, v) {
+		if nv, err := h.viewFor(pod); err == nil {
+			p.update(nv)
+		}
+	}
+	defer h.remove(p)
+	log.Info("Proxy connected", "lastVersion", hello.GetLastVersion())
+	defer log.Info("Proxy disconnected")
+
+	firstView := v
+	recvErr := make(chan error, 1)
+	go func() { recvErr <- s.receive(stream, p, log) }()
+
+	for {
+		p.mu.Lock()
+		v := p.cur
+		need := p.sentVersion == "" || v.fp != p.sentFP
+		p.mu.Unlock()
+		if need {
+			if v != firstView {
+				first = nil
+			}
+			if err := s.send(stream, p, v, first); err != nil {
+				return err
+			}
+			first = nil
+		}
+		select {
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		case err := <-recvErr:
+			return err
+		case <-p.notify:
+		}
+	}
+}
+
+func (s *Server) send(stream meshapiv1.Config_StreamServer, p *proxy, v *view, prebuilt *compiler.Snapshot) error {
+	h := s.Hub
+	select {
+	case h.sendSem <- struct{}{}:
+	case <-stream.Context().Done():
+		return status.FromContextError(stream.Context().Err()).Err()
+	}
+	defer func() { <-h.sendSem }()
+	snap := prebuilt
+	if snap == nil {
+		var err error
+		if snap, err = v.world.SnapshotFor(v.pod, v.out.enc); err != nil {
+			return status.Errorf(codes.Internal, "cannot build the snapshot: %v", err)
+		}
+	}
+	resp := &meshapiv1.ConfigResponse{Version: snap.Version, Snapshot: snap.JSON}
+	if h.TrustBundle != nil {
+		resp.TrustBundle = h.TrustBundle()
+	}
+	// Recorded before Send so an ack racing the return of Send is known.
+	p.recordSent(snap.Version, v)
+	if err := stream.Send(resp); err != nil {
+		return err
+	}
+	h.Metrics.snapshotsSent.Inc()
+	h.signal()
+	return nil
+}
+
+func (s *Server) receive(stream meshapiv1.Config_StreamServer, p *proxy, log logr.Logger) error {
+	h := s.Hub
+	for {
+		req, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		a := req.GetAck()
+		if a == nil {
+			return status.Error(codes.InvalidArgument, "only Acks may follow the Hello")
+		}
+		if !p.ack(a.GetVersion(), a.GetError()) {
+			log.Info("Ignoring an ack for a version this proxy was not sent", "version", a.GetVersion())
+			continue
+		}
+		if a.GetError() != "" {
+			h.Metrics.acks.WithLabelValues("nack").Inc()
+			log.Info("Proxy rejected a snapshot", "version", a.GetVersion(), "error", a.GetError())
+		} else {
+			h.Metrics.acks.WithLabelValues("ack").Inc()
+		}
+		h.signal()
+	}
+}
+
+// peerID is the SPIFFE ID of the verified client certificate.
+func peerID(ctx context.Context) (spiffeid.ID, error) {
+	pr, ok := peer.FromContext(ctx)
+	if !ok {
+		return spiffeid.ID{}, status.Error(codes.Unauthenticated, "no peer information")
+	}
+	info, ok := pr.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
+		return spiffeid.ID{}, status.Error(codes.Unauthenticated, "the Config stream requires the proxy's workload certificate (mutual TLS)")
+	}
+	id, err := x509svid.IDFromCert(info.State.VerifiedChains[0][0])
+	if err != nil {
+		return spiffeid.ID{}, status.Errorf(codes.Unauthenticated, "the client certificate carries no SPIFFE ID: %v", err)
+	}
+	return id, nil
+}
+
+// serviceAccount splits spiffe://<td>/ns/<ns>/sa/<sa>.
+func (s *Server) serviceAccount(id spiffeid.ID) (ns, sa string, err error) {
+	if id.TrustDomain() != s.TrustDomain {
+		return "", "", status.Errorf(codes.PermissionDenied, "identity %s is not in trust domain %s", id, s.TrustDomain)
+	}
+	parts := strings.Split(strings.TrimPrefix(id.Path(), "/"), "/")
+	if len(parts) != 4 || parts[0] != "ns" || parts[2] != "sa" {
+		return "", "", status.Errorf(codes.PermissionDenied, "identity %s is not a workload identity (/ns/<namespace>/sa/<serviceaccount>)", id)
+	}
+	return parts[1], parts[3], nil
+}
+
+// checkPod finds the pod Hello names and checks that the certificate's
+// identity may speak for it.
+func (s *Server) checkPod(ctx context.Context, hello *meshapiv1.Hello, id spiffeid.ID, ns, sa string) (*corev1.Pod, error) {
+	name, podNS := hello.GetPodName(), hello.GetPodNamespace()
+	if name == "" || podNS == "" {
+		return nil, status.Error(codes.InvalidArgument, "Hello must name the proxy's pod (pod_name and pod_namespace)")
+	}
+	if podNS != ns {
+		return nil, status.Errorf(codes.PermissionDenied, "identity %s cannot speak for pod %s/%s: it is in namespace %s", id, podNS, name, ns)
+	}
+	pod, err := s.Hub.getPod(ctx, podNS, name)
+	if apierrors.IsNotFound(err) {
+		return nil, status.Errorf(codes.PermissionDenied, "pod %s/%s does not exist", podNS, name)
+	}
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "cannot read pod %s/%s: %v", podNS, name, err)
+	}
+	if !compiler.Meshed(pod) {
+		return nil, status.Errorf(codes.PermissionDenied, "pod %s/%s is not meshed (no mesh.weft.dev/revision label)", podNS, name)
+	}
+	podSA := pod.Spec.ServiceAccountName
+	if podSA == "" {
+		podSA = "default"
+	}
+	if podSA != sa {
+		return nil, status.Errorf(codes.PermissionDenied, "pod %s/%s runs as ServiceAccount %s, but the certificate proves %s", podNS, name, podSA, id)
+	}
+	return pod, nil
+}
+
+func (h *Hub) getPod(ctx context.Context, ns, name string) (*corev1.Pod, error) {
+	var pod corev1.Pod
+	key := client.ObjectKey{Namespace: ns, Name: name}
+	err := h.Cache.Get(ctx, key, &pod)
+	if apierrors.IsNotFound(err) && h.APIReader != nil {
+		err = h.APIReader.Get(ctx, key, &pod)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &pod, nil
+}
