@@ -1,0 +1,304 @@
+package compiler
+
+import (
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	meshv1alpha1 "github.com/weftmesh/weft/api/v1alpha1"
+	"github.com/weftmesh/weft/pkg/meshconfig"
+)
+
+// Outbound is what a proxy in clientNS may reach. It depends on the client's
+// namespace only (GAMMA consumer routes apply to their own namespace), so the
+// config server computes it once per namespace.
+func (w *World) Outbound(clientNS string) meshconfig.Outbound {
+	out := meshconfig.Outbound{OpaquePorts: slices.Clone(w.Mesh.OpaquePorts)}
+	for _, k := range w.serviceKeys() {
+		svc := w.Services[k]
+		if svc.Spec.Type == corev1.ServiceTypeExternalName {
+			continue
+		}
+		out.Services = append(out.Services, w.service(svc, clientNS))
+	}
+	return out
+}
+
+func (w *World) serviceKeys() []key {
+	keys := make([]key, 0, len(w.Services))
+	for k := range w.Services {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b key) int { return strings.Compare(a.String(), b.String()) })
+	return keys
+}
+
+func (w *World) service(svc *corev1.Service, clientNS string) meshconfig.Service {
+	ms := meshconfig.Service{
+		Name:      svc.Name,
+		Namespace: svc.Namespace,
+		Hosts: []string{
+			svc.Name,
+			svc.Name + "." + svc.Namespace,
+			svc.Name + "." + svc.Namespace + ".svc",
+			svc.Name + "." + svc.Namespace + ".svc." + w.Mesh.ClusterDomain,
+		},
+	}
+	for _, ip := range svc.Spec.ClusterIPs {
+		if ip != "" && ip != corev1.ClusterIPNone && net.ParseIP(ip) != nil {
+			ms.Addresses = append(ms.Addresses, ip)
+		}
+	}
+	routes := w.routesFor(svc, clientNS)
+	split := w.activeSplit(svc, clientNS)
+	for _, p := range svc.Spec.Ports {
+		if p.Protocol != "" && p.Protocol != corev1.ProtocolTCP {
+			continue
+		}
+		sp := meshconfig.ServicePort{
+			Port:            uint16(p.Port),
+			Name:            p.Name,
+			Protocol:        w.protocol(p),
+			DefaultBackends: []meshconfig.Backend{w.backend(svc.Namespace, svc.Name, p.Port, 1)},
+		}
+		if sp.Protocol != meshconfig.ProtocolOpaque {
+			for _, r := range routes {
+				if mr, ok := w.compileRoute(r, svc, p); ok {
+					sp.Routes = append(sp.Routes, mr)
+				}
+			}
+			if split != nil && len(split.Spec.Matches) > 0 {
+				sp.Routes = append(sp.Routes, w.splitRoute(split, p))
+			}
+		}
+		if split != nil && len(split.Spec.Matches) == 0 {
+			sp.DefaultBackends = w.splitBackends(split, p)
+		}
+		ms.Ports = append(ms.Ports, sp)
+	}
+	return ms
+}
+
+// protocol maps a Service port's appProtocol (and the mesh's opaque ports) to a
+// hint, so the proxy skips detection where the answer is known.
+func (w *World) protocol(p corev1.ServicePort) meshconfig.Protocol {
+	if slices.Contains(w.Mesh.OpaquePorts, uint16(p.Port)) ||
+		(p.TargetPort.IntValue() > 0 && slices.Contains(w.Mesh.OpaquePorts, uint16(p.TargetPort.IntValue()))) {
+		return meshconfig.ProtocolOpaque
+	}
+	if p.AppProtocol == nil {
+		return meshconfig.ProtocolDetect
+	}
+	switch strings.ToLower(*p.AppProtocol) {
+	case "http", "kubernetes.io/http":
+		return meshconfig.ProtocolHTTP1
+	case "kubernetes.io/h2c", "h2c", "http2":
+		return meshconfig.ProtocolHTTP2
+	case "grpc", "kubernetes.io/grpc":
+		return meshconfig.ProtocolGRPC
+	case "tcp", "kubernetes.io/tcp", "mysql", "postgresql", "redis", "smtp":
+		return meshconfig.ProtocolOpaque
+	}
+	return meshconfig.ProtocolDetect
+}
+
+// backend resolves a Service port to its ready endpoints, each with the
+// identity its proxy must present (none for an unmeshed pod).
+func (w *World) backend(ns, name string, port int32, weight uint32) meshconfig.Backend {
+	b := meshconfig.Backend{Name: name, Namespace: ns, Weight: weight}
+	svc := w.Services[key{ns, name}]
+	if svc == nil {
+		return b
+	}
+	var sp *corev1.ServicePort
+	for i := range svc.Spec.Ports {
+		if svc.Spec.Ports[i].Port == port {
+			sp = &svc.Spec.Ports[i]
+		}
+	}
+	if sp == nil {
+		return b
+	}
+	seen := map[string]bool{}
+	for _, es := range w.Slices[key{ns, name}] {
+		if es.AddressType == discoveryv1.AddressTypeFQDN {
+			continue
+		}
+		var target int32
+		for _, ep := range es.Ports {
+			if ep.Port != nil && derefStr(ep.Name) == sp.Name {
+				target = *ep.Port
+			}
+		}
+		if target == 0 {
+			continue
+		}
+		for _, e := range es.Endpoints {
+			if e.Conditions.Ready != nil && !*e.Conditions.Ready {
+				continue
+			}
+			var pod *corev1.Pod
+			if e.TargetRef != nil && e.TargetRef.Kind == "Pod" {
+				pod = w.Pods[key{es.Namespace, e.TargetRef.Name}]
+			}
+			for _, a := range e.Addresses {
+				addr := net.JoinHostPort(a, strconv.Itoa(int(target)))
+				if seen[addr] {
+					continue
+				}
+				seen[addr] = true
+				me := meshconfig.Endpoint{Address: addr}
+				if pod != nil {
+					me.Pod = pod.Namespace + "/" + pod.Name
+					if Meshed(pod) {
+						me.Identity = w.PodIdentity(pod)
+					}
+				}
+				b.Endpoints = append(b.Endpoints, me)
+			}
+		}
+	}
+	slices.SortFunc(b.Endpoints, func(a, b meshconfig.Endpoint) int { return strings.Compare(a.Address, b.Address) })
+	return b
+}
+
+func derefStr(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// routesFor returns the HTTPRoutes that apply to svc for clients in clientNS.
+// GAMMA: a consumer route (in the client's namespace, another than the
+// Service's) replaces the producer routes (in the Service's namespace) for
+// that namespace's clients.
+func (w *World) routesFor(svc *corev1.Service, clientNS string) []*gatewayv1.HTTPRoute {
+	var producer, consumer []*gatewayv1.HTTPRoute
+	for _, r := range w.Routes {
+		if !routeTargets(r, svc) {
+			continue
+		}
+		switch r.Namespace {
+		case svc.Namespace:
+			producer = append(producer, r)
+		case clientNS:
+			consumer = append(consumer, r)
+		}
+	}
+	if len(consumer) > 0 {
+		return consumer
+	}
+	return producer
+}
+
+// routeTargets says whether one of r's parentRefs is the Service svc, on a
+// port it has. A parentRef to a port the Service lacks is not Accepted, so
+// it must neither replace the producer routes nor override a TrafficSplit.
+func routeTargets(r *gatewayv1.HTTPRoute, svc *corev1.Service) bool {
+	for _, p := range r.Spec.ParentRefs {
+		if isServiceRef(p.Group, p.Kind) && string(p.Name) == svc.Name && refNamespace(p.Namespace, r.Namespace) == svc.Namespace &&
+			(p.Port == nil || servicePortExists(svc.Spec.Ports, int32(*p.Port))) {
+			return true
+		}
+	}
+	return false
+}
+
+// isServiceRef: a GAMMA parent is the core Service kind. (A parentRef's group
+// defaults to gateway.networking.k8s.io, so it must be set to "".)
+func isServiceRef(g *gatewayv1.Group, k *gatewayv1.Kind) bool {
+	return g != nil && *g == "" && k != nil && *k == "Service"
+}
+
+func refNamespace(ns *gatewayv1.Namespace, def string) string {
+	if ns == nil || *ns == "" {
+		return def
+	}
+	return string(*ns)
+}
+
+// activeSplit is the TrafficSplit that applies to svc, or nil.
+//
+// Precedence, when several objects route the same Service:
+//
+//  1. HTTPRoutes win over TrafficSplits. Gateway API is the standard and can
+//     express everything a split can (weighted backendRefs), so any HTTPRoute
+//     whose parentRef is the Service, on any of its ports, switches every
+//     split of that Service off. The split reports Accepted=False with reason
+//     OverriddenByHTTPRoute and names the route.
+//  2. GAMMA consumer routes (an HTTPRoute in the client's namespace for a
+//     Service in another) apply to that namespace's clients only. They
+//     replace the producer routes and the split for those clients; clients
+//     elsewhere still get the split, which stays Accepted.
+//  3. Of several TrafficSplits for one Service the oldest wins (then by
+//     name); the others report Accepted=False with reason Conflict.
+func (w *World) activeSplit(svc *corev1.Service, clientNS string) *meshv1alpha1.TrafficSplit {
+	if len(w.routesFor(svc, clientNS)) > 0 {
+		return nil
+	}
+	for _, s := range w.Splits {
+		if s.Namespace == svc.Namespace && s.Spec.Service == svc.Name {
+			return s
+		}
+	}
+	return nil
+}
+
+// splitBackends resolves a split's backends for one port of its root
+// Service. A backend is reached on its own Service port of the same number
+// when it has one, so a split of a multi-port Service keeps each port apart;
+// otherwise on the port its backendRef names.
+func (w *World) splitBackends(s *meshv1alpha1.TrafficSplit, port corev1.ServicePort) []meshconfig.Backend {
+	var out []meshconfig.Backend
+	for _, b := range s.Spec.Backends {
+		if backendIsService(b.BackendObjectReference) && refNamespace(b.Namespace, s.Namespace) == s.Namespace {
+			if bs := w.Services[key{s.Namespace, string(b.Name)}]; bs != nil && servicePortExists(bs.Spec.Ports, port.Port) {
+				p := gatewayv1.PortNumber(port.Port)
+				b.Port = &p
+			}
+		}
+		out = append(out, w.backendRef(s.Namespace, b))
+	}
+	return out
+}
+
+func (w *World) splitRoute(s *meshv1alpha1.TrafficSplit, port corev1.ServicePort) meshconfig.Route {
+	rule := meshconfig.RouteRule{Backends: w.splitBackends(s, port)}
+	for _, m := range s.Spec.Matches {
+		rule.Matches = append(rule.Matches, convertMatch(m))
+	}
+	return meshconfig.Route{
+		Source:            splitSource(s),
+		Generation:        s.Generation,
+		CreationTimestamp: s.CreationTimestamp.UTC(),
+		Rules:             []meshconfig.RouteRule{rule},
+	}
+}
+
+func splitSource(s *meshv1alpha1.TrafficSplit) string {
+	return "TrafficSplit " + s.Namespace + "/" + s.Name
+}
+
+// backendRef resolves a Gateway API BackendRef from an object in ns. A ref
+// that does not resolve keeps its weight with no endpoints, so its share of
+// requests fails with 500 as Gateway API requires, and status says why.
+func (w *World) backendRef(ns string, b gatewayv1.BackendRef) meshconfig.Backend {
+	weight := uint32(1)
+	if b.Weight != nil {
+		weight = uint32(*b.Weight)
+	}
+	if !backendIsService(b.BackendObjectReference) || refNamespace(b.Namespace, ns) != ns || b.Port == nil {
+		return meshconfig.Backend{Name: string(b.Name), Namespace: refNamespace(b.Namespace, ns), Weight: weight}
+	}
+	return w.backend(ns, string(b.Name), int32(*b.Port), weight)
+}
+
+func backendIsService(r gatewayv1.BackendObjectReference) bool {
+	return (r.Group == nil || *r.Group == "") && (r.Kind == nil || *r.Kind == "Service")
+}

@@ -1,0 +1,124 @@
+package compiler
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/weftmesh/weft/pkg/meshconfig"
+)
+
+// EncodedOutbound is an Outbound encoded once and shared by every proxy of a
+// namespace: with a thousand services, encoding it per proxy would dominate.
+type EncodedOutbound struct {
+	JSON    json.RawMessage
+	Sources map[string]int64
+}
+
+// EncodedOutbound compiles and encodes the Outbound of clientNS, with the
+// sources of every route and TrafficSplit it carries. Prefer it to
+// EncodeOutbound: a split without matches only replaces default backends,
+// which do not name it, so only the World knows it is in force.
+func (w *World) EncodedOutbound(clientNS string) (*EncodedOutbound, error) {
+	eo, err := EncodeOutbound(w.Outbound(clientNS))
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range w.serviceKeys() {
+		svc := w.Services[k]
+		if svc.Spec.Type == corev1.ServiceTypeExternalName {
+			continue
+		}
+		if s := w.activeSplit(svc, clientNS); s != nil && len(s.Spec.Matches) == 0 && hasTCPPort(svc) {
+			eo.Sources[splitSource(s)] = s.Generation
+		}
+	}
+	return eo, nil
+}
+
+func hasTCPPort(svc *corev1.Service) bool {
+	for _, p := range svc.Spec.Ports {
+		if p.Protocol == "" || p.Protocol == corev1.ProtocolTCP {
+			return true
+		}
+	}
+	return false
+}
+
+// EncodeOutbound encodes o and records which routes it carries at which
+// generation. It cannot see TrafficSplits without matches: use
+// World.EncodedOutbound.
+func EncodeOutbound(o meshconfig.Outbound) (*EncodedOutbound, error) {
+	b, err := json.Marshal(o)
+	if err != nil {
+		return nil, err
+	}
+	src := map[string]int64{}
+	for _, s := range o.Services {
+		for _, p := range s.Ports {
+			for _, r := range p.Routes {
+				src[r.Source] = r.Generation
+			}
+		}
+	}
+	return &EncodedOutbound{JSON: b, Sources: src}, nil
+}
+
+// Snapshot is what is sent to one proxy.
+type Snapshot struct {
+	// Version is a content hash: equal snapshots have equal versions, so a
+	// reconnecting proxy that holds it already is not sent it again.
+	Version string
+	JSON    []byte
+	// Sources maps "Kind namespace/name" of every route, split and policy
+	// the snapshot applies to the generation applied, for "applied by N of M
+	// proxies" status.
+	Sources map[string]int64
+}
+
+// wire mirrors meshconfig.Snapshot with the outbound part pre-encoded; a test
+// keeps the two in step.
+type wire struct {
+	Version     string              `json:"version"`
+	Identity    string              `json:"identity,omitempty"`
+	TrustDomain string              `json:"trustDomain,omitempty"`
+	MTLSMode    meshconfig.MTLSMode `json:"mtlsMode,omitempty"`
+	Outbound    json.RawMessage     `json:"outbound"`
+	Inbound     meshconfig.Inbound  `json:"inbound"`
+}
+
+// SnapshotFor assembles the snapshot of pod's proxy.
+func (w *World) SnapshotFor(pod *corev1.Pod, out *EncodedOutbound) (*Snapshot, error) {
+	in := w.Inbound(pod)
+	inJSON, err := json.Marshal(in)
+	if err != nil {
+		return nil, err
+	}
+	msg := wire{
+		Identity:    w.PodIdentity(pod),
+		TrustDomain: w.Mesh.TrustDomain,
+		MTLSMode:    w.Mesh.MTLSMode,
+		Outbound:    out.JSON,
+		Inbound:     in,
+	}
+	h := sha256.New()
+	head, _ := json.Marshal(msg.Identity + "|" + msg.TrustDomain + "|" + string(msg.MTLSMode))
+	h.Write(head)
+	h.Write(out.JSON)
+	h.Write(inJSON)
+	msg.Version = hex.EncodeToString(h.Sum(nil)[:8])
+	b, err := json.Marshal(msg)
+	if err != nil {
+		return nil, err
+	}
+	src := make(map[string]int64, len(out.Sources)+len(in.Policies))
+	for k, v := range out.Sources {
+		src[k] = v
+	}
+	for _, p := range in.Policies {
+		src["AuthorizationPolicy "+p.Source] = p.Generation
+	}
+	return &Snapshot{Version: msg.Version, JSON: b, Sources: src}, nil
+}

@@ -1,0 +1,177 @@
+package compiler
+
+import (
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	meshv1alpha1 "github.com/weftmesh/weft/api/v1alpha1"
+)
+
+// The status functions report what the schema cannot check: references to
+// objects that do not exist, and precedence between objects. Conditions carry
+// the object's generation; lastTransitionTime is left for the writer, which
+// keeps it when the status does not change.
+
+func cond(typ string, ok bool, reason, msg string, gen int64) metav1.Condition {
+	s := metav1.ConditionFalse
+	if ok {
+		s = metav1.ConditionTrue
+	}
+	return metav1.Condition{Type: typ, Status: s, Reason: reason, Message: msg, ObservedGeneration: gen}
+}
+
+// RouteParents computes HTTPRoute status.parents for the parentRefs that
+// are Services (GAMMA); parents of other implementations are not ours.
+func (w *World) RouteParents(r *gatewayv1.HTTPRoute) []gatewayv1.RouteParentStatus {
+	var out []gatewayv1.RouteParentStatus
+	resolved, unresolved := w.routeRefs(r)
+	for _, p := range r.Spec.ParentRefs {
+		if !isServiceRef(p.Group, p.Kind) {
+			continue
+		}
+		ns := refNamespace(p.Namespace, r.Namespace)
+		svc := w.Services[key{ns, string(p.Name)}]
+		var accepted metav1.Condition
+		switch {
+		case svc == nil:
+			accepted = cond(string(gatewayv1.RouteConditionAccepted), false, string(gatewayv1.RouteReasonNoMatchingParent),
+				fmt.Sprintf("Service %s/%s does not exist", ns, p.Name), r.Generation)
+		case p.Port != nil && !servicePortExists(svc.Spec.Ports, int32(*p.Port)):
+			accepted = cond(string(gatewayv1.RouteConditionAccepted), false, string(gatewayv1.RouteReasonNoMatchingParent),
+				fmt.Sprintf("Service %s/%s has no port %d", ns, p.Name, *p.Port), r.Generation)
+		default:
+			accepted = cond(string(gatewayv1.RouteConditionAccepted), true, string(gatewayv1.RouteReasonAccepted),
+				"Applied to traffic for Service "+ns+"/"+string(p.Name), r.Generation)
+		}
+		refs := cond(string(gatewayv1.RouteConditionResolvedRefs), resolved, string(gatewayv1.RouteReasonResolvedRefs), "All backendRefs resolve", r.Generation)
+		if !resolved {
+			refs.Reason, refs.Message = unresolved[0], unresolved[1]
+		}
+		out = append(out, gatewayv1.RouteParentStatus{
+			ParentRef:      p,
+			ControllerName: gatewayv1.GatewayController(meshv1alpha1.ControllerName),
+			Conditions:     []metav1.Condition{accepted, refs},
+		})
+	}
+	return out
+}
+
+func servicePortExists(ps []corev1.ServicePort, port int32) bool {
+	for _, p := range ps {
+		if p.Port == port {
+			return true
+		}
+	}
+	return false
+}
+
+// routeRefs checks every backendRef of r; on failure it returns the Gateway
+// API reason and a message naming the first bad reference.
+func (w *World) routeRefs(r *gatewayv1.HTTPRoute) (bool, [2]string) {
+	for _, rule := range r.Spec.Rules {
+		for _, b := range rule.BackendRefs {
+			if ok, why := w.refOK(r.Namespace, b.BackendObjectReference); !ok {
+				return false, why
+			}
+		}
+	}
+	return true, [2]string{}
+}
+
+func (w *World) refOK(ns string, b gatewayv1.BackendObjectReference) (bool, [2]string) {
+	name := string(b.Name)
+	if !backendIsService(b) {
+		return false, [2]string{string(gatewayv1.RouteReasonInvalidKind), "backendRef " + name + " is not a Service"}
+	}
+	if rns := refNamespace(b.Namespace, ns); rns != ns {
+		return false, [2]string{string(gatewayv1.RouteReasonRefNotPermitted),
+			fmt.Sprintf("backendRef %s/%s is in another namespace; the mesh does not follow cross-namespace backendRefs", rns, name)}
+	}
+	svc := w.Services[key{ns, name}]
+	if svc == nil {
+		return false, [2]string{string(gatewayv1.RouteReasonBackendNotFound), fmt.Sprintf("Service %s/%s does not exist", ns, name)}
+	}
+	if b.Port != nil && !servicePortExists(svc.Spec.Ports, int32(*b.Port)) {
+		return false, [2]string{string(gatewayv1.RouteReasonBackendNotFound), fmt.Sprintf("Service %s/%s has no port %d", ns, name, *b.Port)}
+	}
+	return true, [2]string{}
+}
+
+// SplitConditions computes a TrafficSplit's Accepted and ResolvedRefs.
+func (w *World) SplitConditions(s *meshv1alpha1.TrafficSplit) []metav1.Condition {
+	gen := s.Generation
+	var accepted metav1.Condition
+	root := w.Services[key{s.Namespace, s.Spec.Service}]
+	switch {
+	case root == nil:
+		accepted = cond(meshv1alpha1.ConditionAccepted, false, meshv1alpha1.ReasonServiceNotFound,
+			fmt.Sprintf("Service %s/%s does not exist", s.Namespace, s.Spec.Service), gen)
+	case w.splitOverriddenBy(root) != "":
+		accepted = cond(meshv1alpha1.ConditionAccepted, false, meshv1alpha1.ReasonOverridden,
+			"HTTPRoute "+w.splitOverriddenBy(root)+" targets the same Service and takes precedence", gen)
+	case w.olderSplit(s) != nil:
+		o := w.olderSplit(s)
+		accepted = cond(meshv1alpha1.ConditionAccepted, false, meshv1alpha1.ReasonConflict,
+			"TrafficSplit "+o.Name+" is older and already splits Service "+s.Spec.Service, gen)
+	default:
+		accepted = cond(meshv1alpha1.ConditionAccepted, true, meshv1alpha1.ReasonAccepted, "Splitting traffic for Service "+s.Spec.Service, gen)
+	}
+	refs := cond(meshv1alpha1.ConditionResolvedRefs, true, meshv1alpha1.ReasonResolvedRefs, "All backends resolve", gen)
+	var missing []string
+	for _, b := range s.Spec.Backends {
+		if ok, why := w.refOK(s.Namespace, b.BackendObjectReference); !ok {
+			missing = append(missing, why[1])
+		}
+	}
+	if len(missing) > 0 {
+		refs = cond(meshv1alpha1.ConditionResolvedRefs, false, meshv1alpha1.ReasonBackendNotFound,
+			strings.Join(missing, "; ")+"; their share of requests fails with 500", gen)
+	}
+	return []metav1.Condition{accepted, refs}
+}
+
+// splitOverriddenBy names a producer HTTPRoute for the Service, if any (see
+// activeSplit for the precedence).
+func (w *World) splitOverriddenBy(root *corev1.Service) string {
+	for _, r := range w.Routes {
+		if r.Namespace == root.Namespace && routeTargets(r, root) {
+			return r.Namespace + "/" + r.Name
+		}
+	}
+	return ""
+}
+
+func (w *World) olderSplit(s *meshv1alpha1.TrafficSplit) *meshv1alpha1.TrafficSplit {
+	for _, o := range w.Splits {
+		if o == s || (o.Namespace == s.Namespace && o.Name == s.Name) {
+			return nil
+		}
+		if o.Namespace == s.Namespace && o.Spec.Service == s.Spec.Service {
+			return o
+		}
+	}
+	return nil
+}
+
+// PolicyConditions computes an AuthorizationPolicy's Accepted and
+// ResolvedRefs.
+func (w *World) PolicyConditions(ap *meshv1alpha1.AuthorizationPolicy) []metav1.Condition {
+	gen := ap.Generation
+	t := ap.Spec.TargetRef
+	accepted := cond(meshv1alpha1.ConditionAccepted, true, meshv1alpha1.ReasonAccepted, "Enforced by the proxies of the targeted workloads", gen)
+	refs := cond(meshv1alpha1.ConditionResolvedRefs, true, meshv1alpha1.ReasonResolvedRefs, "The target exists", gen)
+	switch {
+	case t.Kind == "Namespace" && string(t.Name) != ap.Namespace:
+		accepted = cond(meshv1alpha1.ConditionAccepted, false, meshv1alpha1.ReasonInvalid,
+			fmt.Sprintf("targetRef names Namespace %q; a policy can only target its own namespace (%s)", t.Name, ap.Namespace), gen)
+		refs = cond(meshv1alpha1.ConditionResolvedRefs, false, meshv1alpha1.ReasonRefNotPermitted, "cross-namespace targets are not allowed", gen)
+	case t.Kind == "Service" && w.Services[key{ap.Namespace, string(t.Name)}] == nil:
+		refs = cond(meshv1alpha1.ConditionResolvedRefs, false, meshv1alpha1.ReasonTargetNotFound,
+			fmt.Sprintf("Service %s/%s does not exist; the policy applies as soon as it does", ap.Namespace, t.Name), gen)
+	}
+	return []metav1.Condition{accepted, refs}
+}
