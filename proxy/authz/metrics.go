@@ -74,3 +74,9 @@ func (m *Metrics) Refused(reason string) {
 	}
 	m.refused.WithLabelValues(reason).Inc()
 }
+
+// Decisions returns the decision counter for a label set, for tests and
+// diagnostics.
+func (m *Metrics) Decisions(port, protocol, decision, reason string) prometheus.Counter {
+	return m.decisions.WithLabelValues(port, protocol, decision, reason)
+}

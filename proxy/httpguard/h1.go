@@ -49,7 +49,8 @@ type H1Conn struct {
 	in        []byte // read, not yet processed
 	out       []byte // processed, not yet returned
 	remaining int64
-	trailer   int // bytes of trailers so far
+	trailer   int   // bytes of trailers so far
+	failed    error // a body framing error: every later Read fails
 }
 
 // NewH1Conn guards c. prefix holds bytes already read from c (detection).
@@ -77,6 +78,9 @@ func (g *H1Conn) Read(p []byte) (int, error) {
 		}
 		switch g.st {
 		case stDone:
+			if g.failed != nil {
+				return 0, g.failed
+			}
 			return 0, io.EOF
 		case stPass:
 			if len(g.in) > 0 {
@@ -133,9 +137,15 @@ func (g *H1Conn) endData() {
 }
 
 func (g *H1Conn) reject(err error) {
+	if g.st == stHead {
+		g.out = []byte(rejectHead)
+	} else {
+		// Part of this request already went to the server: fail its body
+		// read, which aborts the request and the connection.
+		g.failed = err
+	}
 	g.st = stDone
 	g.in = nil
-	g.out = []byte(rejectHead)
 	if g.OnReject != nil {
 		g.OnReject(err)
 		g.OnReject = nil
