@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/weftmesh/weft/controllers"
 	"github.com/weftmesh/weft/internal/scheme"
 	"github.com/weftmesh/weft/internal/version"
 )
@@ -67,6 +68,7 @@ func run() int {
 	leaseDuration := 30 * time.Second
 	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
 		Scheme:                        scheme.New(),
+		Cache:                         controllers.CacheOptions(),
 		Metrics:                       metricsOpts,
 		HealthProbeBindAddress:        *probeAddr,
 		LeaderElection:                *leaderElect,
@@ -80,7 +82,10 @@ func run() int {
 		return 1
 	}
 
-	// Controllers register here as they land (issue 8).
+	if err := (&controllers.MeshControlPlaneReconciler{}).SetupWithManager(mgr); err != nil {
+		log.Error(err, "Unable to set up the MeshControlPlane controller")
+		return 1
+	}
 
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		log.Error(err, "Unable to set up the health check")
