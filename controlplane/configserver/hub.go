@@ -13,6 +13,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"sync"
 	"time"
 
@@ -204,12 +205,15 @@ func (h *Hub) Kick() {
 }
 
 // SetMesh replaces the mesh-wide settings (a MeshControlPlane change) and
-// recompiles.
+// recompiles if they changed.
 func (h *Hub) SetMesh(m compiler.Mesh) {
 	h.mu.Lock()
+	same := reflect.DeepEqual(h.Mesh, m)
 	h.Mesh = m
 	h.mu.Unlock()
-	h.Kick()
+	if !same {
+		h.Kick()
+	}
 }
 
 func (h *Hub) recompile(ctx context.Context) error {

@@ -27,6 +27,8 @@ type Client struct {
 	ProxyVersion string
 	// Reject, if set, returns a non-empty reason to nack a version.
 	Reject func(version string) string
+	// KeepSnapshot keeps the last applied snapshot for Snapshot.
+	KeepSnapshot bool
 	// Received, if set, is called after each snapshot is answered.
 	Received func(version string, at time.Time)
 
@@ -34,6 +36,7 @@ type Client struct {
 	last     string
 	versions []string
 	bundle   []byte
+	snapshot []byte
 	err      error
 	conn     *grpc.ClientConn
 }
@@ -59,6 +62,13 @@ func (c *Client) Err() error {
 	return c.err
 }
 
+// Snapshot is the last applied snapshot (with KeepSnapshot).
+func (c *Client) Snapshot() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.snapshot
+}
+
 // TrustBundle is the bundle that came with the last snapshot.
 func (c *Client) TrustBundle() []byte {
 	c.mu.Lock()
@@ -72,7 +82,10 @@ func (c *Client) dial() (*grpc.ClientConn, error) {
 	if c.conn != nil {
 		return c.conn, nil
 	}
-	conn, err := grpc.NewClient(c.Addr, grpc.WithTransportCredentials(credentials.NewTLS(c.TLS)))
+	// A mesh of a thousand services makes snapshots of megabytes, past
+	// gRPC's default 4 MiB receive limit.
+	conn, err := grpc.NewClient(c.Addr, grpc.WithTransportCredentials(credentials.NewTLS(c.TLS)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(256<<20)))
 	if err != nil {
 		return nil, err
 	}
@@ -146,6 +159,9 @@ func (c *Client) Once(ctx context.Context) (got bool, err error) {
 		if reason == "" {
 			c.last = resp.GetVersion()
 			c.bundle = resp.GetTrustBundle()
+			if c.KeepSnapshot {
+				c.snapshot = resp.GetSnapshot()
+			}
 		}
 		c.mu.Unlock()
 		ack := &meshapiv1.Ack{Version: resp.GetVersion(), Error: reason}

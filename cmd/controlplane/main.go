@@ -1,0 +1,361 @@
+// Command controlplane is one revision of the Weft control plane: it signs
+// workload certificates (Identity.Certify), streams configuration snapshots
+// to proxies (Config.Stream) and admits pods (the injector webhook). The
+// operator starts it as weft-controlplane-<revision>; every replica serves
+// proxies, only the leader writes status.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	meshv1alpha1 "github.com/weftmesh/weft/api/v1alpha1"
+	"github.com/weftmesh/weft/controlplane/compiler"
+	"github.com/weftmesh/weft/controlplane/configserver"
+	"github.com/weftmesh/weft/controlplane/identity"
+	"github.com/weftmesh/weft/internal/scheme"
+	"github.com/weftmesh/weft/pkg/meshconfig"
+	meshapiv1 "github.com/weftmesh/weft/pkg/meshapi/v1"
+)
+
+// options are the command-line flags; the operator sets every one of them
+// (controllers.RenderControlPlane).
+type options struct {
+	meshName       string
+	namespace      string
+	revision       string
+	version        string
+	trustDomain    string
+	issuerSecret   string
+	webhookCertDir string
+	proxyImage     string
+	grpcAddr       string
+	webhookAddr    string
+	healthAddr     string
+	metricsAddr    string
+	leaderElect    bool
+	replica        string
+
+	// listening, if set, is told the gRPC address once bound (tests).
+	listening func(net.Addr)
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) (options, error) {
+	var o options
+	fs.StringVar(&o.meshName, "mesh-name", "", "Name of the MeshControlPlane this control plane serves.")
+	fs.StringVar(&o.namespace, "namespace", os.Getenv("POD_NAMESPACE"), "The control plane's namespace (issuer Secret, status ConfigMaps, leader Lease).")
+	fs.StringVar(&o.revision, "revision", "", "Control-plane revision this process belongs to.")
+	fs.StringVar(&o.version, "version", "", "Weft version of this control plane.")
+	fs.StringVar(&o.trustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain of workload identities.")
+	fs.StringVar(&o.issuerSecret, "issuer-secret", "weft-issuer", "Secret holding the issuer certificate, key and trust bundle.")
+	fs.StringVar(&o.webhookCertDir, "webhook-cert-dir", "/var/run/weft/webhook", "Directory with the injector webhook's tls.crt and tls.key.")
+	fs.StringVar(&o.proxyImage, "proxy-image", "", "Image of the weft-proxy sidecar the injector adds.")
+	fs.StringVar(&o.grpcAddr, "grpc-addr", ":8090", "Address of the gRPC port (Identity and Config services, TLS).")
+	fs.StringVar(&o.webhookAddr, "webhook-addr", ":9443", "Address of the injector webhook (HTTPS).")
+	fs.StringVar(&o.healthAddr, "health-addr", ":9091", "Address of /healthz and /readyz; \"0\" disables them.")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", ":9090", "Address of the Prometheus /metrics endpoint; \"0\" disables it.")
+	fs.BoolVar(&o.leaderElect, "leader-elect", false, "Elect a leader among replicas for status writing.")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	var missing []string
+	for name, v := range map[string]string{"--mesh-name": o.meshName, "--namespace": o.namespace, "--revision": o.revision} {
+		if v == "" {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		return o, fmt.Errorf("required flags are not set: %v", missing)
+	}
+	if _, err := spiffeid.TrustDomainFromString(o.trustDomain); err != nil {
+		return o, fmt.Errorf("--trust-domain %q: %w", o.trustDomain, err)
+	}
+	o.replica = os.Getenv("POD_NAME")
+	if o.replica == "" {
+		o.replica, _ = os.Hostname()
+	}
+	return o, nil
+}
+
+func main() {
+	zopts := zap.Options{}
+	fs := flag.NewFlagSet("weft-controlplane", flag.ExitOnError)
+	zopts.BindFlags(fs)
+	o, err := parseFlags(fs, os.Args[1:])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "weft-controlplane:", err)
+		os.Exit(2)
+	}
+	logger := zap.New(zap.UseFlagOptions(&zopts))
+	ctrl.SetLogger(logger)
+	klog.SetLogger(logger)
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		logger.Error(err, "Unable to find a kubeconfig")
+		os.Exit(1)
+	}
+	if err := run(ctrl.SetupSignalHandler(), o, cfg, logger); err != nil {
+		logger.Error(err, "The control plane stopped with an error")
+		os.Exit(1)
+	}
+}
+
+// run starts everything and blocks until ctx ends.
+func run(ctx context.Context, o options, cfg *rest.Config, log logr.Logger) error {
+	td := spiffeid.RequireTrustDomainFromString(o.trustDomain)
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	lease := 30 * time.Second
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme: scheme.New(),
+		Logger: log,
+		Cache: cache.Options{
+			// Managed fields are a large share of every cached Pod and
+			// EndpointSlice, and the compiler never reads them.
+			DefaultTransform: cache.TransformStripManagedFields(),
+		},
+		Metrics:                       metricsserver.Options{BindAddress: o.metricsAddr},
+		HealthProbeBindAddress:        o.healthAddr,
+		LeaderElection:                o.leaderElect,
+		LeaderElectionID:              "weft-controlplane-" + o.revision,
+		LeaderElectionNamespace:       o.namespace,
+		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 &lease,
+	})
+	if err != nil {
+		return fmt.Errorf("creating the manager: %w", err)
+	}
+
+	// Identity: the issuer Secret, reloaded on change, and a serving
+	// certificate for weft-controlplane-<rev>.<ns>.svc reissued with it.
+	svcName := "weft-controlplane-" + o.revision
+	cpID, err := identity.WorkloadID(td, o.namespace, "weft-controlplane")
+	if err != nil {
+		return err
+	}
+	serving := &servingCerts{
+		id:  cpID,
+		log: log.WithName("serving"),
+		dnsNames: []string{
+			svcName + "." + o.namespace + ".svc",
+			svcName + "." + o.namespace + ".svc.cluster.local",
+			svcName + "." + o.namespace,
+			svcName,
+		},
+	}
+	store := &identity.Store{Client: kube, Namespace: o.namespace, Name: o.issuerSecret, Log: log.WithName("issuer"), OnChange: serving.issue}
+	certify := &identity.Service{TrustDomain: td, Auth: identity.TokenReviewer{Client: kube}, Issuers: store}
+
+	hub := &configserver.Hub{
+		Cache:     mgr.GetCache(),
+		APIReader: mgr.GetAPIReader(),
+		Mesh:      compiler.Mesh{TrustDomain: o.trustDomain},
+		Log:       log.WithName("config"),
+		Metrics:   configserver.NewMetrics(ctrlmetrics.Registry),
+		TrustBundle: func() []byte {
+			if iss := store.Current(); iss != nil {
+				return iss.BundlePEM()
+			}
+			return nil
+		},
+	}
+	meshWatch := &meshWatcher{cache: mgr.GetCache(), name: o.meshName, hub: hub, trustDomain: o.trustDomain, log: log.WithName("mesh")}
+
+	grpcSrv := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(configserver.ServerTLS(serving.Cert, serving.Roots))),
+		// Proxies hold one stream for days: keepalives find the dead ones
+		// (a node gone) so they stop counting as connected.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	)
+	meshapiv1.RegisterIdentityServer(grpcSrv, certify)
+	meshapiv1.RegisterConfigServer(grpcSrv, &configserver.Server{Hub: hub, TrustDomain: td})
+
+	statusWriter := &configserver.StatusWriter{
+		Client: mgr.GetClient(), Hub: hub, Namespace: o.namespace, Revision: o.revision, Replica: o.replica,
+		Log: log.WithName("proxy-status"),
+	}
+
+	for _, r := range []manager.Runnable{
+		everyReplica(store.Run),
+		everyReplica(func(ctx context.Context) error { return serving.renew(ctx, store) }),
+		everyReplica(func(ctx context.Context) error {
+			// The first compilation uses the MeshControlPlane's settings, so
+			// proxies are not sent a snapshot that is replaced at once.
+			if err := meshWatch.Start(ctx); err != nil {
+				return err
+			}
+			return hub.Start(ctx)
+		}),
+		everyReplica(statusWriter.Start),
+		everyReplica(func(ctx context.Context) error { return serveGRPC(ctx, grpcSrv, o, log) }),
+	} {
+		if err := mgr.Add(r); err != nil {
+			return err
+		}
+	}
+
+	// LEAD: wire the status writers of HTTPRoute / TrafficSplit /
+	// AuthorizationPolicy (controlplane/status) here, as leader-elected
+	// runnables (mgr.Add of a runnable whose NeedLeaderElection is true).
+	// They take `hub` as their Applied/Changed source:
+	//   hub.Applied(source string, gen int64) (applied, total int)
+	//   hub.Changed() <-chan struct{}
+
+	// LEAD: wire the injector webhook server (controlplane/inject) here, on
+	// o.webhookAddr with the certificate in o.webhookCertDir, injecting
+	// o.proxyImage for revision o.revision; every replica serves it.
+	_ = o.webhookAddr
+	_ = o.webhookCertDir
+	_ = o.proxyImage
+
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("config", func(*http.Request) error {
+		select {
+		case <-hub.Ready():
+		default:
+			return errors.New("the configuration is not compiled yet")
+		}
+		if store.Current() == nil {
+			if err := store.Err(); err != nil {
+				return err
+			}
+			return errors.New("the issuer is not loaded yet")
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+
+	log.Info("Starting the Weft control plane", "version", o.version, "revision", o.revision, "mesh", o.meshName, "replica", o.replica)
+	return mgr.Start(ctx)
+}
+
+// everyReplica is a runnable that runs on every replica, leader or not.
+type everyReplica func(context.Context) error
+
+func (f everyReplica) Start(ctx context.Context) error { return f(ctx) }
+func (f everyReplica) NeedLeaderElection() bool        { return false }
+
+func serveGRPC(ctx context.Context, srv *grpc.Server, o options, log logr.Logger) error {
+	l, err := net.Listen("tcp", o.grpcAddr)
+	if err != nil {
+		return fmt.Errorf("listening on --grpc-addr %s: %w", o.grpcAddr, err)
+	}
+	if o.listening != nil {
+		o.listening(l.Addr())
+	}
+	log.Info("Serving gRPC", "addr", l.Addr().String())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	// Streams never end on their own; give unary calls a moment, then cut
+	// the streams (proxies reconnect to another replica).
+	done := make(chan struct{})
+	go func() { srv.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		srv.Stop()
+	}
+	return nil
+}
+
+// meshWatcher feeds the MeshControlPlane's mesh-wide settings (mTLS mode,
+// default authorization, opaque ports) to the hub.
+type meshWatcher struct {
+	cache       cache.Cache
+	name        string
+	hub         *configserver.Hub
+	trustDomain string
+	log         logr.Logger
+}
+
+// Start registers the watch and applies the settings once the informer has
+// synced; later changes are applied by the event handler.
+func (m *meshWatcher) Start(ctx context.Context) error {
+	inf, err := m.cache.GetInformer(ctx, &meshv1alpha1.MeshControlPlane{})
+	if err != nil {
+		return fmt.Errorf("watching MeshControlPlanes: %w", err)
+	}
+	update := func(any) { m.sync(ctx) }
+	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc: update, UpdateFunc: func(_, o any) { update(o) }, DeleteFunc: update,
+	}); err != nil {
+		return err
+	}
+	if !toolscache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+		return nil
+	}
+	m.sync(ctx)
+	return nil
+}
+
+func (m *meshWatcher) sync(ctx context.Context) {
+	var mcp meshv1alpha1.MeshControlPlane
+	if err := m.cache.Get(ctx, client.ObjectKey{Name: m.name}, &mcp); err != nil {
+		if client.IgnoreNotFound(err) != nil {
+			m.log.Error(err, "Reading the MeshControlPlane failed", "name", m.name)
+		}
+		return
+	}
+	m.hub.SetMesh(meshSettings(&mcp, m.trustDomain))
+}
+
+// meshSettings maps the spec onto the compiler's Mesh. The trust domain
+// comes from the flag: it is what the issued certificates carry.
+func meshSettings(mcp *meshv1alpha1.MeshControlPlane, trustDomain string) compiler.Mesh {
+	m := compiler.Mesh{TrustDomain: trustDomain}
+	switch mcp.Spec.MTLS.Mode {
+	case meshv1alpha1.MTLSPermissive:
+		m.MTLSMode = meshconfig.MTLSPermissive
+	case meshv1alpha1.MTLSStrict:
+		m.MTLSMode = meshconfig.MTLSStrict
+	}
+	switch mcp.Spec.Authorization.DefaultPolicy {
+	case meshv1alpha1.DefaultPolicyAllow:
+		m.DefaultPolicy = meshconfig.DefaultAllow
+	case meshv1alpha1.DefaultPolicyDeny:
+		m.DefaultPolicy = meshconfig.DefaultDeny
+	case meshv1alpha1.DefaultPolicyAuthenticated:
+		m.DefaultPolicy = meshconfig.DefaultAuthenticated
+	}
+	for _, p := range mcp.Spec.Proxy.OpaquePorts {
+		if p > 0 && p < 65536 {
+			m.OpaquePorts = append(m.OpaquePorts, uint16(p))
+		}
+	}
+	return m
+}
