@@ -20,9 +20,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
-	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -38,8 +38,8 @@ import (
 	"github.com/weftmesh/weft/controlplane/configserver"
 	"github.com/weftmesh/weft/controlplane/identity"
 	"github.com/weftmesh/weft/internal/scheme"
-	"github.com/weftmesh/weft/pkg/meshconfig"
 	meshapiv1 "github.com/weftmesh/weft/pkg/meshapi/v1"
+	"github.com/weftmesh/weft/pkg/meshconfig"
 )
 
 // options are the command-line flags; the operator sets every one of them

@@ -225,4 +225,3 @@ func TestControlPlaneServesIdentityAndConfig(t *testing.T) {
 		t.Errorf("snapshot identity %q, mtlsMode %q (%v); want %s and the MeshControlPlane's Permissive", snap.Identity, snap.MTLSMode, err, id)
 	}
 }
-

@@ -173,4 +173,3 @@ func (c *Client) Once(ctx context.Context) (got bool, err error) {
 		}
 	}
 }
-
