@@ -4,8 +4,10 @@
 // builds the TLS configurations used between proxies (TLS 1.3 only, both sides
 // present SVIDs, peers verified with go-spiffe).
 //
-// It must not fetch certificates itself (the control-plane issue adds that by
-// calling Set) and must not decide who may call whom (authorization).
+// It also holds material handed to it in memory (NewMemorySource, FromDER,
+// SetBundle), which is how proxy/cpclient installs what the control plane
+// issues. It must not fetch certificates itself and must not decide who may
+// call whom (authorization).
 package identity
 
 import (
@@ -89,21 +91,39 @@ func Parse(certPEM, keyPEM, bundlePEM []byte) (*Material, error) {
 		chain = append(chain, c)
 	}
 	pair.Leaf = chain[0]
+	return build(&pair, chain, bundlePEM)
+}
+
+// build checks a key pair whose chain is already parsed and pairs it with the
+// bundle.
+func build(pair *tls.Certificate, chain []*x509.Certificate, bundlePEM []byte) (*Material, error) {
+	if len(chain) > maxChain {
+		return nil, fmt.Errorf("certificate chain of %d certificates is too long", len(chain))
+	}
 	id, err := x509svid.IDFromCert(chain[0])
 	if err != nil {
 		return nil, fmt.Errorf("leaf is not an SVID: %w", err)
 	}
-	bundle, err := x509bundle.Parse(id.TrustDomain(), bundlePEM)
+	bundle, err := ParseBundle(id.TrustDomain(), bundlePEM)
+	if err != nil {
+		return nil, err
+	}
+	if _, _, err := x509svid.Verify(chain, bundle); err != nil {
+		return nil, fmt.Errorf("own SVID does not verify against the bundle: %w", err)
+	}
+	return &Material{Cert: pair, ID: id, Bundle: bundle, Loaded: time.Now()}, nil
+}
+
+// ParseBundle parses a PEM trust bundle of td and refuses an empty one.
+func ParseBundle(td spiffeid.TrustDomain, bundlePEM []byte) (*x509bundle.Bundle, error) {
+	bundle, err := x509bundle.Parse(td, bundlePEM)
 	if err != nil {
 		return nil, fmt.Errorf("trust bundle: %w", err)
 	}
 	if len(bundle.X509Authorities()) == 0 {
 		return nil, errors.New("trust bundle holds no certificate")
 	}
-	if _, _, err := x509svid.Verify(chain, bundle); err != nil {
-		return nil, fmt.Errorf("own SVID does not verify against the bundle: %w", err)
-	}
-	return &Material{Cert: &pair, ID: id, Bundle: bundle, Loaded: time.Now()}, nil
+	return bundle, nil
 }
 
 // Source holds the current material. The zero value has none; handshakes fail
@@ -134,13 +154,21 @@ func NewSource(f Files, log *slog.Logger) (*Source, error) {
 func (s *Source) Current() *Material { return s.cur.Load() }
 
 // Set installs m; open connections keep the keys they negotiated.
-func (s *Source) Set(m *Material) { s.cur.Store(m) }
+func (s *Source) Set(m *Material) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cur.Store(m)
+}
 
 // Reload re-reads the files if their size or mtime changed. On error the
-// previous material stays in use.
+// previous material stays in use. A Source without files (NewMemorySource)
+// has nothing to reload.
 func (s *Source) Reload() (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.files == (Files{}) {
+		return false, nil
+	}
 	stamp := fileStamp(s.files.Cert, s.files.Key, s.files.Bundle)
 	if stamp == s.stamp && s.cur.Load() != nil {
 		return false, nil

@@ -57,6 +57,9 @@ type Config struct {
 	InboundTarget string
 	// Identity enables mTLS; nil means plaintext only.
 	Identity *identity.Source
+	// RequireSnapshot keeps Ready false until a snapshot has been applied
+	// (the control-plane mode, where the proxy starts with none).
+	RequireSnapshot bool
 	// Mesh chooses the HTTP protocol between proxies.
 	Mesh upstream.MeshProtocol
 	// Forwarders builds per-service-port HTTP handlers (DefaultForwarder
@@ -99,7 +102,9 @@ type Proxy struct {
 	mu        sync.Mutex
 	listeners map[string]net.Listener
 	started   atomic.Bool
-	wg        sync.WaitGroup
+	// configured is set by the first Apply after New's empty snapshot.
+	configured atomic.Bool
+	wg         sync.WaitGroup
 }
 
 // New checks cfg and builds a Proxy with an empty snapshot.
@@ -140,7 +145,7 @@ func New(cfg Config) (*Proxy, error) {
 	p.passthrough = newReverseProxy(p.pool.Plain(), func(pr *httputil.ProxyRequest) {
 		pr.Out.URL.Host = infoFrom(pr.In.Context()).dst.String()
 	})
-	if err := p.Apply(&meshconfig.Snapshot{Version: "empty"}); err != nil {
+	if err := p.apply(&meshconfig.Snapshot{Version: "empty"}); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -150,8 +155,19 @@ func New(cfg Config) (*Proxy, error) {
 func (p *Proxy) Pool() *upstream.Pool { return p.pool }
 
 // Apply compiles s and swaps it in. Requests already being served finish
-// with the table they started with.
+// with the table they started with. On error nothing changes.
 func (p *Proxy) Apply(s *meshconfig.Snapshot) error {
+	if s == nil {
+		return errors.New("no snapshot")
+	}
+	if err := p.apply(s); err != nil {
+		return err
+	}
+	p.configured.Store(true)
+	return nil
+}
+
+func (p *Proxy) apply(s *meshconfig.Snapshot) error {
 	if err := s.Validate(); err != nil {
 		return err
 	}
@@ -185,10 +201,13 @@ func (p *Proxy) Addr(name string) string {
 	return ""
 }
 
-// Ready says whether the proxy can serve: listening and, when mTLS is
-// configured, holding an identity.
+// Ready says whether the proxy can serve: listening, holding an identity
+// when mTLS is configured, and holding a snapshot when RequireSnapshot is
+// set.
 func (p *Proxy) Ready() bool {
-	return p.started.Load() && (p.cfg.Identity == nil || p.cfg.Identity.Current() != nil)
+	return p.started.Load() &&
+		(p.cfg.Identity == nil || p.cfg.Identity.Current() != nil) &&
+		(!p.cfg.RequireSnapshot || p.configured.Load())
 }
 
 // Start binds every listener and serves in the background. It fails without

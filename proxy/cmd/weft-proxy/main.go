@@ -19,7 +19,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/weftmesh/weft/proxy/cpclient"
 	"github.com/weftmesh/weft/proxy/identity"
+	"github.com/weftmesh/weft/proxy/metrics"
 	"github.com/weftmesh/weft/proxy/sidecar"
 	"github.com/weftmesh/weft/proxy/upstream"
 )
@@ -66,6 +70,7 @@ func run(args []string) int {
 		outbound  = fs.String("outbound", ":4140", "outbound listener (iptables-redirected outgoing connections); empty disables")
 		inbound   = fs.String("inbound", ":4143", "inbound listener; empty disables")
 		admin     = fs.String("admin", ":4191", "admin listener (/metrics /ready /live /config /identity)")
+		cpAddr    = fs.String("control-plane", os.Getenv(cpclient.EnvControlPlaneAddr), "control plane host:port: get the certificate and snapshots from it instead of files (default $"+cpclient.EnvControlPlaneAddr+")")
 		snapshot  = fs.String("snapshot", "", "configuration snapshot file (JSON), reloaded on change")
 		cert      = fs.String("cert", "", "SVID certificate chain (PEM); enables mTLS with -key and -bundle")
 		key       = fs.String("key", "", "SVID private key (PEM)")
@@ -88,6 +93,10 @@ func run(args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	if err := fromEnv(fs, os.Getenv); err != nil {
+		fmt.Fprintln(os.Stderr, "weft-proxy:", err)
+		return 2
+	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
 		fmt.Fprintln(os.Stderr, "weft-proxy: -log-level:", err)
@@ -104,17 +113,26 @@ func run(args []string) int {
 		log.Error("Bad -opaque-ports", "err", err)
 		return 2
 	}
+	reg := prometheus.NewRegistry()
 	cfg := sidecar.Config{
 		OutboundAddr: *outbound, InboundAddr: *inbound, AdminAddr: *admin,
 		Static: static, InboundTarget: *target, OpaquePorts: ports,
 		Mesh: upstream.MeshProtocol(*mesh), MaxConns: *maxConns,
 		DetectTimeout: *detectTO, HeaderTimeout: *headerTO, IdleTimeout: *idleTO,
-		Log: log,
+		Registry: reg, Log: log,
 	}
 	if *access {
 		cfg.AccessLog = slog.New(slog.NewJSONHandler(os.Stdout, nil))
 	}
-	if *cert != "" || *key != "" || *bundle != "" {
+	var cp *cpclient.Client
+	if *cpAddr != "" {
+		if *cert != "" || *key != "" || *bundle != "" || *snapshot != "" {
+			log.Error("-control-plane excludes -cert, -key, -bundle and -snapshot: the control plane provides them")
+			return 2
+		}
+		cfg.Identity = identity.NewMemorySource(log)
+		cfg.RequireSnapshot = true
+	} else if *cert != "" || *key != "" || *bundle != "" {
 		src, err := identity.NewSource(identity.Files{Cert: *cert, Key: *key, Bundle: *bundle}, log)
 		if err != nil {
 			log.Error("Identity", "err", err)
@@ -126,6 +144,15 @@ func run(args []string) int {
 	if err != nil {
 		log.Error("Config", "err", err)
 		return 1
+	}
+	if *cpAddr != "" {
+		cc := cpclient.FromEnv(os.Getenv)
+		cc.Addr, cc.Identity, cc.Proxy, cc.Log = *cpAddr, cfg.Identity, p, log
+		cc.Metrics = metrics.NewControlPlane(reg)
+		if cp, err = cpclient.New(cc); err != nil {
+			log.Error("Control plane client", "err", err)
+			return 2
+		}
 	}
 	if *snapshot != "" {
 		snap, err := sidecar.LoadSnapshot(*snapshot)
@@ -146,10 +173,23 @@ func run(args []string) int {
 	if *snapshot != "" {
 		go p.WatchSnapshot(ctx, *snapshot, *reload)
 	}
-	if cfg.Identity != nil {
-		go p.WatchIdentity(ctx, cfg.Identity, *reload)
+	cpDone := make(chan struct{})
+	if cp != nil {
+		// Listeners are up first so that /live answers; /ready waits for
+		// the first certificate and snapshot.
+		go func() {
+			defer close(cpDone)
+			if err := cp.Run(ctx); err != nil {
+				log.Error("Control plane client stopped", "err", err)
+			}
+		}()
+	} else {
+		close(cpDone)
+		if cfg.Identity != nil {
+			go p.WatchIdentity(ctx, cfg.Identity, *reload)
+		}
 	}
-	log.Info("Serving", "outbound", p.Addr("outbound"), "inbound", p.Addr("inbound"), "admin", p.Addr("admin"), "static", len(static))
+	log.Info("Serving", "controlPlane", *cpAddr, "outbound", p.Addr("outbound"), "inbound", p.Addr("inbound"), "admin", p.Addr("admin"), "static", len(static))
 	<-ctx.Done()
 	log.Info("Draining", "timeout", *drainTO)
 	dctx, cancel := context.WithTimeout(context.Background(), *drainTO)
@@ -157,7 +197,37 @@ func run(args []string) int {
 	if err := p.Shutdown(dctx); err != nil {
 		log.Warn("Drain incomplete", "err", err)
 	}
+	<-cpDone
 	return 0
+}
+
+// fromEnv applies the injector's environment to the flags the command line
+// did not set: the listener ports and the log level.
+func fromEnv(fs *flag.FlagSet, getenv func(string) string) error {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for _, e := range []struct{ flag, env string }{
+		{"inbound", "WEFT_INBOUND_PORT"},
+		{"outbound", "WEFT_OUTBOUND_PORT"},
+		{"admin", "WEFT_ADMIN_PORT"},
+	} {
+		v := getenv(e.env)
+		if set[e.flag] || v == "" {
+			continue
+		}
+		if n, err := strconv.ParseUint(v, 10, 16); err != nil || n == 0 {
+			return fmt.Errorf("%s=%q is not a port", e.env, v)
+		}
+		if err := fs.Set(e.flag, ":"+v); err != nil {
+			return err
+		}
+	}
+	if v := getenv("WEFT_LOG_LEVEL"); v != "" && !set["log-level"] {
+		if err := fs.Set("log-level", v); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func parsePorts(s string) ([]uint16, error) {

@@ -1,0 +1,152 @@
+package cpclient
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"google.golang.org/grpc/status"
+
+	meshapiv1 "github.com/weftmesh/weft/pkg/meshapi/v1"
+	"github.com/weftmesh/weft/pkg/meshconfig"
+	"github.com/weftmesh/weft/proxy/identity"
+	"github.com/weftmesh/weft/proxy/metrics"
+)
+
+// maxSnapshot bounds a snapshot before it is decoded; gRPC's own 4 MiB
+// receive limit applies first, this keeps the bound explicit.
+const maxSnapshot = 4 << 20
+
+// streamLoop holds the config stream open until ctx ends. A stream that
+// delivered something resets the backoff: it was a working connection that
+// ended, not a control plane still down.
+func (c *Client) streamLoop(ctx context.Context, cli meshapiv1.ConfigClient) {
+	bo := backoff{min: c.s.MinBackoff, max: c.s.MaxBackoff}
+	log := c.s.Log.With("controlPlane", c.s.Addr)
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			c.s.Metrics.Reconnect()
+		}
+		got, err := c.streamOnce(ctx, cli, log)
+		c.s.Metrics.Connected(false)
+		if ctx.Err() != nil {
+			return
+		}
+		if got {
+			bo.reset()
+		}
+		next := bo.next()
+		st := status.Convert(err)
+		log.Warn("Config stream ended, serving the last snapshot until it is back",
+			"code", st.Code().String(), "err", st.Message(), "lastVersion", c.LastVersion(), "retryIn", next)
+		if !c.wait(ctx, next, nil) {
+			return
+		}
+	}
+}
+
+// streamOnce runs one stream until it fails; got says whether a snapshot
+// arrived on it.
+func (c *Client) streamOnce(ctx context.Context, cli meshapiv1.ConfigClient, log *slog.Logger) (got bool, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := cli.Stream(ctx)
+	if err != nil {
+		return false, err
+	}
+	hello := &meshapiv1.Hello{
+		PodName: c.s.PodName, PodNamespace: c.s.PodNamespace,
+		ProxyVersion: c.s.ProxyVersion, LastVersion: c.LastVersion(),
+	}
+	if err := stream.Send(&meshapiv1.ConfigRequest{Kind: &meshapiv1.ConfigRequest_Hello{Hello: hello}}); err != nil {
+		return false, err
+	}
+	c.s.Metrics.Connected(true)
+	log.Info("Config stream open", "lastVersion", hello.LastVersion)
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			return got, err
+		}
+		got = true
+		ack := &meshapiv1.Ack{Version: resp.GetVersion()}
+		if err := c.handle(resp); err != nil {
+			ack.Error = err.Error()
+			c.s.Metrics.Snapshot(metrics.Rejected)
+			log.Error("Snapshot rejected, keeping the previous one", "version", resp.GetVersion(), "current", c.LastVersion(), "err", err)
+		} else {
+			c.s.Metrics.Snapshot(metrics.Applied)
+		}
+		if err := stream.Send(&meshapiv1.ConfigRequest{Kind: &meshapiv1.ConfigRequest_Ack{Ack: ack}}); err != nil {
+			return got, err
+		}
+	}
+}
+
+// handle checks a response whole before changing anything: a response with
+// a bad snapshot or a bad bundle is refused as a unit.
+func (c *Client) handle(resp *meshapiv1.ConfigResponse) error {
+	if resp.GetVersion() == "" {
+		return errors.New("response has no version")
+	}
+	if len(resp.GetSnapshot()) > maxSnapshot {
+		return fmt.Errorf("snapshot of %d bytes is larger than %d", len(resp.GetSnapshot()), maxSnapshot)
+	}
+	bundle := resp.GetTrustBundle()
+	c.mu.Lock()
+	newBundle := len(bundle) > 0 && !bytes.Equal(bundle, c.lastBundle)
+	c.mu.Unlock()
+	if newBundle {
+		if _, err := identity.ParseBundle(c.s.id.TrustDomain(), bundle); err != nil {
+			return err
+		}
+	}
+	snap, err := meshconfig.Decode(resp.GetSnapshot())
+	if err != nil {
+		return err
+	}
+	if snap.Version != resp.GetVersion() {
+		return fmt.Errorf("snapshot says version %q, response says %q", snap.Version, resp.GetVersion())
+	}
+	if snap.Identity != "" && snap.Identity != c.s.id.String() {
+		return fmt.Errorf("snapshot was built for %s, this proxy is %s", snap.Identity, c.s.id)
+	}
+	if err := c.s.Proxy.Apply(snap); err != nil {
+		return fmt.Errorf("applying snapshot: %w", err)
+	}
+	c.mu.Lock()
+	c.lastVersion = snap.Version
+	c.mu.Unlock()
+	if newBundle {
+		c.setBundle(bundle)
+	}
+	return nil
+}
+
+// setBundle installs a checked trust bundle. If the proxy's own certificate
+// no longer chains to it, the anchor it was issued under is being retired:
+// renew now rather than at the usual time.
+func (c *Client) setBundle(bundle []byte) {
+	changed, ok, err := c.s.Identity.SetBundle(bundle)
+	if err != nil {
+		// Parsed above and the certificate exists before the stream opens,
+		// so this is not expected; the old bundle stays.
+		c.s.Log.Error("Trust bundle not installed", "err", err)
+		return
+	}
+	c.mu.Lock()
+	c.lastBundle = bytes.Clone(bundle)
+	c.mu.Unlock()
+	if changed {
+		c.s.Metrics.BundleUpdated()
+	}
+	if !ok {
+		c.s.Log.Warn("The workload certificate does not chain to the new trust bundle, renewing it now")
+		select {
+		case c.renewNow <- struct{}{}:
+		default:
+		}
+	}
+}
