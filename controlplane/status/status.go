@@ -1,0 +1,136 @@
+// Package status writes the status of the objects that shape mesh traffic:
+// HTTPRoute status.parents for Service parents (GAMMA), and the conditions and
+// "applied by N of M proxies" counts of TrafficSplits and
+// AuthorizationPolicies.
+//
+// The conditions are computed by controlplane/compiler (pure functions of a
+// World); this package only reads the cluster, merges them with what is
+// stored, and writes a status when, and only when, it differs. It runs only
+// in the elected leader among control-plane replicas, never touches spec,
+// and never touches HTTPRoute parents written by other controllers.
+package status
+
+import (
+	"context"
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+)
+
+// AppliedCounter reports how far proxies have come in applying an object. The
+// config server implements it: it knows which snapshot each connected proxy
+// has acknowledged.
+type AppliedCounter interface {
+	// Applied says, of the connected proxies whose snapshot carries source
+	// ("HTTPRoute ns/name", "TrafficSplit ns/name", "AuthorizationPolicy ns/name"),
+	// how many have acknowledged a snapshot carrying generation >= gen.
+	Applied(source string, gen int64) (applied, total int)
+	// Changed is signalled when counts change, so status can be refreshed.
+	Changed() <-chan struct{}
+}
+
+// Source names an object the way snapshots and AppliedCounter do.
+func Source(kind string, o client.Object) string {
+	return kind + " " + o.GetNamespace() + "/" + o.GetName()
+}
+
+// SetupWithManager registers the three status reconcilers and, when counter
+// is not nil, refreshes every object's counts when it signals a change.
+// Everything registered runs only in the elected leader.
+func SetupWithManager(mgr ctrl.Manager, counter AppliedCounter) error {
+	var fan *fanout
+	if counter != nil {
+		fan = newFanout(counter.Changed())
+		if err := mgr.Add(fan); err != nil {
+			return fmt.Errorf("adding the applied-count watcher: %w", err)
+		}
+	}
+	c := mgr.GetClient()
+	routes := &RouteReconciler{Client: c, Counter: counter}
+	splits := &SplitReconciler{Client: c, Counter: counter}
+	policies := &PolicyReconciler{Client: c, Counter: counter}
+	var ch [3]<-chan event.GenericEvent
+	if fan != nil {
+		ch = [3]<-chan event.GenericEvent{fan.out[0], fan.out[1], fan.out[2]}
+	}
+	if err := routes.SetupWithManager(mgr, ch[0]); err != nil {
+		return err
+	}
+	if err := splits.SetupWithManager(mgr, ch[1]); err != nil {
+		return err
+	}
+	return policies.SetupWithManager(mgr, ch[2])
+}
+
+// controllerOptions: status writers are singletons across replicas; two
+// leaders would fight over lastTransitionTime and counts.
+func controllerOptions() controller.Options {
+	return controller.Options{NeedLeaderElection: ptr.To(true), MaxConcurrentReconciles: 2}
+}
+
+// fanout turns the counter's one Changed channel into one event channel per
+// reconciler. Each output holds at most one pending event: a burst of
+// changes is coalesced, since a single event already refreshes every object.
+type fanout struct {
+	in  <-chan struct{}
+	out [3]chan event.GenericEvent
+}
+
+func newFanout(in <-chan struct{}) *fanout {
+	f := &fanout{in: in}
+	for i := range f.out {
+		f.out[i] = make(chan event.GenericEvent, 1)
+	}
+	return f
+}
+
+// NeedLeaderElection: counts only matter where status is written.
+func (f *fanout) NeedLeaderElection() bool { return true }
+
+// Start forwards signals until ctx ends or the counter closes its channel.
+func (f *fanout) Start(ctx context.Context) error {
+	log := logf.FromContext(ctx).WithName("applied-counts")
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case _, ok := <-f.in:
+			if !ok {
+				log.Info("Applied-count channel closed; counts are refreshed only on object changes from now on")
+				<-ctx.Done()
+				return nil
+			}
+			for _, o := range f.out {
+				select {
+				case o <- event.GenericEvent{Object: &metav1.PartialObjectMetadata{}}:
+				default:
+				}
+			}
+		}
+	}
+}
+
+// mergeConditions sets want on a copy of have, keeping lastTransitionTime
+// where a condition's status did not change.
+func mergeConditions(have, want []metav1.Condition) []metav1.Condition {
+	out := make([]metav1.Condition, 0, max(len(have), len(want)))
+	for _, c := range have {
+		out = append(out, *c.DeepCopy())
+	}
+	for _, c := range want {
+		meta.SetStatusCondition(&out, c)
+	}
+	return out
+}
+
+// appliedMessage is how the counts read in a condition message.
+func appliedMessage(applied, total int) string {
+	return fmt.Sprintf("applied by %d of %d proxies", applied, total)
+}
