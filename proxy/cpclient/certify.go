@@ -45,6 +45,9 @@ func (c *Client) certifyLoop(ctx context.Context, cli meshapiv1.IdentityClient, 
 			log.Error("Certificate request failed, keeping the current certificate", attrs...)
 		} else {
 			bo.reset()
+			if prev := c.s.Identity.Current(); prev != nil && !prev.Bundle.Equal(m.Bundle) {
+				c.s.Metrics.BundleUpdated()
+			}
 			c.s.Identity.Set(m)
 			at := renewAt(m.Cert.Leaf.NotBefore, m.Cert.Leaf.NotAfter)
 			next = max(at.Sub(c.s.Clock.Now()), 0)

@@ -25,7 +25,6 @@ type Client struct {
 
 	mu          sync.Mutex
 	lastVersion string // last snapshot applied, sent in Hello on reconnect
-	lastBundle  []byte // last trust bundle received with a snapshot
 }
 
 // New checks cfg; every problem with it is reported at once.

@@ -1,14 +1,20 @@
 package cpclient
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/tls"
 	"crypto/x509"
+	"io"
+	"net"
 	"net/http"
 	"net/url"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -490,4 +496,99 @@ func TestBackoff(t *testing.T) {
 			t.Fatalf("renewal at %v, outside 65-75%%", at.Sub(nb))
 		}
 	}
+}
+
+// TestWeftProxyCommand runs the weft-proxy binary as the injector configures
+// it (environment only, no files) against the test control plane.
+func TestWeftProxyCommand(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the weft-proxy binary")
+	}
+	bin := filepath.Join(t.TempDir(), "weft-proxy")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/weftmesh/weft/proxy/cmd/weft-proxy").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	root := newRoot(t, "root-1")
+	iss := root.intermediate(t, "issuer-1")
+	cp := newTestCP(t, iss, iss.serving(t, cpHost), root)
+	cp.publish(snapshotResp(t, "v1", nil))
+	ports := freePorts(t, 3)
+	var stderr bytes.Buffer
+	cmd := exec.Command(bin, "run")
+	cmd.Env = []string{
+		EnvControlPlaneAddr + "=" + cp.dialAddr(), EnvTrustDomain + "=" + testTD,
+		EnvPodName + "=" + testPod, EnvPodNamespace + "=" + testNS, EnvServiceAccount + "=" + testSA,
+		EnvTokenPath + "=" + tokenFile(t, "token-1"), EnvTrustAnchors + "=" + string(pemOf(root)),
+		"WEFT_ADMIN_PORT=" + ports[0], "WEFT_INBOUND_PORT=" + ports[1], "WEFT_OUTBOUND_PORT=" + ports[2],
+		"WEFT_LOG_LEVEL=debug",
+	}
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		if t.Failed() {
+			cmd.Process.Kill()
+			<-exited
+			t.Logf("weft-proxy stderr:\n%s", stderr.String())
+		}
+	}()
+	if a := cp.nextAck(t); a.GetVersion() != "v1" || a.GetError() != "" {
+		t.Fatalf("ack = %v", a)
+	}
+	adminURL := "http://127.0.0.1:" + ports[0]
+	eventually(t, "weft-proxy ready", func() bool {
+		res, err := http.Get(adminURL + "/ready")
+		if err != nil {
+			return false
+		}
+		res.Body.Close()
+		return res.StatusCode == http.StatusOK
+	})
+	res, err := http.Get(adminURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	for _, want := range []string{"weft_control_plane_connected 1", `weft_control_plane_snapshots_total{result="applied"} 1`, "weft_identity_cert_expiry_timestamp_seconds"} {
+		if !bytes.Contains(body, []byte(want)) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if h := cp.helloList(); len(h) != 1 || h[0].GetPodName() != testPod || h[0].GetProxyVersion() != Version {
+		t.Errorf("hellos = %v", h)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("weft-proxy exited with %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("weft-proxy did not exit on SIGTERM")
+	}
+}
+
+// freePorts returns loopback ports free at the time of the call.
+func freePorts(t *testing.T, n int) []string {
+	var out []string
+	var lns []net.Listener
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		_, p, _ := net.SplitHostPort(ln.Addr().String())
+		out = append(out, p)
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+	return out
 }

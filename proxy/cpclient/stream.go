@@ -1,7 +1,6 @@
 package cpclient
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -95,10 +94,7 @@ func (c *Client) handle(resp *meshapiv1.ConfigResponse) error {
 		return fmt.Errorf("snapshot of %d bytes is larger than %d", len(resp.GetSnapshot()), maxSnapshot)
 	}
 	bundle := resp.GetTrustBundle()
-	c.mu.Lock()
-	newBundle := len(bundle) > 0 && !bytes.Equal(bundle, c.lastBundle)
-	c.mu.Unlock()
-	if newBundle {
+	if len(bundle) > 0 {
 		if _, err := identity.ParseBundle(c.s.id.TrustDomain(), bundle); err != nil {
 			return err
 		}
@@ -119,7 +115,7 @@ func (c *Client) handle(resp *meshapiv1.ConfigResponse) error {
 	c.mu.Lock()
 	c.lastVersion = snap.Version
 	c.mu.Unlock()
-	if newBundle {
+	if len(bundle) > 0 {
 		c.setBundle(bundle)
 	}
 	return nil
@@ -136,9 +132,6 @@ func (c *Client) setBundle(bundle []byte) {
 		c.s.Log.Error("Trust bundle not installed", "err", err)
 		return
 	}
-	c.mu.Lock()
-	c.lastBundle = bytes.Clone(bundle)
-	c.mu.Unlock()
 	if changed {
 		c.s.Metrics.BundleUpdated()
 	}
