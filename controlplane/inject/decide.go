@@ -63,3 +63,10 @@ func injectedReason(pod *corev1.Pod) string {
 	}
 	return ""
 }
+
+// Injected reports whether pod already carries the mesh (the annotation or
+// one of the containers Inject adds), so that a second admission of the same
+// pod leaves it alone.
+func Injected(pod *corev1.Pod) bool {
+	return injectedReason(pod) != ""
+}
