@@ -75,7 +75,8 @@ func logf(format string, args ...any) {
 }
 
 func run() error {
-	env, err := testenv.Start(testenv.Options{GatewayAPI: true})
+	// The default service range (a /24) holds 256 ClusterIPs.
+	env, err := testenv.Start(testenv.Options{GatewayAPI: true, APIServerFlags: map[string]string{"service-cluster-ip-range": "10.96.0.0/16"}})
 	if err != nil {
 		return err
 	}

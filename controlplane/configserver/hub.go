@@ -244,15 +244,11 @@ func (h *Hub) recompile(ctx context.Context) error {
 		pods[p.Namespace+"/"+p.Name] = p
 	}
 
+	// Installing the world and listing the proxies happen under one lock:
+	// a proxy registered before sees this compilation, one registered after
+	// finds its view stale in add and rebuilds it.
 	h.mu.Lock()
 	h.world = w
-	// Namespaces whose first proxy connected during this compilation keep
-	// the outbound it computed.
-	for ns, o := range h.outbound {
-		if _, ok := outs[ns]; !ok {
-			outs[ns] = o
-		}
-	}
 	h.outbound = outs
 	proxies := make([]*proxy, 0, len(h.proxies))
 	for p := range h.proxies {
@@ -268,8 +264,9 @@ func (h *Hub) recompile(ctx context.Context) error {
 			// has until its stream ends.
 			continue
 		}
-		out := outs[p.namespace]
-		if out == nil {
+		out, err := h.outboundFor(w, p.namespace)
+		if err != nil {
+			h.Log.Error(err, "Compiling a namespace's outbound config failed", "namespace", p.namespace)
 			continue
 		}
 		v, err := newView(w, pod, out)
@@ -339,25 +336,42 @@ func newView(w *compiler.World, pod *corev1.Pod, out *nsOutbound) (*view, error)
 func (h *Hub) viewFor(pod *corev1.Pod) (*view, error) {
 	h.mu.Lock()
 	w := h.world
-	out := h.outbound[pod.Namespace]
 	h.mu.Unlock()
 	if w == nil {
 		return nil, fmt.Errorf("the configuration is not compiled yet")
 	}
-	if out == nil {
-		var err error
-		if out, err = encodeNamespace(w, pod.Namespace, nil); err != nil {
-			return nil, err
-		}
-		h.mu.Lock()
-		if cur := h.outbound[pod.Namespace]; cur != nil && h.world == w {
-			out = cur
-		} else if h.world == w {
-			h.outbound[pod.Namespace] = out
-		}
-		h.mu.Unlock()
+	out, err := h.outboundFor(w, pod.Namespace)
+	if err != nil {
+		return nil, err
 	}
 	return newView(w, pod, out)
+}
+
+// outboundFor returns namespace ns's outbound config compiled from w,
+// compiling it if no proxy of ns was connected when w was compiled. It is
+// shared only while w is the current world.
+func (h *Hub) outboundFor(w *compiler.World, ns string) (*nsOutbound, error) {
+	h.mu.Lock()
+	out := h.outbound[ns]
+	current := h.world == w
+	h.mu.Unlock()
+	if out != nil && current {
+		return out, nil
+	}
+	out, err := encodeNamespace(w, ns, nil)
+	if err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.world != w {
+		return out, nil
+	}
+	if cur := h.outbound[ns]; cur != nil {
+		return cur, nil
+	}
+	h.outbound[ns] = out
+	return out, nil
 }
 
 // add registers a proxy. It reports whether a compilation finished since
