@@ -77,7 +77,7 @@ func caMesh(name, ns string, anchorLife, issuerLife time.Duration) *meshv1alpha1
 // rotated with the old root kept in the bundle and the issuer moved under
 // the new root.
 func TestBuiltInCARenewal(t *testing.T) {
-	startOperator(t, &fakeClock{t: time.Now()})
+	startOperator(t, &fakeClock{})
 	const anchorLife, issuerLife = 720 * time.Hour, 48 * time.Hour
 
 	t.Run("issuer before 2/3 of its life is kept", func(t *testing.T) {
@@ -180,7 +180,7 @@ func TestMergeBundle(t *testing.T) {
 // labels) signed by a test root.
 func TestCertManagerIssuer(t *testing.T) {
 	ctx := context.Background()
-	clock := &fakeClock{t: time.Now()}
+	clock := &fakeClock{}
 	startOperator(t, clock)
 	const ns = "weft-certmanager"
 	mesh := newMesh("certmanager", ns, "v1.0.0")
@@ -250,7 +250,7 @@ func TestCertManagerIssuer(t *testing.T) {
 // TestUnknownVersion: a version the operator has no images for is reported,
 // and nothing is installed.
 func TestUnknownVersion(t *testing.T) {
-	startOperator(t, &fakeClock{t: time.Now()})
+	startOperator(t, &fakeClock{})
 	createMesh(t, newMesh("unknown", "weft-unknown", "v9.9.9"))
 	m := waitCondition(t, "unknown", meshv1alpha1.ConditionReady, metav1.ConditionFalse, meshv1alpha1.ReasonUnknownVersion)
 	if err := env.Client.Get(context.Background(), client.ObjectKey{Name: "weft-unknown"}, &corev1.Namespace{}); err == nil {
@@ -262,7 +262,7 @@ func TestUnknownVersion(t *testing.T) {
 // TestConflict: a second MeshControlPlane is refused with Conflict and
 // changes nothing; the first keeps working.
 func TestConflict(t *testing.T) {
-	startOperator(t, &fakeClock{t: time.Now()})
+	startOperator(t, &fakeClock{})
 	createMesh(t, newMesh("first", "weft-first", "v1.0.0"))
 	waitCondition(t, "first", meshv1alpha1.ConditionReady, metav1.ConditionFalse, meshv1alpha1.ReasonControlPlaneNotReady)
 	createMesh(t, newMesh("second", "weft-second", "v1.0.0"))

@@ -38,7 +38,7 @@ func get(t *testing.T, ns, name string, obj client.Object) {
 // from the control plane's reports, and a clean deletion.
 func TestInstall(t *testing.T) {
 	ctx := context.Background()
-	clock := &fakeClock{t: time.Now()}
+	clock := &fakeClock{}
 	startOperator(t, clock)
 	const ns = "weft-install"
 	mesh := newMesh("install", ns, "v1.0.0")

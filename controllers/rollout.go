@@ -56,7 +56,7 @@ func workloadKey(o client.Object) string {
 
 func restartedAt(o client.Object) time.Time {
 	v := podTemplateAnnotations(o)[AnnotationRestartedAt]
-	t, err := time.Parse(time.RFC3339, v)
+	t, err := time.Parse(time.RFC3339Nano, v)
 	if err != nil {
 		return time.Time{}
 	}
@@ -94,7 +94,7 @@ func rolloutComplete(o client.Object) bool {
 // one in health-gated batches, then removes the old revisions.
 func (r *MeshControlPlaneReconciler) reconcileRollout(ctx context.Context, mesh *meshv1alpha1.MeshControlPlane, obs *observation) (ctrl.Result, error) {
 	log := logf.FromContext(ctx)
-	now := r.Now().UTC().Truncate(time.Second)
+	now := r.Now().UTC()
 	var old []revisionObservation
 	for _, rev := range obs.revisions {
 		if rev.Name != obs.desired.Revision {
@@ -118,7 +118,7 @@ func (r *MeshControlPlaneReconciler) reconcileRollout(ctx context.Context, mesh 
 		for _, o := range old {
 			from = append(from, o.Version)
 		}
-		up = &meshv1alpha1.UpgradeStatus{From: strings.Join(from, ","), To: obs.desired.Version, Phase: phaseStarting, StartTime: &metav1.Time{Time: now}}
+		up = &meshv1alpha1.UpgradeStatus{From: strings.Join(from, ","), To: obs.desired.Version, Phase: phaseStarting, StartTime: &metav1.Time{Time: now.Truncate(time.Second)}}
 		obs.upgrade = up
 		obs.upgradeMessage = fmt.Sprintf("starting control-plane revision %s beside %s", obs.desired.Revision, revisionNames(old))
 		r.event(mesh, false, meshv1alpha1.ReasonUpgradeStarted, "Upgrade", "Upgrade from %s to %s started", up.From, up.To)
@@ -146,9 +146,13 @@ func (r *MeshControlPlaneReconciler) reconcileRollout(ctx context.Context, mesh 
 		return ctrl.Result{}, err
 	}
 	up.WorkloadsTotal = int32(len(inv.restarted) + len(inv.pending))
+	// Batches are counted from the workloads (each batch shares one
+	// restartedAt), so a lost status write cannot lose count.
+	batchTimes := map[time.Time]bool{}
 	var inFlight []workload
 	var updated int32
 	for _, w := range inv.restarted {
+		batchTimes[w.restartedAt] = true
 		if rolloutComplete(w.obj) {
 			updated++
 		} else {
@@ -156,6 +160,7 @@ func (r *MeshControlPlaneReconciler) reconcileRollout(ctx context.Context, mesh 
 		}
 	}
 	up.WorkloadsUpdated = updated
+	up.Batch = int32(len(batchTimes))
 
 	if mesh.Spec.Upgrade.Strategy == meshv1alpha1.UpgradeManual && len(inv.pending) > 0 {
 		up.Phase = phaseRestarting
@@ -195,6 +200,15 @@ func (r *MeshControlPlaneReconciler) reconcileRollout(ctx context.Context, mesh 
 			up.Phase = phasePaused
 			obs.upgradeMessage = fmt.Sprintf("paused by spec.upgrade.paused with %d of %d workloads updated", updated, up.WorkloadsTotal)
 			return ctrl.Result{}, nil
+		}
+		// Restarting acts on the spec: make sure it is not a stale copy
+		// from the cache (a pause or a new version may have just landed).
+		fresh := &meshv1alpha1.MeshControlPlane{}
+		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(mesh), fresh); err != nil {
+			return ctrl.Result{}, fmt.Errorf("re-reading the MeshControlPlane: %w", err)
+		}
+		if fresh.Generation != mesh.Generation {
+			return ctrl.Result{RequeueAfter: time.Second}, nil
 		}
 		n := batchSize(mesh, int(up.WorkloadsTotal))
 		batch := inv.pending[:min(n, len(inv.pending))]
@@ -417,7 +431,7 @@ func (r *MeshControlPlaneReconciler) podWorkload(ctx context.Context, p *corev1.
 // restart sets the pod-template annotation, as `kubectl rollout restart`
 // does, with a merge patch that touches nothing else of the user's object.
 func (r *MeshControlPlaneReconciler) restart(ctx context.Context, obj client.Object, now time.Time) error {
-	patch := fmt.Appendf(nil, `{"spec":{"template":{"metadata":{"annotations":{%q:%q}}}}}`, AnnotationRestartedAt, now.UTC().Format(time.RFC3339))
+	patch := fmt.Appendf(nil, `{"spec":{"template":{"metadata":{"annotations":{%q:%q}}}}}`, AnnotationRestartedAt, now.UTC().Format(time.RFC3339Nano))
 	if err := r.Client.Patch(ctx, obj, client.RawPatch(types.MergePatchType, patch)); err != nil {
 		return fmt.Errorf("restarting %s: %w", workloadKey(obj), err)
 	}

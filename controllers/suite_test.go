@@ -43,23 +43,23 @@ func ctrlConfig() config.Controller {
 	return config.Controller{SkipNameValidation: ptr.To(true)}
 }
 
-// fakeClock is the operator's clock in tests: moving it forward expires
-// certificates and upgrade batches without waiting.
+// fakeClock is the operator's clock in tests: it runs with the wall clock,
+// and moving it forward expires upgrade batches without waiting.
 type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
+	mu     sync.Mutex
+	offset time.Duration
 }
 
 func (c *fakeClock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.t
+	return time.Now().Add(c.offset)
 }
 
 func (c *fakeClock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
+	c.offset += d
 }
 
 // operator is a running manager with the reconciler, as cmd/manager wires it.
@@ -69,8 +69,26 @@ type operator struct {
 	done   chan struct{}
 }
 
+// startOperator runs the operator until the test ends (after the test's
+// meshes are deleted, since cleanups run last-in first-out).
 func startOperator(t *testing.T, clock *fakeClock) *operator {
 	t.Helper()
+	op := &operator{clock: clock}
+	op.start(t)
+	t.Cleanup(op.stop)
+	return op
+}
+
+// restart stops the operator and starts a new one, as a rescheduled pod.
+func (o *operator) restart(t *testing.T) {
+	t.Helper()
+	o.stop()
+	o.start(t)
+}
+
+func (o *operator) start(t *testing.T) {
+	t.Helper()
+	clock := o.clock
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
 		Scheme:                 env.Client.Scheme(),
 		Cache:                  CacheOptions(),
@@ -86,15 +104,14 @@ func startOperator(t *testing.T, clock *fakeClock) *operator {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	op := &operator{clock: clock, cancel: cancel, done: make(chan struct{})}
+	done := make(chan struct{})
+	o.cancel, o.done = cancel, done
 	go func() {
-		defer close(op.done)
+		defer close(done)
 		if err := mgr.Start(ctx); err != nil {
 			t.Errorf("manager: %v", err)
 		}
 	}()
-	t.Cleanup(op.stop)
-	return op
 }
 
 func (o *operator) stop() {

@@ -1,0 +1,363 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	meshv1alpha1 "github.com/weftmesh/weft/api/v1alpha1"
+)
+
+// The test API server runs no controllers, so the tests play the Deployment
+// and ReplicaSet controllers and the injector: a meshed workload is a
+// Deployment, a ReplicaSet it controls and a Pod labelled with the revision
+// that injected it.
+
+func meshedDeployment(t *testing.T, ns, name, revision string) {
+	t.Helper()
+	ctx := context.Background()
+	labels := map[string]string{"app": name}
+	d := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](1),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "example.com/app:1"}}},
+			},
+		},
+	}
+	if err := env.Client.Create(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	runPod(t, d, revision)
+	markAvailable(t, ns, name)
+}
+
+// runPod replaces the Deployment's pods with one of the given revision, as
+// a rollout would.
+func runPod(t *testing.T, d *appsv1.Deployment, revision string) {
+	t.Helper()
+	ctx := context.Background()
+	if err := env.Client.DeleteAllOf(ctx, &corev1.Pod{}, client.InNamespace(d.Namespace), client.MatchingLabels{"app": d.Name}); err != nil {
+		t.Fatal(err)
+	}
+	rs := &appsv1.ReplicaSet{
+		ObjectMeta: metav1.ObjectMeta{Namespace: d.Namespace, Name: d.Name + "-" + revision, Labels: d.Spec.Template.Labels,
+			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(d, appsv1.SchemeGroupVersion.WithKind("Deployment"))}},
+		Spec: appsv1.ReplicaSetSpec{Replicas: ptr.To[int32](1), Selector: d.Spec.Selector, Template: d.Spec.Template},
+	}
+	if err := env.Client.Create(ctx, rs); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(rs), rs); err != nil {
+		t.Fatal(err)
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: d.Namespace, Name: d.Name + "-" + revision + "-pod",
+			Labels:          map[string]string{"app": d.Name, meshv1alpha1.LabelRevision: revision},
+			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(rs, appsv1.SchemeGroupVersion.WithKind("ReplicaSet"))}},
+		Spec: d.Spec.Template.Spec,
+	}
+	if err := env.Client.Create(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// rollOut plays the Deployment controller after a restart: new pods on the
+// new revision, then the rollout complete.
+func rollOut(t *testing.T, ns, name, revision string) {
+	t.Helper()
+	d := &appsv1.Deployment{}
+	get(t, ns, name, d)
+	runPod(t, d, revision)
+	markAvailable(t, ns, name)
+}
+
+func restartedWorkloads(t *testing.T, ns string) []string {
+	t.Helper()
+	var list appsv1.DeploymentList
+	if err := env.Client.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, d := range list.Items {
+		if d.Spec.Template.Annotations[AnnotationRestartedAt] != "" {
+			out = append(out, d.Name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func waitRestarted(t *testing.T, ns string, want ...string) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("exactly %v are restarted", want), func() error {
+		if got := restartedWorkloads(t, ns); !slices.Equal(got, want) {
+			return fmt.Errorf("restarted: %v", got)
+		}
+		return nil
+	})
+}
+
+func waitUpgrade(t *testing.T, name string, cond func(*meshv1alpha1.UpgradeStatus) error) *meshv1alpha1.MeshControlPlane {
+	t.Helper()
+	var m *meshv1alpha1.MeshControlPlane
+	waitFor(t, "status.upgrade", func() error {
+		m = getMesh(t, name)
+		if m.Status.Upgrade == nil {
+			return fmt.Errorf("no status.upgrade")
+		}
+		if err := cond(m.Status.Upgrade); err != nil {
+			return fmt.Errorf("%w (status.upgrade %+v)", err, *m.Status.Upgrade)
+		}
+		return nil
+	})
+	return m
+}
+
+func setVersion(t *testing.T, name, version string, mutate func(*meshv1alpha1.MeshControlPlane)) {
+	t.Helper()
+	m := getMesh(t, name)
+	patch := client.MergeFrom(m.DeepCopy())
+	m.Spec.Version = version
+	if mutate != nil {
+		mutate(m)
+	}
+	if err := env.Client.Patch(context.Background(), m, patch); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func webhookRevision(t *testing.T) string {
+	t.Helper()
+	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{}
+	get(t, "", WebhookConfigName, mwc)
+	return mwc.Webhooks[0].ClientConfig.Service.Name
+}
+
+// installed creates a mesh at v1.0.0 whose control plane is available, and
+// an injected namespace with meshed Deployments on its revision.
+func installed(t *testing.T, name, ns, appNS string, workloads int, spec func(*meshv1alpha1.MeshControlPlane)) {
+	t.Helper()
+	m := newMesh(name, ns, "v1.0.0")
+	// Each test selects only its own application namespace.
+	m.Spec.Injection.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"weft-test": appNS}}
+	if spec != nil {
+		spec(m)
+	}
+	createMesh(t, m)
+	markAvailable(t, ns, "weft-controlplane-v1-0-0")
+	waitCondition(t, name, meshv1alpha1.ConditionReady, metav1.ConditionTrue, meshv1alpha1.ReasonInstalled)
+	createNamespace(t, appNS, map[string]string{"weft-test": appNS})
+	// Other tests' meshes use the same revision names: leave no pod behind.
+	t.Cleanup(func() {
+		_ = env.Client.DeleteAllOf(context.Background(), &corev1.Pod{}, client.InNamespace(appNS))
+	})
+	for i := range workloads {
+		meshedDeployment(t, appNS, fmt.Sprintf("app-%d", i), "v1-0-0")
+	}
+}
+
+// TestUpgrade bumps spec.version with five meshed Deployments and a batch
+// size of two, and follows every step a user would watch in status.
+func TestUpgrade(t *testing.T) {
+	ctx := context.Background()
+	startOperator(t, &fakeClock{})
+	const ns, apps = "weft-upgrade", "apps-upgrade"
+	installed(t, "upgrade", ns, apps, 5, func(m *meshv1alpha1.MeshControlPlane) { m.Spec.Upgrade.BatchSize = 2 })
+
+	setVersion(t, "upgrade", "v1.1.0", nil)
+	// The new revision starts beside the old one; injection stays on the
+	// old one until the new one is available; nothing is restarted.
+	waitUpgrade(t, "upgrade", func(u *meshv1alpha1.UpgradeStatus) error {
+		if u.Phase != phaseStarting || u.From != "v1.0.0" || u.To != "v1.1.0" || u.StartTime == nil {
+			return fmt.Errorf("want StartingRevision from v1.0.0 to v1.1.0")
+		}
+		return nil
+	})
+	get(t, ns, "weft-controlplane-v1-1-0", &appsv1.Deployment{})
+	waitCondition(t, "upgrade", meshv1alpha1.ConditionUpgradeInProgress, metav1.ConditionTrue, meshv1alpha1.ReasonRevisionStarting)
+	if got := webhookRevision(t); got != "weft-controlplane-v1-0-0" {
+		t.Errorf("the webhook moved to %s before the new revision was available", got)
+	}
+	if got := restartedWorkloads(t, apps); len(got) != 0 {
+		t.Errorf("workloads restarted before the new revision was available: %v", got)
+	}
+
+	markAvailable(t, ns, "weft-controlplane-v1-1-0")
+	waitFor(t, "the webhook points at the new revision", func() error {
+		if got := webhookRevision(t); got != "weft-controlplane-v1-1-0" {
+			return fmt.Errorf("webhook → %s", got)
+		}
+		return nil
+	})
+
+	// Batches of two, in order, each waiting for the previous one.
+	batches := [][]string{{"app-0", "app-1"}, {"app-0", "app-1", "app-2", "app-3"}, {"app-0", "app-1", "app-2", "app-3", "app-4"}}
+	for i, want := range batches {
+		waitRestarted(t, apps, want...)
+		m := waitUpgrade(t, "upgrade", func(u *meshv1alpha1.UpgradeStatus) error {
+			if u.Phase != phaseRestarting || u.Batch != int32(i+1) || u.WorkloadsTotal != 5 {
+				return fmt.Errorf("want batch %d RestartingWorkloads of 5", i+1)
+			}
+			return nil
+		})
+		c := waitCondition(t, "upgrade", meshv1alpha1.ConditionUpgradeInProgress, metav1.ConditionTrue, meshv1alpha1.ReasonRestartingWorkloads)
+		_ = c
+		// The batch is not ready yet: the next one must not start. The
+		// status written after the restart says it is waiting.
+		waitFor(t, "status says the batch is awaited", func() error {
+			c := getMesh(t, "upgrade")
+			cond := findCondition(c, meshv1alpha1.ConditionUpgradeInProgress)
+			if cond == nil || !contains(cond.Message, "waiting for") {
+				return fmt.Errorf("condition: %+v", cond)
+			}
+			return nil
+		})
+		if got := restartedWorkloads(t, apps); !slices.Equal(got, want) {
+			t.Fatalf("batch %d: %v restarted while the batch was not ready, want %v", i+1, got, want)
+		}
+		_ = m
+		for _, name := range want[2*i:] {
+			rollOut(t, apps, name, "v1-1-0")
+		}
+	}
+
+	// Every workload moved: the old revision goes away and status settles.
+	waitFor(t, "the old revision is removed", func() error {
+		err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "weft-controlplane-v1-0-0"}, &appsv1.Deployment{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("still there: %v", err)
+	})
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "weft-controlplane-v1-0-0"}, &corev1.Service{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the old revision's Service is still there: %v", err)
+	}
+	m := waitCondition(t, "upgrade", meshv1alpha1.ConditionUpgradeInProgress, metav1.ConditionFalse, meshv1alpha1.ReasonUpgradeComplete)
+	waitCondition(t, "upgrade", meshv1alpha1.ConditionReady, metav1.ConditionTrue, meshv1alpha1.ReasonInstalled)
+	m = waitCondition(t, "upgrade", meshv1alpha1.ConditionProgressing, metav1.ConditionFalse, meshv1alpha1.ReasonAsExpected)
+	if u := m.Status.Upgrade; u == nil || u.Phase != phaseComplete || u.WorkloadsUpdated != 5 || u.Batch != 3 {
+		t.Errorf("status.upgrade = %+v", u)
+	}
+	if m.Status.Version.Current != "v1.1.0" || len(m.Status.Revisions) != 1 || m.Status.Revisions[0].Name != "v1-1-0" {
+		t.Errorf("status.version %+v, revisions %+v", m.Status.Version, m.Status.Revisions)
+	}
+}
+
+// TestUpgradeBatchFailure: a batch that never becomes ready pauses the
+// rollout with Degraded naming the workload; fixing it resumes the rollout;
+// an operator restarted in the middle resumes without restarting anything
+// twice.
+func TestUpgradeBatchFailure(t *testing.T) {
+	clock := &fakeClock{}
+	op := startOperator(t, clock)
+	const ns, apps = "weft-failure", "apps-failure"
+	installed(t, "failure", ns, apps, 3, func(m *meshv1alpha1.MeshControlPlane) {
+		m.Spec.Upgrade.BatchSize = 1
+		m.Spec.Upgrade.BatchTimeout = metav1.Duration{Duration: time.Minute}
+	})
+	setVersion(t, "failure", "v1.1.0", nil)
+	markAvailable(t, ns, "weft-controlplane-v1-1-0")
+	waitRestarted(t, apps, "app-0")
+	first := restartedAt(deployment(t, apps, "app-0"))
+
+	// app-0 never becomes ready; the batch deadline passes.
+	clock.Advance(2 * time.Minute)
+	poke(t, "failure")
+	m := waitCondition(t, "failure", meshv1alpha1.ConditionDegraded, metav1.ConditionTrue, meshv1alpha1.ReasonBatchFailed)
+	if c := findCondition(m, meshv1alpha1.ConditionDegraded); !contains(c.Message, "Deployment/"+apps+"/app-0") {
+		t.Errorf("Degraded does not name the workload: %q", c.Message)
+	}
+	waitCondition(t, "failure", meshv1alpha1.ConditionUpgradeInProgress, metav1.ConditionTrue, meshv1alpha1.ReasonBatchFailed)
+	m = waitUpgrade(t, "failure", func(u *meshv1alpha1.UpgradeStatus) error {
+		if u.Phase != phasePaused || u.FailedWorkload != "Deployment/"+apps+"/app-0" {
+			return fmt.Errorf("want Paused on app-0")
+		}
+		return nil
+	})
+	if got := restartedWorkloads(t, apps); !slices.Equal(got, []string{"app-0"}) {
+		t.Fatalf("the rollout went on past a failed batch: %v", got)
+	}
+
+	// The operator restarts mid-upgrade.
+	op.restart(t)
+	poke(t, "failure")
+	waitCondition(t, "failure", meshv1alpha1.ConditionDegraded, metav1.ConditionTrue, meshv1alpha1.ReasonBatchFailed)
+
+	// Fixing the workload resumes the rollout with the next batch.
+	rollOut(t, apps, "app-0", "v1-1-0")
+	waitRestarted(t, apps, "app-0", "app-1")
+	waitCondition(t, "failure", meshv1alpha1.ConditionDegraded, metav1.ConditionFalse, meshv1alpha1.ReasonAsExpected)
+
+	// Another restart: nothing is restarted twice, the rollout carries on.
+	op.restart(t)
+	rollOut(t, apps, "app-1", "v1-1-0")
+	waitRestarted(t, apps, "app-0", "app-1", "app-2")
+	if got := restartedAt(deployment(t, apps, "app-0")); !got.Equal(first) {
+		t.Errorf("app-0 was restarted again (%s, first %s)", got, first)
+	}
+	m = waitUpgrade(t, "failure", func(u *meshv1alpha1.UpgradeStatus) error {
+		if u.Batch != 3 || u.WorkloadsUpdated != 2 {
+			return fmt.Errorf("want batch 3 with 2 updated")
+		}
+		return nil
+	})
+
+	// Pausing holds the next batch; the current one still finishes.
+	setVersion(t, "failure", "v1.1.0", func(m *meshv1alpha1.MeshControlPlane) { m.Spec.Upgrade.Paused = true })
+	rollOut(t, apps, "app-2", "v1-1-0")
+	// With every workload restarted, pausing no longer holds anything back.
+	waitCondition(t, "failure", meshv1alpha1.ConditionUpgradeInProgress, metav1.ConditionFalse, meshv1alpha1.ReasonUpgradeComplete)
+	_ = m
+}
+
+// TestUpgradePaused: spec.upgrade.paused stops the rollout between batches
+// and unpausing resumes it.
+func TestUpgradePaused(t *testing.T) {
+	startOperator(t, &fakeClock{})
+	const ns, apps = "weft-paused", "apps-paused"
+	installed(t, "paused", ns, apps, 2, func(m *meshv1alpha1.MeshControlPlane) { m.Spec.Upgrade.BatchSize = 1 })
+	setVersion(t, "paused", "v1.1.0", nil)
+	markAvailable(t, ns, "weft-controlplane-v1-1-0")
+	waitRestarted(t, apps, "app-0")
+	setVersion(t, "paused", "v1.1.0", func(m *meshv1alpha1.MeshControlPlane) { m.Spec.Upgrade.Paused = true })
+	rollOut(t, apps, "app-0", "v1-1-0")
+	waitCondition(t, "paused", meshv1alpha1.ConditionUpgradeInProgress, metav1.ConditionTrue, meshv1alpha1.ReasonUpgradePaused)
+	if got := restartedWorkloads(t, apps); !slices.Equal(got, []string{"app-0"}) {
+		t.Fatalf("a paused rollout restarted %v", got)
+	}
+	setVersion(t, "paused", "v1.1.0", func(m *meshv1alpha1.MeshControlPlane) { m.Spec.Upgrade.Paused = false })
+	waitRestarted(t, apps, "app-0", "app-1")
+}
+
+func deployment(t *testing.T, ns, name string) *appsv1.Deployment {
+	t.Helper()
+	d := &appsv1.Deployment{}
+	get(t, ns, name, d)
+	return d
+}
+
+func findCondition(m *meshv1alpha1.MeshControlPlane, typ string) *metav1.Condition {
+	for i := range m.Status.Conditions {
+		if m.Status.Conditions[i].Type == typ {
+			return &m.Status.Conditions[i]
+		}
+	}
+	return nil
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
