@@ -290,4 +290,3 @@ func mustCert(t *testing.T, data []byte) *x509.Certificate {
 	t.Helper()
 	return mustCerts(t, data)[0]
 }
-
