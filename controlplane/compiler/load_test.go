@@ -3,6 +3,7 @@ package compiler
 import (
 	"context"
 	"os"
+	"reflect"
 	"slices"
 	"testing"
 
@@ -133,5 +134,15 @@ func TestLoad(t *testing.T) {
 	}
 	if len(sw.Pods) != 0 || len(sw.Services) == 0 || len(sw.Routes) != 1 || len(sw.Splits) != 1 {
 		t.Errorf("LoadForStatus read %d pods, %d services, %d routes, %d splits", len(sw.Pods), len(sw.Services), len(sw.Routes), len(sw.Splits))
+	}
+	nsw, err := LoadForStatus(ctx, c, ns, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(nsw.Services) != 2 || len(nsw.Routes) != 1 || len(nsw.Splits) != 1 {
+		t.Errorf("LoadForStatus(%s) read %d services, %d routes, %d splits; want that namespace's 2, 1, 1", ns, len(nsw.Services), len(nsw.Routes), len(nsw.Splits))
+	}
+	if got, want := nsw.SplitConditions(nsw.Splits[0]), w.SplitConditions(w.Splits[0]); !reflect.DeepEqual(got, want) {
+		t.Errorf("a namespace-scoped World computes %+v, the full one %+v", got, want)
 	}
 }

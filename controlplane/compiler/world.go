@@ -57,11 +57,51 @@ func Load(ctx context.Context, r client.Reader, mesh Mesh) (*World, error) {
 }
 
 // LoadForStatus reads only what RouteParents, SplitConditions and
-// PolicyConditions look at (Services, HTTPRoutes, TrafficSplits), so a status
-// writer does not walk every Pod and EndpointSlice on each reconcile. Its
-// World must not be used to compile snapshots.
-func LoadForStatus(ctx context.Context, r client.Reader) (*World, error) {
-	return load(ctx, r, Mesh{}, false)
+// PolicyConditions look at (Services, HTTPRoutes, TrafficSplits), and only in
+// the given namespaces (all when none is given), so a status writer does not
+// walk the whole cluster on each reconcile. Its World must not be used to
+// compile snapshots.
+//
+// The namespaces to pass: an object's own, plus for an HTTPRoute those of its
+// Service parentRefs (backendRefs in other namespaces are refused without a
+// look-up).
+func LoadForStatus(ctx context.Context, r client.Reader, namespaces ...string) (*World, error) {
+	if len(namespaces) == 0 {
+		return load(ctx, r, Mesh{}, false)
+	}
+	w := &World{
+		Namespaces: map[string]*corev1.Namespace{},
+		Services:   map[key]*corev1.Service{},
+		Slices:     map[key][]*discoveryv1.EndpointSlice{},
+		Pods:       map[key]*corev1.Pod{},
+	}
+	seen := map[string]bool{}
+	for _, ns := range namespaces {
+		if seen[ns] {
+			continue
+		}
+		seen[ns] = true
+		var svcs corev1.ServiceList
+		var routes gatewayv1.HTTPRouteList
+		var splits meshv1alpha1.TrafficSplitList
+		for _, l := range []client.ObjectList{&svcs, &routes, &splits} {
+			if err := r.List(ctx, l, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
+				return nil, fmt.Errorf("listing %T in %s: %w", l, ns, err)
+			}
+		}
+		for i := range svcs.Items {
+			s := &svcs.Items[i]
+			w.Services[key{s.Namespace, s.Name}] = s
+		}
+		for i := range routes.Items {
+			w.Routes = append(w.Routes, &routes.Items[i])
+		}
+		for i := range splits.Items {
+			w.Splits = append(w.Splits, &splits.Items[i])
+		}
+	}
+	w.sort()
+	return w, nil
 }
 
 func load(ctx context.Context, r client.Reader, mesh Mesh, full bool) (*World, error) {

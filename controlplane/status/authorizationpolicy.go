@@ -2,7 +2,6 @@ package status
 
 import (
 	"context"
-	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -36,7 +35,7 @@ func (r *PolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if err := r.Client.Get(ctx, req.NamespacedName, &p); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	w, err := compiler.LoadForStatus(ctx, r.Client)
+	w, err := compiler.LoadForStatus(ctx, r.Client, p.Namespace)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -52,7 +51,7 @@ func (r *PolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	patch := client.MergeFromWithOptions(p.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	p.Status = *want
 	if err := r.Client.Status().Patch(ctx, &p, patch); err != nil {
-		return ctrl.Result{}, fmt.Errorf("writing status of AuthorizationPolicy %s: %w", req.NamespacedName, err)
+		return requeueOnConflict(ctx, err, "AuthorizationPolicy", req)
 	}
 	logf.FromContext(ctx).V(1).Info("Updated AuthorizationPolicy status", "authorizationpolicy", req.NamespacedName, "generation", p.Generation)
 	return ctrl.Result{}, nil

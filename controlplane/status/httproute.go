@@ -2,7 +2,6 @@ package status
 
 import (
 	"context"
-	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -45,7 +44,13 @@ func (r *RouteReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	if err := r.Client.Get(ctx, req.NamespacedName, &route); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	w, err := compiler.LoadForStatus(ctx, r.Client)
+	namespaces := []string{route.Namespace}
+	for _, p := range route.Spec.ParentRefs {
+		if isService(p.Group, p.Kind) {
+			namespaces = append(namespaces, ns(p.Namespace, route.Namespace))
+		}
+	}
+	w, err := compiler.LoadForStatus(ctx, r.Client, namespaces...)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -66,7 +71,7 @@ func (r *RouteReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	patch := client.MergeFromWithOptions(route.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	route.Status.Parents = parents
 	if err := r.Client.Status().Patch(ctx, &route, patch); err != nil {
-		return ctrl.Result{}, fmt.Errorf("writing status of HTTPRoute %s: %w", req.NamespacedName, err)
+		return requeueOnConflict(ctx, err, "HTTPRoute", req)
 	}
 	logf.FromContext(ctx).V(1).Info("Updated HTTPRoute status", "httproute", req.NamespacedName, "parents", len(want))
 	return ctrl.Result{}, nil

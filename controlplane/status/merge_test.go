@@ -1,6 +1,7 @@
 package status
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -86,5 +87,39 @@ func TestWithCount(t *testing.T) {
 	withCount(rejected, 0, 0)
 	if rejected[0].Message != "no such Service" {
 		t.Errorf("a rejected route got a count: %q", rejected[0].Message)
+	}
+}
+
+// TestFanoutReachesEveryOutput: bursts of signals never block the counter
+// (all 150 sends complete though nobody reads for a while) and every
+// reconciler's output gets events.
+func TestFanoutReachesEveryOutput(t *testing.T) {
+	in := make(chan struct{})
+	f := newFanout(in)
+	f.minInterval = 10 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- f.Start(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+
+	for round := range 3 {
+		for range 50 {
+			in <- struct{}{}
+		}
+		for i, o := range f.out {
+			select {
+			case <-o:
+			case <-time.After(30 * time.Second):
+				t.Fatalf("round %d: output %d got nothing", round, i)
+			}
+		}
+	}
+	if !f.NeedLeaderElection() {
+		t.Error("the fan-out runs on every replica; it must run on the leader only")
 	}
 }

@@ -13,7 +13,9 @@ package status
 import (
 	"context"
 	"fmt"
+	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -76,15 +78,18 @@ func controllerOptions() controller.Options {
 }
 
 // fanout turns the counter's one Changed channel into one event channel per
-// reconciler. Each output holds at most one pending event: a burst of
-// changes is coalesced, since a single event already refreshes every object.
+// reconciler. Each output holds at most one pending event, and outputs are
+// sent at most once per minInterval: during a rollout proxies acknowledge
+// continuously, and each event makes every object be reconciled. A signal
+// that arrives in the quiet interval is delivered at its end, never lost.
 type fanout struct {
-	in  <-chan struct{}
-	out [3]chan event.GenericEvent
+	in          <-chan struct{}
+	out         [3]chan event.GenericEvent
+	minInterval time.Duration
 }
 
 func newFanout(in <-chan struct{}) *fanout {
-	f := &fanout{in: in}
+	f := &fanout{in: in, minInterval: time.Second}
 	for i := range f.out {
 		f.out[i] = make(chan event.GenericEvent, 1)
 	}
@@ -97,22 +102,49 @@ func (f *fanout) NeedLeaderElection() bool { return true }
 // Start forwards signals until ctx ends or the counter closes its channel.
 func (f *fanout) Start(ctx context.Context) error {
 	log := logf.FromContext(ctx).WithName("applied-counts")
+	var quiet *time.Timer
+	var quietC <-chan time.Time
+	pending := false
+	defer func() {
+		if quiet != nil {
+			quiet.Stop()
+		}
+	}()
+	in := f.in
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case _, ok := <-f.in:
+		case _, ok := <-in:
 			if !ok {
 				log.Info("Applied-count channel closed; counts are refreshed only on object changes from now on")
-				<-ctx.Done()
-				return nil
+				in = nil
+				continue
 			}
-			for _, o := range f.out {
-				select {
-				case o <- event.GenericEvent{Object: &metav1.PartialObjectMetadata{}}:
-				default:
-				}
+			if quietC != nil {
+				pending = true
+				continue
 			}
+			f.forward()
+			quiet = time.NewTimer(f.minInterval)
+			quietC = quiet.C
+		case <-quietC:
+			quietC = nil
+			if pending {
+				pending = false
+				f.forward()
+				quiet = time.NewTimer(f.minInterval)
+				quietC = quiet.C
+			}
+		}
+	}
+}
+
+func (f *fanout) forward() {
+	for _, o := range f.out {
+		select {
+		case o <- event.GenericEvent{Object: &metav1.PartialObjectMetadata{}}:
+		default:
 		}
 	}
 }
@@ -128,6 +160,17 @@ func mergeConditions(have, want []metav1.Condition) []metav1.Condition {
 		meta.SetStatusCondition(&out, c)
 	}
 	return out
+}
+
+// requeueOnConflict: a conflict means someone wrote the object since it was
+// read (another controller's parents, a spec change); that is expected, so
+// it is retried without being logged as an error.
+func requeueOnConflict(ctx context.Context, err error, kind string, req ctrl.Request) (ctrl.Result, error) {
+	if apierrors.IsConflict(err) {
+		logf.FromContext(ctx).V(1).Info("Status write conflicted; retrying", "kind", kind, "object", req.NamespacedName)
+		return ctrl.Result{RequeueAfter: time.Second}, nil
+	}
+	return ctrl.Result{}, fmt.Errorf("writing status of %s %s: %w", kind, req.NamespacedName, err)
 }
 
 // appliedMessage is how the counts read in a condition message.

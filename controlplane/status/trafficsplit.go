@@ -2,7 +2,6 @@ package status
 
 import (
 	"context"
-	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -38,7 +37,7 @@ func (r *SplitReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	if err := r.Client.Get(ctx, req.NamespacedName, &s); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	w, err := compiler.LoadForStatus(ctx, r.Client)
+	w, err := compiler.LoadForStatus(ctx, r.Client, s.Namespace)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -54,7 +53,7 @@ func (r *SplitReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	patch := client.MergeFromWithOptions(s.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	s.Status = *want
 	if err := r.Client.Status().Patch(ctx, &s, patch); err != nil {
-		return ctrl.Result{}, fmt.Errorf("writing status of TrafficSplit %s: %w", req.NamespacedName, err)
+		return requeueOnConflict(ctx, err, "TrafficSplit", req)
 	}
 	logf.FromContext(ctx).V(1).Info("Updated TrafficSplit status", "trafficsplit", req.NamespacedName, "generation", s.Generation)
 	return ctrl.Result{}, nil
