@@ -311,14 +311,18 @@ func (e *Engine) Decide(r *Request) Decision {
 	if s, ok := e.ports[r.Port]; ok {
 		set = s
 	}
+	c := caller{id: r.Peer}
+	if r.Peer != "" {
+		c.ns, c.sa, c.workload = ParseWorkloadID(r.Peer, e.trustDomain)
+	}
 	for _, p := range set.deny {
-		if e.policyMatches(p, r, true) {
+		if policyMatches(p, &c, r, true) {
 			return Decision{Reason: ReasonDenyPolicy, Policy: p.source}
 		}
 	}
 	if len(set.allow) > 0 {
 		for _, p := range set.allow {
-			if e.policyMatches(p, r, false) {
+			if policyMatches(p, &c, r, false) {
 				return Decision{Allow: true, Reason: ReasonAllowPolicy, Policy: p.source}
 			}
 		}
@@ -336,20 +340,27 @@ func (e *Engine) Decide(r *Request) Decision {
 	return Decision{Reason: ReasonDefaultDeny}
 }
 
-func (e *Engine) policyMatches(p *policy, r *Request, deny bool) bool {
+// caller is the peer, parsed once per decision.
+type caller struct {
+	id       string
+	ns, sa   string
+	workload bool // id is a workload ID of our trust domain
+}
+
+func policyMatches(p *policy, c *caller, r *Request, deny bool) bool {
 	for i := range p.rules {
-		if e.ruleMatches(&p.rules[i], r, deny) {
+		if ruleMatches(&p.rules[i], c, r, deny) {
 			return true
 		}
 	}
 	return false
 }
 
-func (e *Engine) ruleMatches(ru *rule, r *Request, deny bool) bool {
+func ruleMatches(ru *rule, c *caller, r *Request, deny bool) bool {
 	if len(ru.from) > 0 {
 		ok := false
 		for i := range ru.from {
-			if e.sourceMatches(&ru.from[i], r.Peer) {
+			if sourceMatches(&ru.from[i], c) {
 				ok = true
 				break
 			}
@@ -369,25 +380,25 @@ func (e *Engine) ruleMatches(ru *rule, r *Request, deny bool) bool {
 	return false
 }
 
-func (e *Engine) sourceMatches(s *source, peer string) bool {
+func sourceMatches(s *source, c *caller) bool {
 	if s.unauthenticated {
-		return peer == ""
+		return c.id == ""
 	}
-	if peer == "" {
+	if c.id == "" {
 		return false
 	}
 	if s.anyIdentity || len(s.identities) > 0 {
-		if !s.anyIdentity && !slices.Contains(s.identities, peer) {
+		if !s.anyIdentity && !slices.Contains(s.identities, c.id) {
 			return false
 		}
 	}
 	if len(s.namespaces) == 0 && len(s.serviceAccounts) == 0 {
 		return true
 	}
-	ns, sa, ok := ParseWorkloadID(peer, e.trustDomain)
-	if !ok {
+	if !c.workload {
 		return false
 	}
+	ns, sa := c.ns, c.sa
 	if len(s.namespaces) > 0 && !slices.Contains(s.namespaces, ns) {
 		return false
 	}

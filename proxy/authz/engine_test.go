@@ -237,3 +237,17 @@ func TestReasonStrings(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkDecide(b *testing.B) {
+	for _, n := range []int{1, 100, 1000} {
+		e := engineWith(b, n)
+		for name, r := range map[string]Request{"http": httpReq(80, frontend, "GET", "/api/orders"), "tcp": tcpReq(80, frontend)} {
+			b.Run(fmt.Sprintf("%d/%s", n, name), func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					e.Decide(&r)
+				}
+			})
+		}
+	}
+}
