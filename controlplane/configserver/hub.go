@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"runtime"
 	"sync"
 	"time"
 
@@ -49,6 +50,9 @@ type Hub struct {
 	// TrustBundle returns the current trust bundle PEM, sent with every
 	// snapshot; nil sends none.
 	TrustBundle func() []byte
+	// SnapshotCacheBytes bounds the snapshots kept to share between proxies
+	// with equal views (16 MiB when zero).
+	SnapshotCacheBytes int
 	// MaxParallelSends bounds how many snapshots are encoded and written at
 	// once, which bounds memory when every proxy needs a new one (4 when
 	// zero).
@@ -59,6 +63,7 @@ type Hub struct {
 	changed  chan struct{}
 	sendSem  chan struct{}
 	ready    chan struct{}
+	snaps    *snapCache
 
 	mu       sync.Mutex
 	world    *compiler.World
@@ -112,6 +117,11 @@ func (h *Hub) init() {
 			n = 4
 		}
 		h.sendSem = make(chan struct{}, n)
+		cacheBytes := h.SnapshotCacheBytes
+		if cacheBytes <= 0 {
+			cacheBytes = 16 << 20
+		}
+		h.snaps = newSnapCache(cacheBytes)
 		h.ready = make(chan struct{})
 		h.outbound = map[string]*nsOutbound{}
 		h.proxies = map[*proxy]struct{}{}
@@ -231,13 +241,9 @@ func (h *Hub) recompile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	outs := make(map[string]*nsOutbound, len(namespaces))
-	for ns := range namespaces {
-		o, err := encodeNamespace(w, ns, prev[ns])
-		if err != nil {
-			return err
-		}
-		outs[ns] = o
+	outs, err := encodeNamespaces(w, namespaces, prev)
+	if err != nil {
+		return err
 	}
 	pods := make(map[string]*corev1.Pod, len(w.Pods))
 	for _, p := range w.Pods {
@@ -284,6 +290,38 @@ func (h *Hub) recompile(ctx context.Context) error {
 	}
 	h.Log.V(1).Info("Compiled the mesh configuration", "proxies", len(proxies), "changed", changed, "duration", time.Since(start))
 	return nil
+}
+
+// encodeNamespaces compiles the outbound config of every namespace with a
+// connected proxy, one namespace per CPU at a time: the namespaces are
+// independent and each is a full pass over the Services.
+func encodeNamespaces(w *compiler.World, namespaces map[string]bool, prev map[string]*nsOutbound) (map[string]*nsOutbound, error) {
+	outs := make(map[string]*nsOutbound, len(namespaces))
+	var mu sync.Mutex
+	var firstErr error
+	work := make(chan string)
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), max(1, len(namespaces))) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ns := range work {
+				o, err := encodeNamespace(w, ns, prev[ns])
+				mu.Lock()
+				if err != nil && firstErr == nil {
+					firstErr = err
+				}
+				outs[ns] = o
+				mu.Unlock()
+			}
+		}()
+	}
+	for ns := range namespaces {
+		work <- ns
+	}
+	close(work)
+	wg.Wait()
+	return outs, firstErr
 }
 
 // encodeNamespace compiles and encodes one namespace's outbound config,

@@ -153,17 +153,6 @@ func (s *Server) Stream(stream meshapiv1.Config_StreamServer) error {
 		namespace: pod.Namespace, pod: pod.Name, proxyVersion: hello.GetProxyVersion(), id: id,
 		notify: make(chan struct{}, 1), pending: map[string]*carried{}, cur: v,
 	}
-	// Build the first snapshot now: its version decides whether a
-	// reconnecting proxy already holds it.
-	first, err := v.world.SnapshotFor(v.pod, v.out.enc)
-	if err != nil {
-		return status.Errorf(codes.Internal, "cannot build the snapshot: %v", err)
-	}
-	if last := hello.GetLastVersion(); last != "" && last == first.Version {
-		p.recordSent(first.Version, v)
-		p.ack(first.Version, "")
-		first = nil
-	}
 	if h.add(p, v) {
 		if nv, err := h.viewFor(pod); err == nil {
 			p.update(nv)
@@ -173,7 +162,9 @@ func (s *Server) Stream(stream meshapiv1.Config_StreamServer) error {
 	log.Info("Proxy connected", "lastVersion", hello.GetLastVersion())
 	defer log.Info("Proxy disconnected")
 
-	firstView := v
+	// A reconnecting proxy that holds the current snapshot is not sent it
+	// again.
+	held := hello.GetLastVersion()
 	recvErr := make(chan error, 1)
 	go func() { recvErr <- s.receive(stream, p, log) }()
 
@@ -183,13 +174,10 @@ func (s *Server) Stream(stream meshapiv1.Config_StreamServer) error {
 		need := p.sentVersion == "" || v.fp != p.sentFP
 		p.mu.Unlock()
 		if need {
-			if v != firstView {
-				first = nil
-			}
-			if err := s.send(stream, p, v, first); err != nil {
+			if err := s.send(stream, p, v, held); err != nil {
 				return err
 			}
-			first = nil
+			held = ""
 		}
 		select {
 		case <-ctx.Done():
@@ -201,7 +189,11 @@ func (s *Server) Stream(stream meshapiv1.Config_StreamServer) error {
 	}
 }
 
-func (s *Server) send(stream meshapiv1.Config_StreamServer, p *proxy, v *view, prebuilt *compiler.Snapshot) error {
+// send builds v's snapshot and sends it, unless its version is held (what
+// the proxy said it has). Snapshots are built here, under the semaphore, and
+// dropped after: with a thousand services each is megabytes, and a thousand
+// proxies connecting at once must not hold one each.
+func (s *Server) send(stream meshapiv1.Config_StreamServer, p *proxy, v *view, held string) error {
 	h := s.Hub
 	select {
 	case h.sendSem <- struct{}{}:
@@ -209,12 +201,15 @@ func (s *Server) send(stream meshapiv1.Config_StreamServer, p *proxy, v *view, p
 		return status.FromContextError(stream.Context().Err()).Err()
 	}
 	defer func() { <-h.sendSem }()
-	snap := prebuilt
-	if snap == nil {
-		var err error
-		if snap, err = v.world.SnapshotFor(v.pod, v.out.enc); err != nil {
-			return status.Errorf(codes.Internal, "cannot build the snapshot: %v", err)
-		}
+	snap, err := h.snaps.get(v)
+	if err != nil {
+		return status.Errorf(codes.Internal, "cannot build the snapshot: %v", err)
+	}
+	if held != "" && snap.Version == held {
+		p.recordSent(snap.Version, v)
+		p.ack(snap.Version, "")
+		h.signal()
+		return nil
 	}
 	resp := &meshapiv1.ConfigResponse{Version: snap.Version, Snapshot: snap.JSON}
 	if h.TrustBundle != nil {
