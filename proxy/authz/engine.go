@@ -71,6 +71,10 @@ type Engine struct {
 	ports       map[uint16]*portSet
 	other       *portSet // ports no policy names
 	rules       int
+	// strict refuses unauthenticated callers whatever the policies say:
+	// in Strict mTLS mode a plaintext caller can only exist through a
+	// misconfiguration (a proxy without identity), never by policy.
+	strict bool
 }
 
 type portSet struct {
@@ -106,6 +110,17 @@ type operation struct {
 type pathMatch struct {
 	prefix bool
 	value  string // normalized; a prefix has no trailing "/" ("" is the root)
+}
+
+// CompileSnapshot builds the Engine of a whole snapshot: its inbound
+// policies, trust domain and mTLS mode.
+func CompileSnapshot(s *meshconfig.Snapshot) (*Engine, error) {
+	e, err := Compile(&s.Inbound, s.TrustDomain)
+	if err != nil {
+		return nil, err
+	}
+	e.strict = s.MTLSMode == meshconfig.MTLSStrict
+	return e, nil
 }
 
 // Compile builds an Engine from the inbound part of a snapshot. trustDomain,
@@ -306,6 +321,9 @@ func (e *Engine) Rules() int {
 func (e *Engine) Decide(r *Request) Decision {
 	if e == nil {
 		return Decision{Allow: true, Reason: ReasonDefaultAllow}
+	}
+	if e.strict && r.Peer == "" {
+		return Decision{Reason: ReasonUnauthenticated}
 	}
 	set := e.other
 	if s, ok := e.ports[r.Port]; ok {

@@ -153,6 +153,22 @@ func TestDecide(t *testing.T) {
 	}
 }
 
+func TestStrictRefusesUnauthenticated(t *testing.T) {
+	e, err := CompileSnapshot(&meshconfig.Snapshot{MTLSMode: meshconfig.MTLSStrict, TrustDomain: td, Inbound: meshconfig.Inbound{
+		DefaultPolicy: meshconfig.DefaultAllow,
+		Policies:      []meshconfig.AuthorizationPolicy{allow("x", nil, meshconfig.AuthorizationRule{From: []meshconfig.Source{{Unauthenticated: true}}})},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := e.Decide(&Request{Port: 80}); d.Allow || d.Reason != ReasonUnauthenticated {
+		t.Errorf("plaintext caller in Strict mode: %+v", d)
+	}
+	if d := e.Decide(&Request{Port: 80, Peer: frontend}); d.Allow {
+		t.Errorf("mesh caller matched an unauthenticated-only Allow: %+v", d)
+	}
+}
+
 func TestNilEngineAllows(t *testing.T) {
 	var e *Engine
 	if d := e.Decide(&Request{}); !d.Allow {

@@ -45,17 +45,20 @@ func Check(r *http.Request) (Checked, error) {
 		return out, checkHost(r)
 	}
 	if !strings.HasPrefix(target, "/") {
-		// Absolute form: net/http already took the authority into r.Host.
-		u, err := url.ParseRequestURI(target)
-		if err != nil || u.Scheme == "" || u.Opaque != "" {
+		// Absolute form: net/http already took the authority into r.Host;
+		// the path is cut out of the raw bytes, never re-encoded.
+		scheme, rest, ok := strings.Cut(target, "://")
+		if !ok || !(strings.EqualFold(scheme, "http") || strings.EqualFold(scheme, "https")) {
 			return out, ErrBadTarget
 		}
-		target = u.EscapedPath()
-		if u.RawQuery != "" || u.ForceQuery {
-			target += "?" + u.RawQuery
-		}
-		if target == "" || target[0] == '?' {
-			target = "/" + target
+		i := strings.IndexAny(rest, "/?")
+		if i < 0 {
+			target = "/"
+		} else {
+			target = rest[i:]
+			if target[0] == '?' {
+				target = "/" + target
+			}
 		}
 	}
 	rawPath, query, hasQuery := strings.Cut(target, "?")

@@ -62,7 +62,7 @@ func compile(s *meshconfig.Snapshot, pool *upstream.Pool, f ForwarderFactory, ex
 	if err != nil {
 		return nil, err
 	}
-	az, err := authz.Compile(&s.Inbound, s.TrustDomain)
+	az, err := authz.CompileSnapshot(s)
 	if err != nil {
 		return nil, fmt.Errorf("inbound authorization: %w", err)
 	}

@@ -1,0 +1,110 @@
+package sidecar
+
+import (
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/weftmesh/weft/pkg/meshconfig"
+)
+
+// TestInboundMetricCardinality: random Host values and paths, allowed,
+// denied and refused, never add metric series once each kind was seen.
+func TestInboundMetricCardinality(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	app := serve(t, &recorder{})
+	p := startProxy(t, Config{InboundAddr: "127.0.0.1:0", InboundTarget: app, Registry: reg},
+		inboundSnap(appPort(t, app), "", meshconfig.DefaultAllow, denyPaths("/admin")))
+	series := func() int {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, mf := range mfs {
+			n += len(mf.GetMetric())
+		}
+		return n
+	}
+	send := func(i int) {
+		host := fmt.Sprintf("h%x.example", rand.Uint64())
+		path := fmt.Sprintf("/p%x", rand.Uint64())
+		switch i % 3 {
+		case 1:
+			path = "/admin" + path
+		case 2:
+			path += "%zz"
+		}
+		r := rawHTTP(t, p.Addr("inbound"), "GET "+path+" HTTP/1.1\r\nHost: "+host+"\r\n\r\n")
+		if want := []int{200, 403, 400}[i%3]; r.status != want {
+			t.Fatalf("%s: %d, want %d", path, r.status, want)
+		}
+	}
+	for i := range 30 {
+		send(i)
+	}
+	before := series()
+	for i := range 600 {
+		send(i)
+	}
+	if after := series(); after != before {
+		t.Errorf("metric series grew from %d to %d with random hosts and paths", before, after)
+	}
+}
+
+// TestInboundSlowHeaders: a client trickling its request head is cut off by
+// the header timeout even though the strict head reader is buffering it.
+func TestInboundSlowHeaders(t *testing.T) {
+	app := serve(t, &recorder{})
+	p := startProxy(t, Config{InboundAddr: "127.0.0.1:0", InboundTarget: app, HeaderTimeout: 300 * time.Millisecond},
+		inboundSnap(appPort(t, app), "", meshconfig.DefaultAllow))
+	c, err := net.Dial("tcp", p.Addr("inbound"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Safety net only: the loop below ends when the proxy closes.
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: backend\r\n")
+	closed := make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, c)
+		close(closed)
+	}()
+	for i := 0; ; i++ {
+		select {
+		case <-closed:
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+		if _, err := io.WriteString(c, "x"); err != nil {
+			return
+		}
+		if i > 2000 {
+			t.Fatal("a client trickling headers was never cut off")
+		}
+	}
+}
+
+// TestInboundDeniedResponse: a denied request gets a short 403 body and the
+// decision is counted with bounded labels.
+func TestInboundDeniedResponse(t *testing.T) {
+	app := serve(t, &recorder{})
+	p := plainInbound(t, app, inboundSnap(appPort(t, app), "", meshconfig.DefaultDeny))
+	res, err := h1Client().Get("http://" + p.Addr("inbound") + "/anything")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusForbidden || len(b) > 64 || !strings.Contains(string(b), "denied") {
+		t.Errorf("got %d %q", res.StatusCode, b)
+	}
+}
