@@ -19,8 +19,10 @@ import (
 const maxSnapshot = 4 << 20
 
 // streamLoop holds the config stream open until ctx ends. A stream that
-// delivered something resets the backoff: it was a working connection that
-// ended, not a control plane still down.
+// delivered something, or stayed open longer than the longest backoff,
+// resets the backoff: it was a working connection that ended, not a control
+// plane still down. (A reconnecting proxy that already holds the current
+// version may legitimately receive nothing.)
 func (c *Client) streamLoop(ctx context.Context, cli meshapiv1.ConfigClient) {
 	bo := backoff{min: c.s.MinBackoff, max: c.s.MaxBackoff}
 	log := c.s.Log.With("controlPlane", c.s.Addr)
@@ -28,12 +30,13 @@ func (c *Client) streamLoop(ctx context.Context, cli meshapiv1.ConfigClient) {
 		if attempt > 0 {
 			c.s.Metrics.Reconnect()
 		}
+		start := c.s.Clock.Now()
 		got, err := c.streamOnce(ctx, cli, log)
 		c.s.Metrics.Connected(false)
 		if ctx.Err() != nil {
 			return
 		}
-		if got {
+		if got || c.s.Clock.Now().Sub(start) > c.s.MaxBackoff {
 			bo.reset()
 		}
 		next := bo.next()
