@@ -17,6 +17,7 @@ import (
 	"encoding/pem"
 	"flag"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -105,9 +106,9 @@ func run() error {
 		return err
 	}
 	defer os.Remove(kubeconfig)
-	grpcAddr, healthAddr := freeAddr(), freeAddr()
+	grpcAddr, healthAddr, metricsAddr := freeAddr(), freeAddr(), freeAddr()
 	cp := exec.Command(*cpBinary, "--mesh-name=mesh", "--namespace="+cpNS, "--revision=bench", "--version=bench",
-		"--trust-domain=cluster.local", "--grpc-addr="+grpcAddr, "--health-addr="+healthAddr, "--metrics-addr=0", "--zap-log-level=error")
+		"--trust-domain=cluster.local", "--grpc-addr="+grpcAddr, "--health-addr="+healthAddr, "--metrics-addr="+metricsAddr, "--zap-log-level=error")
 	cp.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "POD_NAME=weft-controlplane-bench-0")
 	cp.Stdout, cp.Stderr = os.Stderr, os.Stderr
 	if err := cp.Start(); err != nil {
@@ -207,6 +208,7 @@ func run() error {
 	res.allCPU = cpuSeconds(pid) - cpu0
 	res.peakRSS = rssMiB(pid, "VmHWM")
 	res.finalRSS = rssMiB(pid, "VmRSS")
+	res.metrics = scrape(metricsAddr)
 	logf("all-proxies change: p50 %s p99 %s max %s; peak RSS %.0f MiB", pct(res.all, 50), pct(res.all, 99), pct(res.all, 100), res.peakRSS)
 	return res.write(*out)
 }
@@ -426,6 +428,29 @@ type results struct {
 	route, routeAll, all, allAll          []time.Duration
 	idleRSS, steadyRSS, peakRSS, finalRSS float64
 	unaffectedSends                       int64
+	metrics                               map[string]float64
+}
+
+// scrape reads the control plane's own counters of compilations and sends.
+func scrape(addr string) map[string]float64 {
+	out := map[string]float64{}
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return out
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, l := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(l, "weft_controlplane_") {
+			continue
+		}
+		f := strings.Fields(l)
+		if len(f) == 2 {
+			v, _ := strconv.ParseFloat(f[1], 64)
+			out[f[0]] = v
+		}
+	}
+	return out
 }
 
 func (r results) write(path string) error {
@@ -451,6 +476,13 @@ func (r results) write(path string) error {
 	fmt.Fprintf(&b, "| RSS peak (VmHWM) over the run | %.0f MiB | |\n", r.peakRSS)
 	fmt.Fprintf(&b, "| RSS at the end | %.0f MiB | |\n", r.finalRSS)
 	fmt.Fprintf(&b, "| CPU to connect %d proxies (%s wall) | %.1f s | |\n", *proxies, r.connect.Round(time.Millisecond), r.connectCPU)
+	m := r.metrics
+	if n := m["weft_controlplane_compile_duration_seconds_count"]; n > 0 {
+		fmt.Fprintf(&b, "| compilations (whole mesh, %d namespaces) / mean duration | %.0f / %.0f ms | |\n", *namespaces, n, 1000*m["weft_controlplane_compile_duration_seconds_sum"]/n)
+	}
+	if n := m["weft_controlplane_snapshots_sent_total"]; n > 0 {
+		fmt.Fprintf(&b, "| snapshots sent / mean size | %.0f / %.2f MiB | |\n", n, m["weft_controlplane_snapshot_bytes_sent_total"]/n/(1<<20))
+	}
 	fmt.Fprintf(&b, "| CPU per consumer-route change | %.0f ms | |\n", 1000*r.routeCPU/float64(max(1, len(r.routeAll))))
 	fmt.Fprintf(&b, "| CPU per all-proxies change | %.0f ms | |\n", 1000*r.allCPU/float64(max(1, len(r.allAll))))
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {

@@ -53,10 +53,15 @@ type Hub struct {
 	// SnapshotCacheBytes bounds the snapshots kept to share between proxies
 	// with equal views (16 MiB when zero).
 	SnapshotCacheBytes int
-	// MaxParallelSends bounds how many snapshots are encoded and written at
-	// once, which bounds memory when every proxy needs a new one (4 when
-	// zero).
-	MaxParallelSends int
+	// MaxInFlight bounds the snapshots sent and not yet acknowledged, across
+	// all proxies (16 when zero). gRPC accepts a whole message into a
+	// stream's buffer whatever the peer's flow-control window, so without
+	// this bound a thousand slow proxies would each pin a snapshot of
+	// megabytes in memory; acks are the flow control.
+	MaxInFlight int
+	// AckTimeout frees the in-flight slot of a proxy that does not ack (10s
+	// when zero).
+	AckTimeout time.Duration
 
 	initOnce sync.Once
 	kick     chan struct{}
@@ -112,11 +117,14 @@ func (h *Hub) init() {
 	h.initOnce.Do(func() {
 		h.kick = make(chan struct{}, 1)
 		h.changed = make(chan struct{}, 1)
-		n := h.MaxParallelSends
+		n := h.MaxInFlight
 		if n <= 0 {
-			n = 4
+			n = 16
 		}
 		h.sendSem = make(chan struct{}, n)
+		if h.AckTimeout <= 0 {
+			h.AckTimeout = 10 * time.Second
+		}
 		cacheBytes := h.SnapshotCacheBytes
 		if cacheBytes <= 0 {
 			cacheBytes = 16 << 20

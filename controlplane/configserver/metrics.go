@@ -6,6 +6,7 @@ import "github.com/prometheus/client_golang/prometheus"
 type Metrics struct {
 	connected      prometheus.Gauge
 	snapshotsSent  prometheus.Counter
+	bytesSent      prometheus.Counter
 	acks           *prometheus.CounterVec
 	compileSeconds prometheus.Histogram
 }
@@ -22,6 +23,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "weft_controlplane_snapshots_sent_total",
 			Help: "Configuration snapshots sent to proxies.",
 		}),
+		bytesSent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "weft_controlplane_snapshot_bytes_sent_total",
+			Help: "Bytes of configuration snapshots sent to proxies.",
+		}),
 		acks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "weft_controlplane_snapshot_acks_total",
 			Help: "Snapshot acknowledgements from proxies, by result (ack: applied, nack: rejected).",
@@ -35,7 +40,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.acks.WithLabelValues("ack")
 	m.acks.WithLabelValues("nack")
 	if reg != nil {
-		reg.MustRegister(m.connected, m.snapshotsSent, m.acks, m.compileSeconds)
+		reg.MustRegister(m.connected, m.snapshotsSent, m.bytesSent, m.acks, m.compileSeconds)
 	}
 	return m
 }

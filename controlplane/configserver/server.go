@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -46,6 +47,26 @@ type proxy struct {
 	acked        *carried
 	ackedVersion string
 	ackErr       string
+	// slots release the in-flight slots of snapshots not yet acked.
+	slots []func()
+}
+
+func (p *proxy) holdSlot(release func()) {
+	p.mu.Lock()
+	p.slots = append(p.slots, release)
+	p.mu.Unlock()
+}
+
+// releaseSlots frees every in-flight slot this proxy holds: an ack answers
+// all snapshots sent before it (a proxy applies only the newest).
+func (p *proxy) releaseSlots() {
+	p.mu.Lock()
+	slots := p.slots
+	p.slots = nil
+	p.mu.Unlock()
+	for _, r := range slots {
+		r()
+	}
 }
 
 // update installs a freshly compiled view and reports whether the proxy
@@ -159,6 +180,7 @@ func (s *Server) Stream(stream meshapiv1.Config_StreamServer) error {
 		}
 	}
 	defer h.remove(p)
+	defer p.releaseSlots()
 	log.Info("Proxy connected", "lastVersion", hello.GetLastVersion())
 	defer log.Info("Proxy disconnected")
 
@@ -200,7 +222,14 @@ func (s *Server) send(stream meshapiv1.Config_StreamServer, p *proxy, v *view, h
 	case <-stream.Context().Done():
 		return status.FromContextError(stream.Context().Err()).Err()
 	}
-	defer func() { <-h.sendSem }()
+	var once sync.Once
+	release := func() { once.Do(func() { <-h.sendSem }) }
+	sent := false
+	defer func() {
+		if !sent {
+			release()
+		}
+	}()
 	snap, err := h.snaps.get(v)
 	if err != nil {
 		return status.Errorf(codes.Internal, "cannot build the snapshot: %v", err)
@@ -220,7 +249,13 @@ func (s *Server) send(stream meshapiv1.Config_StreamServer, p *proxy, v *view, h
 	if err := stream.Send(resp); err != nil {
 		return err
 	}
+	sent = true
+	// The slot is freed by the proxy's next ack, the end of its stream, or
+	// the timeout, whichever comes first.
+	t := time.AfterFunc(h.AckTimeout, release)
+	p.holdSlot(func() { t.Stop(); release() })
 	h.Metrics.snapshotsSent.Inc()
+	h.Metrics.bytesSent.Add(float64(len(resp.Snapshot)))
 	h.signal()
 	return nil
 }
@@ -236,6 +271,7 @@ func (s *Server) receive(stream meshapiv1.Config_StreamServer, p *proxy, log log
 		if a == nil {
 			return status.Error(codes.InvalidArgument, "only Acks may follow the Hello")
 		}
+		p.releaseSlots()
 		if !p.ack(a.GetVersion(), a.GetError()) {
 			log.Info("Ignoring an ack for a version this proxy was not sent", "version", a.GetVersion())
 			continue
