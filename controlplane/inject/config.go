@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -205,6 +206,22 @@ func (c Config) Validate() error {
 // anything else would leave the proxy unable to verify the control plane,
 // and a pod that cannot start is better caught at admission.
 func checkAnchors(pemText string) error {
+	if p := goodAnchors.Load(); p != nil && *p == pemText {
+		return nil
+	}
+	if err := parseAnchors(pemText); err != nil {
+		return err
+	}
+	goodAnchors.Store(&pemText)
+	return nil
+}
+
+// goodAnchors remembers the last bundle that passed: the webhook validates
+// the same bundle for every pod, and parsing it costs more than the rest of
+// an injection.
+var goodAnchors atomic.Pointer[string]
+
+func parseAnchors(pemText string) error {
 	rest := []byte(pemText)
 	n := 0
 	for {

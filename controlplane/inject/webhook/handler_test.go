@@ -216,3 +216,21 @@ func TestHandlerUnknownNamespace(t *testing.T) {
 		t.Errorf("opted-in pod in an unknown namespace: %d %s", a.code, a.body)
 	}
 }
+
+// BenchmarkHandler is the in-process cost of one injection (the admission
+// latency benchmark with the API server is bench/inject).
+func BenchmarkHandler(b *testing.B) {
+	t := &testing.T{}
+	h := fakeHandler(t, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{inject.LabelInject: inject.ValueEnabled}}})
+	body := reviewJSON(t, nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		req := httptest.NewRequest(http.MethodPost, Path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			b.Fatal(rec.Body.String())
+		}
+	}
+}
