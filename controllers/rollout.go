@@ -118,13 +118,15 @@ func (r *MeshControlPlaneReconciler) reconcileRollout(ctx context.Context, mesh 
 		for _, o := range old {
 			from = append(from, o.Version)
 		}
-		up = &meshv1alpha1.UpgradeStatus{From: strings.Join(from, ","), To: obs.desired.Version, Phase: phaseStarting, StartTime: &metav1.Time{Time: now.Truncate(time.Second)}}
+		up = &meshv1alpha1.UpgradeStatus{From: strings.Join(from, ","), To: obs.desired.Version, Phase: phaseStarting, StartTime: &metav1.Time{Time: now.Truncate(time.Second).Add(time.Second)}}
 		obs.upgrade = up
 		obs.upgradeMessage = fmt.Sprintf("starting control-plane revision %s beside %s", obs.desired.Revision, revisionNames(old))
 		r.event(mesh, false, meshv1alpha1.ReasonUpgradeStarted, "Upgrade", "Upgrade from %s to %s started", up.From, up.To)
 		// status.upgrade.startTime must be stored before any workload is
 		// restarted: it is how a restarted operator tells this upgrade's
-		// restarts from older ones.
+		// restarts from older ones. It is rounded up to the next second
+		// (the API keeps seconds only), so that every earlier restart,
+		// even one in the same second, counts as older.
 		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
 	up = prev.DeepCopy()
@@ -212,8 +214,12 @@ func (r *MeshControlPlaneReconciler) reconcileRollout(ctx context.Context, mesh 
 		}
 		n := batchSize(mesh, int(up.WorkloadsTotal))
 		batch := inv.pending[:min(n, len(inv.pending))]
+		at := now
+		if at.Before(start) {
+			at = start
+		}
 		for _, w := range batch {
-			if err := r.restart(ctx, w.obj, now); err != nil {
+			if err := r.restart(ctx, w.obj, at); err != nil {
 				return ctrl.Result{}, err
 			}
 		}

@@ -361,3 +361,59 @@ func findCondition(m *meshv1alpha1.MeshControlPlane, typ string) *metav1.Conditi
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// TestRollback: changing spec.version back in the middle of an upgrade rolls
+// the workloads already moved back to the old revision, then removes the
+// revision that was being rolled out.
+func TestRollback(t *testing.T) {
+	ctx := context.Background()
+	startOperator(t, &fakeClock{})
+	const ns, apps = "weft-rollback", "apps-rollback"
+	installed(t, "rollback", ns, apps, 2, func(m *meshv1alpha1.MeshControlPlane) { m.Spec.Upgrade.BatchSize = 1 })
+	setVersion(t, "rollback", "v1.1.0", nil)
+	markAvailable(t, ns, "weft-controlplane-v1-1-0")
+	waitRestarted(t, apps, "app-0")
+	rollOut(t, apps, "app-0", "v1-1-0")
+	waitRestarted(t, apps, "app-0", "app-1")
+	first := restartedAt(deployment(t, apps, "app-0"))
+
+	// app-1 is being restarted when the user rolls back.
+	setVersion(t, "rollback", "v1.0.0", nil)
+	waitUpgrade(t, "rollback", func(u *meshv1alpha1.UpgradeStatus) error {
+		if u.From != "v1.1.0" || u.To != "v1.0.0" {
+			return fmt.Errorf("want a rollout from v1.1.0 to v1.0.0")
+		}
+		return nil
+	})
+	waitFor(t, "the webhook points back at the old revision", func() error {
+		if got := webhookRevision(t); got != "weft-controlplane-v1-0-0" {
+			return fmt.Errorf("webhook → %s", got)
+		}
+		return nil
+	})
+	// Both workloads now run v1-1-0 pods once app-1's restart completes.
+	rollOut(t, apps, "app-1", "v1-1-0")
+	waitFor(t, "app-0 is restarted again for the rollback", func() error {
+		if got := restartedAt(deployment(t, apps, "app-0")); !got.After(first) {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	rollOut(t, apps, "app-0", "v1-0-0")
+	waitFor(t, "app-1 is restarted for the rollback", func() error {
+		d := deployment(t, apps, "app-1")
+		if !rolloutComplete(d) {
+			return nil
+		}
+		return fmt.Errorf("app-1 not restarted yet")
+	})
+	rollOut(t, apps, "app-1", "v1-0-0")
+	waitCondition(t, "rollback", meshv1alpha1.ConditionUpgradeInProgress, metav1.ConditionFalse, meshv1alpha1.ReasonUpgradeComplete)
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "weft-controlplane-v1-1-0"}, &appsv1.Deployment{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the abandoned revision is still there: %v", err)
+	}
+	m := waitCondition(t, "rollback", meshv1alpha1.ConditionReady, metav1.ConditionTrue, meshv1alpha1.ReasonInstalled)
+	if m.Status.Version.Current != "v1.0.0" {
+		t.Errorf("status.version = %+v", m.Status.Version)
+	}
+}
