@@ -104,3 +104,65 @@ func FuzzDenyPrefixHolds(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecide builds a policy from fuzzed fields and checks the evaluation
+// order: a Deny that matches everything always denies, an Allow that
+// matches everything never overturns a Deny, and evaluating never panics.
+func FuzzDecide(f *testing.F) {
+	f.Add("spiffe://cluster.local/ns/shop/sa/frontend", "shop", "shop/frontend", "GET", "/api", "/api/x", uint16(80), true, true, false)
+	f.Add("", "", "", "", "/", "/", uint16(0), false, false, true)
+	f.Add("*", "ops", "ops/admin", "DELETE", "/admin", "/ADMIN;x/y", uint16(8080), true, false, false)
+	f.Fuzz(func(t *testing.T, id, ns, sa, method, value, path string, port uint16, http, isDeny, unauth bool) {
+		src := meshconfig.Source{Unauthenticated: unauth}
+		if !unauth {
+			src.Identities = []string{id}
+			if ns != "" {
+				src.Namespaces = []string{ns}
+			}
+			if sa != "" {
+				src.ServiceAccounts = []string{sa}
+			}
+		}
+		op := meshconfig.Operation{Ports: []uint16{port}, Paths: []meshconfig.PathMatch{{Type: meshconfig.MatchPathPrefix, Value: value}}}
+		if method != "" {
+			op.Methods = []string{method}
+		}
+		action := meshconfig.ActionAllow
+		if isDeny {
+			action = meshconfig.ActionDeny
+		}
+		fuzzed := meshconfig.AuthorizationPolicy{Source: "f/fuzzed", Action: action, Rules: []meshconfig.AuthorizationRule{{From: []meshconfig.Source{src}, To: []meshconfig.Operation{op}}}}
+		in := meshconfig.Inbound{DefaultPolicy: meshconfig.DefaultAllow, Policies: []meshconfig.AuthorizationPolicy{fuzzed}}
+		e, err := Compile(&in, "cluster.local")
+		if err != nil {
+			return
+		}
+		norm, err := httpguard.NormalizePath(path)
+		if err != nil {
+			norm = "/"
+		}
+		peer := ""
+		if !unauth {
+			peer = id
+		}
+		r := Request{Port: port, Peer: peer, HTTP: http, Method: method, Path: norm}
+		d := e.Decide(&r)
+
+		denyAll := meshconfig.AuthorizationPolicy{Source: "f/deny-all", Action: meshconfig.ActionDeny, Rules: []meshconfig.AuthorizationRule{{}}}
+		allowAll := meshconfig.AuthorizationPolicy{Source: "f/allow-all", Action: meshconfig.ActionAllow, Rules: []meshconfig.AuthorizationRule{{}}}
+		withDeny := in
+		withDeny.Policies = append([]meshconfig.AuthorizationPolicy{allowAll}, fuzzed, denyAll)
+		if d2 := mustCompile(t, "", withDeny.Policies...).Decide(&r); d2.Allow || d2.Reason != ReasonDenyPolicy {
+			t.Fatalf("a Deny matching everything did not deny: %+v", d2)
+		}
+		withAllow := in
+		withAllow.Policies = append([]meshconfig.AuthorizationPolicy{allowAll}, fuzzed)
+		d3 := mustCompile(t, "", withAllow.Policies...).Decide(&r)
+		if d.Reason == ReasonDenyPolicy && d3.Allow {
+			t.Fatalf("an Allow overturned a Deny: %+v then %+v", d, d3)
+		}
+		if d.Reason != ReasonDenyPolicy && !d3.Allow {
+			t.Fatalf("an Allow matching everything did not allow: %+v then %+v", d, d3)
+		}
+	})
+}

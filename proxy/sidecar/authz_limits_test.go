@@ -108,3 +108,22 @@ func TestInboundDeniedResponse(t *testing.T) {
 		t.Errorf("got %d %q", res.StatusCode, b)
 	}
 }
+
+// TestInboundNeverServesAdmin: the admin paths on the inbound listener
+// reach the application (or a policy), never the proxy's admin handlers.
+func TestInboundNeverServesAdmin(t *testing.T) {
+	app := serve(t, &recorder{})
+	p := startProxy(t, Config{InboundAddr: "127.0.0.1:0", InboundTarget: app, AdminAddr: "127.0.0.1:0"},
+		inboundSnap(appPort(t, app), "", meshconfig.DefaultAllow))
+	for _, path := range []string{"/config", "/metrics", "/identity", "/ready", "/live"} {
+		res, err := h1Client().Get("http://" + p.Addr("inbound") + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if string(b) != "app" {
+			t.Errorf("inbound %s answered %q, not the application", path, b)
+		}
+	}
+}
