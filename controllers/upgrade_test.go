@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -415,5 +417,138 @@ func TestRollback(t *testing.T) {
 	m := waitCondition(t, "rollback", meshv1alpha1.ConditionReady, metav1.ConditionTrue, meshv1alpha1.ReasonInstalled)
 	if m.Status.Version.Current != "v1.0.0" {
 		t.Errorf("status.version = %+v", m.Status.Version)
+	}
+}
+
+// fakeRollouts plays the Deployment controller for a namespace until stop is
+// called: every restarted Deployment whose rollout is not complete gets new
+// pods on revision and becomes available, except those in broken. It also
+// records the most Deployments caught mid-rollout at once.
+type fakeRollouts struct {
+	mu          sync.Mutex
+	broken      map[string]bool
+	maxInFlight int
+	errs        []error
+	stop        func()
+}
+
+func startFakeRollouts(t *testing.T, ns, revision string, broken ...string) *fakeRollouts {
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &fakeRollouts{broken: map[string]bool{}}
+	for _, b := range broken {
+		f.broken[b] = true
+	}
+	done := make(chan struct{})
+	f.stop = func() { cancel(); <-done }
+	t.Cleanup(f.stop)
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			if err := f.tick(ctx, ns, revision); err != nil && ctx.Err() == nil {
+				f.mu.Lock()
+				f.errs = append(f.errs, err)
+				f.mu.Unlock()
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	return f
+}
+
+func (f *fakeRollouts) fix(name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.broken, name)
+}
+
+func (f *fakeRollouts) tick(ctx context.Context, ns, revision string) error {
+	var list appsv1.DeploymentList
+	if err := env.Client.List(ctx, &list, client.InNamespace(ns)); err != nil {
+		return err
+	}
+	var pending []*appsv1.Deployment
+	for i := range list.Items {
+		d := &list.Items[i]
+		if d.Spec.Template.Annotations[AnnotationRestartedAt] != "" && !rolloutComplete(d) {
+			pending = append(pending, d)
+		}
+	}
+	f.mu.Lock()
+	f.maxInFlight = max(f.maxInFlight, len(pending))
+	f.mu.Unlock()
+	for _, d := range pending {
+		f.mu.Lock()
+		broken := f.broken[d.Name]
+		f.mu.Unlock()
+		if broken {
+			continue
+		}
+		if err := env.Client.DeleteAllOf(ctx, &corev1.Pod{}, client.InNamespace(ns), client.MatchingLabels{"app": d.Name}); err != nil {
+			return err
+		}
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: d.Name + "-" + revision + "-pod",
+				Labels: map[string]string{"app": d.Name, meshv1alpha1.LabelRevision: revision}},
+			Spec: d.Spec.Template.Spec,
+		}
+		if err := env.Client.Create(ctx, pod); err != nil && !apierrors.IsAlreadyExists(err) {
+			return err
+		}
+		d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation, Replicas: 1, UpdatedReplicas: 1, ReadyReplicas: 1, AvailableReplicas: 1,
+			Conditions: []appsv1.DeploymentCondition{{Type: appsv1.DeploymentAvailable, Status: corev1.ConditionTrue, Reason: "Test", LastUpdateTime: metav1.Now(), LastTransitionTime: metav1.Now()}}}
+		if err := env.Client.Status().Update(ctx, d); err != nil && !apierrors.IsConflict(err) {
+			return err
+		}
+	}
+	return nil
+}
+
+// TestUpgradeFifty upgrades 50 meshed Deployments with batches of 10; one
+// Deployment in the third batch never becomes ready, which pauses the
+// rollout with Degraded; fixing it lets the rollout complete. Never more
+// Deployments than the batch are mid-rollout at once.
+func TestUpgradeFifty(t *testing.T) {
+	clock := &fakeClock{}
+	startOperator(t, clock)
+	const ns, apps = "weft-fifty", "apps-fifty"
+	installed(t, "fifty", ns, apps, 50, func(m *meshv1alpha1.MeshControlPlane) {
+		m.Spec.Upgrade.BatchSize = 10
+		m.Spec.Upgrade.MaxUnavailable = intstr.FromString("20%")
+		m.Spec.Upgrade.BatchTimeout = metav1.Duration{Duration: time.Minute}
+	})
+	// Workloads sort by name: app-0, app-1, app-10..app-19, ... so app-27 is
+	// in the third batch.
+	f := startFakeRollouts(t, apps, "v1-1-0", "app-27")
+	setVersion(t, "fifty", "v1.1.0", nil)
+	markAvailable(t, ns, "weft-controlplane-v1-1-0")
+
+	waitUpgrade(t, "fifty", func(u *meshv1alpha1.UpgradeStatus) error {
+		if u.Batch != 3 || u.WorkloadsUpdated != 29 {
+			return fmt.Errorf("want batch 3 with all but app-27 updated")
+		}
+		return nil
+	})
+	clock.Advance(2 * time.Minute)
+	poke(t, "fifty")
+	m := waitCondition(t, "fifty", meshv1alpha1.ConditionDegraded, metav1.ConditionTrue, meshv1alpha1.ReasonBatchFailed)
+	if m.Status.Upgrade.FailedWorkload != "Deployment/"+apps+"/app-27" {
+		t.Errorf("failedWorkload = %q", m.Status.Upgrade.FailedWorkload)
+	}
+	if got := len(restartedWorkloads(t, apps)); got != 30 {
+		t.Errorf("%d workloads restarted while the third batch failed, want 30", got)
+	}
+
+	f.fix("app-27")
+	waitCondition(t, "fifty", meshv1alpha1.ConditionUpgradeInProgress, metav1.ConditionFalse, meshv1alpha1.ReasonUpgradeComplete)
+	m = waitCondition(t, "fifty", meshv1alpha1.ConditionDegraded, metav1.ConditionFalse, meshv1alpha1.ReasonAsExpected)
+	if u := m.Status.Upgrade; u.WorkloadsUpdated != 50 || u.Batch != 5 {
+		t.Errorf("status.upgrade = %+v", *u)
+	}
+	f.stop()
+	if len(f.errs) > 0 {
+		t.Errorf("fake rollouts: %v", f.errs)
+	}
+	if f.maxInFlight > 10 {
+		t.Errorf("%d Deployments were mid-rollout at once, more than maxUnavailable (10)", f.maxInFlight)
 	}
 }
