@@ -225,6 +225,39 @@ func goldenCases() []goldenCase {
 			},
 		},
 		{
+			name: "unsupported-filter",
+			objs: []any{
+				shopWeb(), webVersions(),
+				route("shop", "web", 2, 1, []gatewayv1.ParentReference{serviceParent("web", "", 0)},
+					gatewayv1.HTTPRouteRule{
+						Name:        ptr.To(gatewayv1.SectionName("authn")),
+						Matches:     []gatewayv1.HTTPRouteMatch{pathPrefix("/account")},
+						Filters:     []gatewayv1.HTTPRouteFilter{extensionRef("authn")},
+						BackendRefs: []gatewayv1.HTTPBackendRef{backendRef("web-v1", 80, 1)},
+					},
+					gatewayv1.HTTPRouteRule{BackendRefs: []gatewayv1.HTTPBackendRef{backendRef("web-v1", 80, 1)}}),
+				route("shop", "all-bad", 1, 2, []gatewayv1.ParentReference{serviceParent("web-v2", "", 0)},
+					gatewayv1.HTTPRouteRule{Filters: []gatewayv1.HTTPRouteFilter{{Type: gatewayv1.HTTPRouteFilterCORS}}}),
+			},
+			check: func(t *testing.T, r result) {
+				p := outPort(t, proxy(t, r, "shop/client"), "shop", "web", 80)
+				authn := p.Routes[0].Rules[0]
+				if len(authn.Backends) != 0 || len(authn.Filters) != 0 || len(authn.Matches) != 1 {
+					t.Errorf("rule with an unsupported filter compiled to %+v; want its matches and no backend (500), never the backend without the filter", authn)
+				}
+				if got := backendNames(p.Routes[0].Rules[1].Backends); !slices.Equal(got, []string{"shop/web-v1:1"}) {
+					t.Errorf("the valid rule goes to %v", got)
+				}
+				wantCondition(t, r, "HTTPRoute shop/web", "Accepted", metav1.ConditionTrue, "Accepted")
+				wantCondition(t, r, "HTTPRoute shop/web", "PartiallyInvalid", metav1.ConditionTrue, "UnsupportedValue")
+				wantCondition(t, r, "HTTPRoute shop/all-bad", "Accepted", metav1.ConditionFalse, "UnsupportedValue")
+				v2 := outPort(t, proxy(t, r, "shop/client"), "shop", "web-v2", 80)
+				if len(v2.Routes[0].Rules[0].Backends) != 0 {
+					t.Errorf("a fully invalid route still forwards: %+v", v2.Routes[0])
+				}
+			},
+		},
+		{
 			name: "gamma-producer-consumer",
 			objs: []any{
 				namespace("prod", nil), namespace("team-a", nil), namespace("team-b", nil),
@@ -266,7 +299,7 @@ func goldenCases() []goldenCase {
 		{
 			name: "authorization",
 			objs: []any{
-				namespace("shop", map[string]string{meshv1alpha1.AnnotationDefaultPolicy: "Deny"}),
+				namespace("shop", map[string]string{meshv1alpha1.AnnotationDefaultPolicy: "deny"}),
 				namespace("open", nil),
 				namespace("bad", map[string]string{meshv1alpha1.AnnotationDefaultPolicy: "sometimes"}),
 				service("shop", "web", "10.96.0.10", appWeb, svcPort{name: "http", port: 80, target: intstr.FromString("http")}, svcPort{name: "metrics", port: 9100}),
@@ -292,7 +325,7 @@ func goldenCases() []goldenCase {
 			check: func(t *testing.T, r result) {
 				web := proxy(t, r, "shop/web-2").Inbound
 				if web.DefaultPolicy != meshconfig.DefaultDeny {
-					t.Errorf("default policy %q, want Deny from the namespace annotation", web.DefaultPolicy)
+					t.Errorf("default policy %q, want Deny from the namespace annotation (written \"deny\")", web.DefaultPolicy)
 				}
 				if len(web.Policies) != 2 || web.Policies[0].Source != "shop/web-allow" || !slices.Equal(web.Policies[0].Ports, []uint16{8080, 9100}) {
 					t.Fatalf("policies %+v, want web-allow on the Service's target ports, then deny-admin", web.Policies)
@@ -445,4 +478,11 @@ func httpRouteFull() *gatewayv1.HTTPRoute {
 func crossNamespace(b gatewayv1.HTTPBackendRef, ns string) gatewayv1.HTTPBackendRef {
 	b.Namespace = ptr.To(gatewayv1.Namespace(ns))
 	return b
+}
+
+func extensionRef(name string) gatewayv1.HTTPRouteFilter {
+	return gatewayv1.HTTPRouteFilter{
+		Type:         gatewayv1.HTTPRouteFilterExtensionRef,
+		ExtensionRef: &gatewayv1.LocalObjectReference{Group: "auth.example.com", Kind: "Policy", Name: gatewayv1.ObjectName(name)},
+	}
 }

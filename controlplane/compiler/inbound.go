@@ -37,9 +37,13 @@ func (w *World) Inbound(pod *corev1.Pod) meshconfig.Inbound {
 // defaultPolicy: the namespace annotation, else the mesh's default.
 func (w *World) defaultPolicy(ns string) meshconfig.DefaultPolicy {
 	if n := w.Namespaces[ns]; n != nil {
-		switch v := meshconfig.DefaultPolicy(n.Annotations[meshv1alpha1.AnnotationDefaultPolicy]); v {
-		case meshconfig.DefaultAllow, meshconfig.DefaultDeny, meshconfig.DefaultAuthenticated:
-			return v
+		// Annotations are hand-written: "deny" means Deny. Anything else
+		// unknown falls back to the mesh default.
+		v := strings.TrimSpace(n.Annotations[meshv1alpha1.AnnotationDefaultPolicy])
+		for _, p := range []meshconfig.DefaultPolicy{meshconfig.DefaultAllow, meshconfig.DefaultDeny, meshconfig.DefaultAuthenticated} {
+			if strings.EqualFold(v, string(p)) {
+				return p
+			}
 		}
 	}
 	if w.Mesh.DefaultPolicy == "" {

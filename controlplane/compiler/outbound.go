@@ -42,13 +42,17 @@ func (w *World) service(svc *corev1.Service, clientNS string) meshconfig.Service
 	ms := meshconfig.Service{
 		Name:      svc.Name,
 		Namespace: svc.Namespace,
-		Hosts: []string{
-			svc.Name,
-			svc.Name + "." + svc.Namespace,
-			svc.Name + "." + svc.Namespace + ".svc",
-			svc.Name + "." + svc.Namespace + ".svc." + w.Mesh.ClusterDomain,
-		},
 	}
+	// The bare name means this Service only to clients of its own
+	// namespace; elsewhere it names another namespace's Service.
+	if svc.Namespace == clientNS {
+		ms.Hosts = append(ms.Hosts, svc.Name)
+	}
+	ms.Hosts = append(ms.Hosts,
+		svc.Name+"."+svc.Namespace,
+		svc.Name+"."+svc.Namespace+".svc",
+		svc.Name+"."+svc.Namespace+".svc."+w.Mesh.ClusterDomain,
+	)
 	for _, ip := range svc.Spec.ClusterIPs {
 		if ip != "" && ip != corev1.ClusterIPNone && net.ParseIP(ip) != nil {
 			ms.Addresses = append(ms.Addresses, ip)

@@ -41,6 +41,15 @@ func (w *World) compileRoute(r *gatewayv1.HTTPRoute, svc *corev1.Service, port c
 		for _, m := range rule.Matches {
 			mrule.Matches = append(mrule.Matches, convertMatch(m))
 		}
+		if _, bad := unsupportedFilter(rule); bad {
+			// Skipping the filter could skip authentication or a
+			// required header; sending the rule's requests elsewhere
+			// could too. Gateway API asks for an error response: the
+			// rule keeps its matches and has no backend (500). Status
+			// reports it (PartiallyInvalid).
+			mr.Rules = append(mr.Rules, mrule)
+			continue
+		}
 		for _, f := range rule.Filters {
 			if mf, ok := w.convertFilter(r.Namespace, f); ok {
 				mrule.Filters = append(mrule.Filters, mf)
@@ -72,6 +81,20 @@ func (w *World) compileRoute(r *gatewayv1.HTTPRoute, svc *corev1.Service, port c
 		mr.Rules = append(mr.Rules, mrule)
 	}
 	return mr, true
+}
+
+// unsupportedFilter names the first filter of rule the mesh cannot apply:
+// ExtensionRef, CORS, ExternalAuth, and any type added to Gateway API later.
+func unsupportedFilter(rule gatewayv1.HTTPRouteRule) (gatewayv1.HTTPRouteFilterType, bool) {
+	for _, f := range rule.Filters {
+		switch f.Type {
+		case gatewayv1.HTTPRouteFilterRequestHeaderModifier, gatewayv1.HTTPRouteFilterResponseHeaderModifier,
+			gatewayv1.HTTPRouteFilterURLRewrite, gatewayv1.HTTPRouteFilterRequestRedirect, gatewayv1.HTTPRouteFilterRequestMirror:
+		default:
+			return f.Type, true
+		}
+	}
+	return "", false
 }
 
 func hasRedirect(fs []gatewayv1.HTTPRouteFilter) bool {

@@ -29,6 +29,16 @@ func cond(typ string, ok bool, reason, msg string, gen int64) metav1.Condition {
 func (w *World) RouteParents(r *gatewayv1.HTTPRoute) []gatewayv1.RouteParentStatus {
 	var out []gatewayv1.RouteParentStatus
 	resolved, unresolved := w.routeRefs(r)
+	var invalid []string
+	for i, rule := range r.Spec.Rules {
+		if t, bad := unsupportedFilter(rule); bad {
+			name := fmt.Sprintf("rule %d", i)
+			if rule.Name != nil {
+				name = fmt.Sprintf("rule %d (%s)", i, *rule.Name)
+			}
+			invalid = append(invalid, fmt.Sprintf("%s: filter type %s is not supported by the mesh", name, t))
+		}
+	}
 	for _, p := range r.Spec.ParentRefs {
 		if !isServiceRef(p.Group, p.Kind) {
 			continue
@@ -51,10 +61,20 @@ func (w *World) RouteParents(r *gatewayv1.HTTPRoute) []gatewayv1.RouteParentStat
 		if !resolved {
 			refs.Reason, refs.Message = unresolved[0], unresolved[1]
 		}
+		conds := []metav1.Condition{accepted, refs}
+		if accepted.Status == metav1.ConditionTrue && len(invalid) > 0 {
+			if len(invalid) == len(r.Spec.Rules) {
+				conds[0] = cond(string(gatewayv1.RouteConditionAccepted), false, string(gatewayv1.RouteReasonUnsupportedValue),
+					"No rule can be applied: "+strings.Join(invalid, "; ")+"; requests its rules match are answered with 500", r.Generation)
+			} else {
+				conds = append(conds, cond(string(gatewayv1.RouteConditionPartiallyInvalid), true, string(gatewayv1.RouteReasonUnsupportedValue),
+					"Dropped Rule(s): "+strings.Join(invalid, "; ")+"; requests they match are answered with 500 instead of skipping the filter", r.Generation))
+			}
+		}
 		out = append(out, gatewayv1.RouteParentStatus{
 			ParentRef:      p,
 			ControllerName: gatewayv1.GatewayController(meshv1alpha1.ControllerName),
-			Conditions:     []metav1.Condition{accepted, refs},
+			Conditions:     conds,
 		})
 	}
 	return out

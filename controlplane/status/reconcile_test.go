@@ -268,3 +268,36 @@ func TestPolicyStatus(t *testing.T) {
 	reconcileOnce(t, r, missing)
 	expect(t, "target created", get(t, c, missing).Status.Conditions, "ResolvedRefs", metav1.ConditionTrue, meshv1alpha1.ReasonResolvedRefs, 1, "")
 }
+
+// TestPartiallyInvalidClears: a condition we stop reporting is removed, not
+// left stale next to the new ones.
+func TestPartiallyInvalidClears(t *testing.T) {
+	c := needEnv(t)
+	ns := newNamespace(t, c)
+	create(t, c, svc(ns, "web", 80))
+	rt := httpRoute(ns, "web", []gatewayv1.ParentReference{svcParent("web")}, backend("web", 80, 1))
+	rt.Spec.Rules = append(rt.Spec.Rules, gatewayv1.HTTPRouteRule{
+		Matches: []gatewayv1.HTTPRouteMatch{{Path: &gatewayv1.HTTPPathMatch{Type: ptr.To(gatewayv1.PathMatchPathPrefix), Value: ptr.To("/account")}}},
+		Filters: []gatewayv1.HTTPRouteFilter{{
+			Type:         gatewayv1.HTTPRouteFilterExtensionRef,
+			ExtensionRef: &gatewayv1.LocalObjectReference{Group: "auth.example.com", Kind: "Policy", Name: "login"},
+		}},
+	})
+	create(t, c, rt)
+	r := &RouteReconciler{Client: c}
+	reconcileOnce(t, r, rt)
+	conds := ourParents(get(t, c, rt))[0].Conditions
+	expect(t, "route with an ExtensionRef", conds, "PartiallyInvalid", metav1.ConditionTrue, "UnsupportedValue", 1, "Dropped Rule")
+	expect(t, "route with an ExtensionRef", conds, "Accepted", metav1.ConditionTrue, "Accepted", 1, "")
+
+	rt.Spec.Rules = rt.Spec.Rules[:1]
+	if err := c.Update(context.Background(), rt); err != nil {
+		t.Fatal(err)
+	}
+	reconcileOnce(t, r, rt)
+	conds = ourParents(get(t, c, rt))[0].Conditions
+	if pi := findCondition(conds, "PartiallyInvalid"); pi != nil {
+		t.Errorf("PartiallyInvalid stayed after the rule was removed: %+v", pi)
+	}
+	expect(t, "fixed route", conds, "Accepted", metav1.ConditionTrue, "Accepted", 2, "")
+}

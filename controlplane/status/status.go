@@ -149,15 +149,21 @@ func (f *fanout) forward() {
 	}
 }
 
-// mergeConditions sets want on a copy of have, keeping lastTransitionTime
-// where a condition's status did not change.
+// mergeConditions returns want, keeping the stored lastTransitionTime of
+// each condition whose status did not change. Types we no longer report
+// (PartiallyInvalid once a route is fixed) are dropped: every condition on
+// these objects is ours to write.
 func mergeConditions(have, want []metav1.Condition) []metav1.Condition {
-	out := make([]metav1.Condition, 0, max(len(have), len(want)))
-	for _, c := range have {
-		out = append(out, *c.DeepCopy())
-	}
+	now := metav1.Now()
+	out := make([]metav1.Condition, 0, len(want))
 	for _, c := range want {
-		meta.SetStatusCondition(&out, c)
+		c := *c.DeepCopy()
+		if old := meta.FindStatusCondition(have, c.Type); old != nil && old.Status == c.Status {
+			c.LastTransitionTime = old.LastTransitionTime
+		} else {
+			c.LastTransitionTime = now
+		}
+		out = append(out, c)
 	}
 	return out
 }
