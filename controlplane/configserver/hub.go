@@ -74,6 +74,10 @@ type Hub struct {
 	world    *compiler.World
 	outbound map[string]*nsOutbound
 	proxies  map[*proxy]struct{}
+	// inboundDirty and dirtyPods say whose inbound config the changes since
+	// the last compilation can have altered.
+	inboundDirty bool
+	dirtyPods    map[string]bool
 }
 
 // nsOutbound is one namespace's encoded outbound config with its hash, so a
@@ -90,6 +94,7 @@ type view struct {
 	world   *compiler.World
 	pod     *corev1.Pod
 	out     *nsOutbound
+	in      *inboundPart
 	carried carried
 	// fp changes exactly when the snapshot's content changes.
 	fp [32]byte
@@ -153,12 +158,13 @@ func watched() []client.Object {
 // manager.Runnable; every replica runs it.
 func (h *Hub) Start(ctx context.Context) error {
 	h.init()
-	handler := toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { h.Kick() },
-		UpdateFunc: func(_, _ any) { h.Kick() },
-		DeleteFunc: func(any) { h.Kick() },
-	}
 	for _, obj := range watched() {
+		changed := h.changeFunc(obj)
+		handler := toolscache.ResourceEventHandlerFuncs{
+			AddFunc:    changed,
+			UpdateFunc: func(_, o any) { changed(o) },
+			DeleteFunc: changed,
+		}
 		inf, err := h.Cache.GetInformer(ctx, obj)
 		if err != nil {
 			return fmt.Errorf("watching %T: %w", obj, err)
@@ -207,6 +213,43 @@ func (h *Hub) Start(ctx context.Context) error {
 	}
 }
 
+// changeFunc is the event handler for kind: it notes what the change can
+// affect, then kicks. A proxy's inbound config is a function of its own
+// Pod, the Services, AuthorizationPolicies and Namespaces, and the mesh
+// settings (compiler.World.Inbound reads nothing else), so a burst of route,
+// split or EndpointSlice changes does not recompute any proxy's inbound.
+func (h *Hub) changeFunc(kind client.Object) func(any) {
+	switch kind.(type) {
+	case *corev1.Pod:
+		return func(obj any) {
+			if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+				obj = d.Obj
+			}
+			if p, ok := obj.(*corev1.Pod); ok {
+				h.mu.Lock()
+				if h.dirtyPods == nil {
+					h.dirtyPods = map[string]bool{}
+				}
+				h.dirtyPods[p.Namespace+"/"+p.Name] = true
+				h.mu.Unlock()
+			} else {
+				h.markInbound()
+			}
+			h.Kick()
+		}
+	case *corev1.Service, *meshv1alpha1.AuthorizationPolicy, *corev1.Namespace:
+		return func(any) { h.markInbound(); h.Kick() }
+	default:
+		return func(any) { h.Kick() }
+	}
+}
+
+func (h *Hub) markInbound() {
+	h.mu.Lock()
+	h.inboundDirty = true
+	h.mu.Unlock()
+}
+
 // Ready is closed after the first compilation.
 func (h *Hub) Ready() <-chan struct{} {
 	h.init()
@@ -228,6 +271,7 @@ func (h *Hub) SetMesh(m compiler.Mesh) {
 	h.mu.Lock()
 	same := reflect.DeepEqual(h.Mesh, m)
 	h.Mesh = m
+	h.inboundDirty = h.inboundDirty || !same
 	h.mu.Unlock()
 	if !same {
 		h.Kick()
@@ -243,6 +287,10 @@ func (h *Hub) recompile(ctx context.Context) error {
 		namespaces[p.namespace] = true
 	}
 	prev := h.outbound
+	// Taken before the read of the cache: a change after this point kicks
+	// another compilation and is marked for it.
+	inboundDirty, dirtyPods := h.inboundDirty || h.world == nil, h.dirtyPods
+	h.inboundDirty, h.dirtyPods = false, nil
 	h.mu.Unlock()
 
 	w, err := compiler.Load(ctx, h.Cache, mesh)
@@ -283,8 +331,10 @@ func (h *Hub) recompile(ctx context.Context) error {
 			h.Log.Error(err, "Compiling a namespace's outbound config failed", "namespace", p.namespace)
 			continue
 		}
-		v, err := newView(w, pod, out)
-		if err != nil {
+		var v *view
+		if prevIn := p.inbound(); prevIn != nil && !inboundDirty && !dirtyPods[p.namespace+"/"+p.pod] {
+			v = viewWithInbound(w, pod, out, prevIn)
+		} else if v, err = newView(w, pod, out); err != nil {
 			h.Log.Error(err, "Compiling a proxy's inbound config failed", "pod", p.namespace+"/"+p.pod)
 			continue
 		}
@@ -364,17 +414,28 @@ func newView(w *compiler.World, pod *corev1.Pod, out *nsOutbound) (*view, error)
 	if err != nil {
 		return nil, err
 	}
-	pol := make(map[string]int64, len(in.Policies))
+	pi := &inboundPart{sum: sha256.Sum256(inJSON), policies: make(map[string]int64, len(in.Policies))}
 	for _, p := range in.Policies {
-		pol["AuthorizationPolicy "+p.Source] = p.Generation
+		pi.policies["AuthorizationPolicy "+p.Source] = p.Generation
 	}
+	return viewWithInbound(w, pod, out, pi), nil
+}
+
+// inboundPart is what a view keeps of its inbound config: enough to tell
+// whether it changed and which policies it carries.
+type inboundPart struct {
+	sum      [32]byte
+	policies map[string]int64
+}
+
+func viewWithInbound(w *compiler.World, pod *corev1.Pod, out *nsOutbound, in *inboundPart) *view {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s|%s|%s|", w.PodIdentity(pod), w.Mesh.TrustDomain, w.Mesh.MTLSMode)
 	h.Write(out.sum[:])
-	h.Write(inJSON)
-	v := &view{world: w, pod: pod, out: out, carried: carried{out: out.enc.Sources, policies: pol}}
+	h.Write(in.sum[:])
+	v := &view{world: w, pod: pod, out: out, in: in, carried: carried{out: out.enc.Sources, policies: in.policies}}
 	copy(v.fp[:], h.Sum(nil))
-	return v, nil
+	return v
 }
 
 // viewFor compiles the view of a proxy that is connecting now, from the

@@ -51,6 +51,16 @@ type proxy struct {
 	slots []func()
 }
 
+// inbound is the inbound part of the proxy's current view, nil before one.
+func (p *proxy) inbound() *inboundPart {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cur == nil {
+		return nil
+	}
+	return p.cur.in
+}
+
 func (p *proxy) holdSlot(release func()) {
 	p.mu.Lock()
 	p.slots = append(p.slots, release)

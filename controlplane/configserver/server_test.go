@@ -13,6 +13,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+
+	meshv1alpha1 "github.com/weftmesh/weft/api/v1alpha1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
@@ -247,5 +249,40 @@ func TestStatusConfigMap(t *testing.T) {
 	slices.Sort(keys)
 	if !slices.Equal(keys, []string{"weft-controlplane-r5-abc.json", "weft-controlplane-r5-other.json"}) {
 		t.Errorf("keys = %v", keys)
+	}
+}
+
+// An AuthorizationPolicy changes only the inbound config of the pods behind
+// its Service, so only their proxies are sent a snapshot and count for it.
+func TestPolicyReachesOnlySelectedProxies(t *testing.T) {
+	shopFixture(t, "shop6", "front6")
+	cp := startControlPlane(t, "127.0.0.1:0")
+	api := cp.proxy(t, "shop6", "api-1", "api")
+	web := cp.proxy(t, "front6", "web-1", "web")
+	run(t, api)
+	run(t, web)
+	acked(t, cp.Hub, "shop6/api-1")
+	acked(t, cp.Hub, "front6/web-1")
+
+	ap := &meshv1alpha1.AuthorizationPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop6", Name: "allow-front"},
+		Spec: meshv1alpha1.AuthorizationPolicySpec{
+			TargetRef: gatewayv1.LocalPolicyTargetReference{Group: "", Kind: "Service", Name: "backend"},
+			Action:    meshv1alpha1.ActionAllow,
+			Rules:     []meshv1alpha1.AuthorizationRule{{From: []meshv1alpha1.AuthorizationSource{{Namespaces: []string{"front6"}}}}},
+		},
+	}
+	create(t, ap)
+	src := "AuthorizationPolicy shop6/allow-front"
+	waitUntil(t, "api-1 acked the policy", func() bool {
+		a, n := cp.Hub.Applied(src, ap.Generation)
+		return a == 1 && n == 1
+	})
+	create(t, service("front6", "fence", map[string]string{"app": "fence"}))
+	waitUntil(t, "both acked the fence Service", func() bool {
+		return len(api.Versions()) == 3 && len(web.Versions()) >= 2 && acked(t, cp.Hub, "front6/web-1").Acked == web.Versions()[len(web.Versions())-1]
+	})
+	if n := len(web.Versions()); n != 2 {
+		t.Errorf("front6/web-1 received %d snapshots, want 2: the policy does not select it", n)
 	}
 }
