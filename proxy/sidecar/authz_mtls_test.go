@@ -173,3 +173,41 @@ func TestInboundBadPolicyRejected(t *testing.T) {
 		t.Errorf("previous policy lost: %d", r.status)
 	}
 }
+
+// TestInboundPermissive: with an identity and Permissive mode, plaintext
+// callers are unauthenticated and mesh callers keep their identity, on the
+// same listener.
+func TestInboundPermissive(t *testing.T) {
+	rec := &recorder{}
+	app := serve(t, rec)
+	snap := inboundSnap(appPort(t, app), "", meshconfig.DefaultDeny,
+		meshconfig.AuthorizationPolicy{Source: "shop/public", Action: meshconfig.ActionAllow, Rules: []meshconfig.AuthorizationRule{{
+			From: []meshconfig.Source{{Unauthenticated: true}},
+			To:   []meshconfig.Operation{{Paths: []meshconfig.PathMatch{{Type: meshconfig.MatchPathPrefix, Value: "/public"}}}},
+		}}},
+		meshconfig.AuthorizationPolicy{Source: "shop/mesh", Action: meshconfig.ActionAllow, Rules: []meshconfig.AuthorizationRule{{
+			From: []meshconfig.Source{{Namespaces: []string{"shop"}}},
+		}}},
+	)
+	srv, clients := meshPair(t, app, "", snap, clientID)
+	get := func(base, path string) int {
+		res, err := h1Client().Get("http://" + base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	for _, tc := range []struct {
+		base, path string
+		want       int
+	}{
+		{srv.Addr("inbound"), "/public/x", 200},
+		{srv.Addr("inbound"), "/private", 403},
+		{clients[clientID], "/private", 200},
+	} {
+		if got := get(tc.base, tc.path); got != tc.want {
+			t.Errorf("%s%s: %d, want %d", tc.base, tc.path, got, tc.want)
+		}
+	}
+}
