@@ -63,6 +63,9 @@ func goldenCases() []goldenCase {
 				endpointSlice("shop", "web-def", "web", map[string]int32{"http": 8080}, ep{pod: "web-9", ip: "10.244.0.19", ready: ptr.To(false)}),
 				service("shop", "dns", "10.96.0.53", nil, svcPort{name: "dns", port: 53, udp: true}, svcPort{name: "dns-tcp", port: 53}),
 				externalName("shop", "ext"),
+				// A second Service for the same pods with another hint: the
+				// first by name wins, whatever the map order.
+				service("shop", "web-z", "10.96.0.19", appWeb, svcPort{name: "h2", port: 80, target: intstr.FromInt32(8080), app: "kubernetes.io/h2c"}),
 			},
 			check: func(t *testing.T, r result) {
 				s := proxy(t, r, "shop/client")

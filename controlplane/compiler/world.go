@@ -3,6 +3,10 @@
 // immutable per-proxy snapshots of pkg/meshconfig, and computes the status
 // conditions of the routing and policy objects.
 //
+// When an HTTPRoute and a TrafficSplit route the same Service, the HTTPRoute
+// wins and the split says so in its status; activeSplit documents the full
+// precedence (producer and consumer routes, several splits).
+//
 // Everything here is a pure function of a World (a consistent read of the
 // cluster); nothing talks to the API server or to proxies. The config server
 // decides when to compile and whom to send what.
