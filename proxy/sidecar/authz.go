@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"bufio"
 	"errors"
 	"net"
 	"net/http"
@@ -80,9 +81,22 @@ func inboundPort(info *connInfo) uint16 {
 // protocols with "Connection: close": the HTTP/1 guard let the bytes after
 // the upgrade request through unchecked, so the connection must not carry
 // another request.
+//
+// It also sees the hijack of a switched connection (a tunnel from then on)
+// and hands the connection to onHijack, so that a policy change can close it.
 type closeUnlessSwitched struct {
 	http.ResponseWriter
-	wrote bool
+	wrote    bool
+	onHijack func(net.Conn)
+}
+
+// Hijack is found by http.ResponseController before it unwraps.
+func (c *closeUnlessSwitched) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(c.ResponseWriter).Hijack()
+	if err == nil && c.onHijack != nil {
+		c.onHijack(conn)
+	}
+	return conn, brw, err
 }
 
 func (c *closeUnlessSwitched) WriteHeader(code int) {
@@ -102,8 +116,8 @@ func (c *closeUnlessSwitched) Write(b []byte) (int, error) {
 
 func (c *closeUnlessSwitched) Unwrap() http.ResponseWriter { return c.ResponseWriter }
 
-// watchTCP closes an open opaque connection as soon as a newer snapshot no
-// longer allows it. It returns when stop is closed.
+// watchTCP closes an open opaque connection or upgraded tunnel as soon as a
+// newer snapshot no longer allows it. It returns when stop is closed.
 func (p *Proxy) watchTCP(t *table, req authz.Request, label string, stop <-chan struct{}, closeAll func()) {
 	for {
 		select {
@@ -124,8 +138,8 @@ func (p *Proxy) watchTCP(t *table, req authz.Request, label string, stop <-chan 
 		t = next
 		d := t.authz.Decide(&req)
 		if !d.Allow {
-			p.authzMetrics().Observe(label, false, d)
-			p.log.Info("Open inbound connection closed: no longer authorized", "port", req.Port, "peer", req.Peer,
+			p.authzMetrics().Observe(label, req.HTTP, d)
+			p.log.Info("Open inbound connection closed: no longer authorized", "port", req.Port, "peer", req.Peer, "http", req.HTTP, "path", req.Path,
 				"reason", d.Reason.String(), "policy", d.Policy, "snapshot", t.snap.Version)
 			closeAll()
 			return

@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -125,5 +126,50 @@ func TestInboundNeverServesAdmin(t *testing.T) {
 		if string(b) != "app" {
 			t.Errorf("inbound %s answered %q, not the application", path, b)
 		}
+	}
+}
+
+// TestInboundTunnelRevoked: an upgraded connection (WebSocket) has no next
+// request; a snapshot that no longer allows it closes it.
+func TestInboundTunnelRevoked(t *testing.T) {
+	app := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+		io.Copy(c, brw)
+	}))
+	snap := inboundSnap(appPort(t, app), "", meshconfig.DefaultAllow)
+	p := plainInbound(t, app, snap)
+	c, err := net.Dial("tcp", p.Addr("inbound"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second)) // safety net only
+	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: backend\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	br := bufio.NewReader(c)
+	res, err := http.ReadResponse(br, nil)
+	if err != nil || res.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", res, err)
+	}
+	io.WriteString(c, "ping")
+	got := make([]byte, 4)
+	if _, err := io.ReadFull(br, got); err != nil || string(got) != "ping" {
+		t.Fatalf("echo %q %v", got, err)
+	}
+	next := *snap
+	next.Version = "authz-2"
+	next.Inbound.Policies = []meshconfig.AuthorizationPolicy{denyPaths("/ws")}
+	if err := p.Apply(&next); err != nil {
+		t.Fatal(err)
+	}
+	// The echo app says nothing unprompted: EOF means the proxy closed the
+	// tunnel, a timeout that it left it open.
+	if n, err := br.Read(make([]byte, 16)); n != 0 || err == nil || isTimeout(err) {
+		t.Errorf("revoked tunnel: read %d bytes, %v", n, err)
 	}
 }

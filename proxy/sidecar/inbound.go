@@ -235,10 +235,19 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var out http.ResponseWriter = sw
+	var stop chan struct{}
 	if chk.Upgrade {
-		out = &closeUnlessSwitched{ResponseWriter: sw}
+		stop = make(chan struct{})
+		out = &closeUnlessSwitched{ResponseWriter: sw, onHijack: func(c net.Conn) {
+			// A tunnel has no next request to check: re-check it when the
+			// snapshot changes, like opaque TCP.
+			go p.watchTCP(t, req, label, stop, func() { c.Close() })
+		}}
 	}
 	p.inboundProxy.ServeHTTP(out, r)
+	if stop != nil {
+		close(stop)
+	}
 	p.record(r, sw, start, metrics.Inbound, label, info.tls, info.peer)
 }
 
