@@ -2,6 +2,7 @@ package compiler
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -160,6 +161,13 @@ func goldenCases() []goldenCase {
 				p9090 := outPort(t, s, "shop", "web", 9090)
 				if got := addresses(p9090.DefaultBackends[0]); !slices.Equal(got, []string{"10.244.0.11:9090 spiffe://cluster.local/ns/shop/sa/web"}) {
 					t.Errorf("port 9090 goes to %v, want web-v1's own port 9090", got)
+				}
+				if got := p9090.DefaultBackends[1]; got.Name != "web-v2" || got.Weight != 10 || len(got.Endpoints) != 0 {
+					t.Errorf("port 9090's web-v2 backend is %+v; web-v2 has no port 9090, so its share must fail, not go to another port", got)
+				}
+				wantCondition(t, r, "TrafficSplit shop/web-canary", "ResolvedRefs", metav1.ConditionFalse, meshv1alpha1.ReasonBackendNotFound)
+				if msg := condition(t, r, "TrafficSplit shop/web-canary", "ResolvedRefs").Message; !strings.Contains(msg, "web-v2 has no port 9090") {
+					t.Errorf("ResolvedRefs message %q does not name the missing port", msg)
 				}
 				api := outPort(t, s, "shop", "api", 80)
 				if len(api.Routes) != 1 || api.Routes[0].Source != "TrafficSplit shop/api-beta" || backendNames(api.DefaultBackends)[0] != "shop/api:1" {

@@ -77,11 +77,11 @@ func (w *World) service(svc *corev1.Service, clientNS string) meshconfig.Service
 				}
 			}
 			if split != nil && len(split.Spec.Matches) > 0 {
-				sp.Routes = append(sp.Routes, w.splitRoute(split, p))
+				sp.Routes = append(sp.Routes, w.splitRoute(split, svc, p))
 			}
 		}
 		if split != nil && len(split.Spec.Matches) == 0 {
-			sp.DefaultBackends = w.splitBackends(split, p)
+			sp.DefaultBackends = w.splitBackends(split, svc, p)
 		}
 		ms.Ports = append(ms.Ports, sp)
 	}
@@ -255,25 +255,26 @@ func (w *World) activeSplit(svc *corev1.Service, clientNS string) *meshv1alpha1.
 }
 
 // splitBackends resolves a split's backends for one port of its root
-// Service. A backend is reached on its own Service port of the same number
-// when it has one, so a split of a multi-port Service keeps each port apart;
-// otherwise on the port its backendRef names.
-func (w *World) splitBackends(s *meshv1alpha1.TrafficSplit, port corev1.ServicePort) []meshconfig.Backend {
+// Service. With a single-port root, each backend is reached on the port its
+// backendRef names (root 80 → v1:8080 is fine). With a multi-port root, each
+// root port goes to the backend's port of the same number, so a split never
+// sends one port's traffic to another; a backend without that port keeps its
+// weight with no endpoints (its share fails with 500, and ResolvedRefs says
+// why) rather than receiving traffic on a port meant for something else.
+func (w *World) splitBackends(s *meshv1alpha1.TrafficSplit, root *corev1.Service, port corev1.ServicePort) []meshconfig.Backend {
 	var out []meshconfig.Backend
 	for _, b := range s.Spec.Backends {
-		if backendIsService(b.BackendObjectReference) && refNamespace(b.Namespace, s.Namespace) == s.Namespace {
-			if bs := w.Services[key{s.Namespace, string(b.Name)}]; bs != nil && servicePortExists(bs.Spec.Ports, port.Port) {
-				p := gatewayv1.PortNumber(port.Port)
-				b.Port = &p
-			}
+		if len(root.Spec.Ports) > 1 && backendIsService(b.BackendObjectReference) && refNamespace(b.Namespace, s.Namespace) == s.Namespace {
+			p := gatewayv1.PortNumber(port.Port)
+			b.Port = &p
 		}
 		out = append(out, w.backendRef(s.Namespace, b))
 	}
 	return out
 }
 
-func (w *World) splitRoute(s *meshv1alpha1.TrafficSplit, port corev1.ServicePort) meshconfig.Route {
-	rule := meshconfig.RouteRule{Backends: w.splitBackends(s, port)}
+func (w *World) splitRoute(s *meshv1alpha1.TrafficSplit, root *corev1.Service, port corev1.ServicePort) meshconfig.Route {
+	rule := meshconfig.RouteRule{Backends: w.splitBackends(s, root, port)}
 	for _, m := range s.Spec.Matches {
 		rule.Matches = append(rule.Matches, convertMatch(m))
 	}

@@ -145,6 +145,17 @@ func (w *World) SplitConditions(s *meshv1alpha1.TrafficSplit) []metav1.Condition
 	for _, b := range s.Spec.Backends {
 		if ok, why := w.refOK(s.Namespace, b.BackendObjectReference); !ok {
 			missing = append(missing, why[1])
+			continue
+		}
+		// A multi-port root is split port by port (see splitBackends).
+		if root == nil || len(root.Spec.Ports) < 2 {
+			continue
+		}
+		bs := w.Services[key{s.Namespace, string(b.Name)}]
+		for _, rp := range root.Spec.Ports {
+			if !servicePortExists(bs.Spec.Ports, rp.Port) {
+				missing = append(missing, fmt.Sprintf("Service %s/%s has no port %d (a port of the root Service %s)", s.Namespace, b.Name, rp.Port, root.Name))
+			}
 		}
 	}
 	if len(missing) > 0 {
