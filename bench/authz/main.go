@@ -49,6 +49,9 @@ func run(results string, n, rounds int) error {
 	fmt.Fprintf(&md, "Measured %s on %d CPUs, %s, with `make bench-authz` (`go run ./bench/authz`). "+
 		"The machine is shared: absolute numbers drift between runs, ratios within one run are the result.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.NumCPU(), runtime.Version())
+	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
+		fmt.Fprintf(&md, "Load average when the run started: %s (other engineers' builds and tests share the machine).\n\n", strings.Join(strings.Fields(string(la))[:3], " "))
+	}
 
 	fmt.Fprintf(&md, "## Decision cost\n\n")
 	fmt.Fprintf(&md, "`authz.Engine.Decide` on policies of 10 rules each, half Deny and half Allow, every rule with an identity, a namespace, two methods and two paths; "+
