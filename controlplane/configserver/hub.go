@@ -74,10 +74,7 @@ type Hub struct {
 	world    *compiler.World
 	outbound map[string]*nsOutbound
 	proxies  map[*proxy]struct{}
-	// inboundDirty and dirtyPods say whose inbound config the changes since
-	// the last compilation can have altered.
-	inboundDirty bool
-	dirtyPods    map[string]bool
+	dirty    dirty
 }
 
 // nsOutbound is one namespace's encoded outbound config with its hash, so a
@@ -161,8 +158,10 @@ func (h *Hub) Start(ctx context.Context) error {
 	for _, obj := range watched() {
 		changed := h.changeFunc(obj)
 		handler := toolscache.ResourceEventHandlerFuncs{
-			AddFunc:    changed,
-			UpdateFunc: func(_, o any) { changed(o) },
+			AddFunc: changed,
+			// Both: a route that stops being a consumer route affects
+			// others than its new self does.
+			UpdateFunc: func(o, n any) { changed(o); changed(n) },
 			DeleteFunc: changed,
 		}
 		inf, err := h.Cache.GetInformer(ctx, obj)
@@ -213,41 +212,92 @@ func (h *Hub) Start(ctx context.Context) error {
 	}
 }
 
+// dirty is what the changes since the last compilation can have altered,
+// so that a compilation redoes only that. What each part of a snapshot
+// reads (compiler.World): a proxy's inbound config reads its own Pod, the
+// Services, AuthorizationPolicies and Namespaces, and the mesh settings; a
+// namespace's outbound config reads Services, EndpointSlices, Pods,
+// HTTPRoutes, TrafficSplits and the mesh settings, and a consumer HTTPRoute
+// (one whose Service parents are all in other namespaces) only its own
+// namespace's.
+type dirty struct {
+	inboundAll  bool
+	pods        map[string]bool
+	outboundAll bool
+	outboundNS  map[string]bool
+}
+
+func (d *dirty) all() { d.inboundAll, d.outboundAll = true, true }
+
+func (d *dirty) inbound(pod string) bool { return d.inboundAll || d.pods[pod] }
+func (d *dirty) outbound(ns string) bool { return d.outboundAll || d.outboundNS[ns] }
+func (d *dirty) markPod(key string)      { d.pods = mark(d.pods, key) }
+func (d *dirty) markNamespace(ns string) { d.outboundNS = mark(d.outboundNS, ns) }
+func mark(m map[string]bool, k string) map[string]bool {
+	if m == nil {
+		m = map[string]bool{}
+	}
+	m[k] = true
+	return m
+}
+
 // changeFunc is the event handler for kind: it notes what the change can
-// affect, then kicks. A proxy's inbound config is a function of its own
-// Pod, the Services, AuthorizationPolicies and Namespaces, and the mesh
-// settings (compiler.World.Inbound reads nothing else), so a burst of route,
-// split or EndpointSlice changes does not recompute any proxy's inbound.
+// affect, then kicks.
 func (h *Hub) changeFunc(kind client.Object) func(any) {
+	note := func(f func(d *dirty)) {
+		h.mu.Lock()
+		f(&h.dirty)
+		h.mu.Unlock()
+		h.Kick()
+	}
+	unwrap := func(obj any) any {
+		if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+			return d.Obj
+		}
+		return obj
+	}
 	switch kind.(type) {
 	case *corev1.Pod:
 		return func(obj any) {
-			if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
-				obj = d.Obj
-			}
-			if p, ok := obj.(*corev1.Pod); ok {
-				h.mu.Lock()
-				if h.dirtyPods == nil {
-					h.dirtyPods = map[string]bool{}
+			note(func(d *dirty) {
+				d.outboundAll = true
+				if p, ok := unwrap(obj).(*corev1.Pod); ok {
+					d.markPod(p.Namespace + "/" + p.Name)
+				} else {
+					d.inboundAll = true
 				}
-				h.dirtyPods[p.Namespace+"/"+p.Name] = true
-				h.mu.Unlock()
-			} else {
-				h.markInbound()
-			}
-			h.Kick()
+			})
 		}
-	case *corev1.Service, *meshv1alpha1.AuthorizationPolicy, *corev1.Namespace:
-		return func(any) { h.markInbound(); h.Kick() }
+	case *corev1.Service:
+		return func(any) { note((*dirty).all) }
+	case *meshv1alpha1.AuthorizationPolicy, *corev1.Namespace:
+		return func(any) { note(func(d *dirty) { d.inboundAll = true }) }
+	case *gatewayv1.HTTPRoute:
+		return func(obj any) {
+			note(func(d *dirty) {
+				r, ok := unwrap(obj).(*gatewayv1.HTTPRoute)
+				if ok && consumerOnly(r) {
+					d.markNamespace(r.Namespace)
+				} else {
+					d.outboundAll = true
+				}
+			})
+		}
 	default:
-		return func(any) { h.Kick() }
+		return func(any) { note(func(d *dirty) { d.outboundAll = true }) }
 	}
 }
 
-func (h *Hub) markInbound() {
-	h.mu.Lock()
-	h.inboundDirty = true
-	h.mu.Unlock()
+// consumerOnly says whether every Service parent of r is in another
+// namespace than r: then r applies only to clients in r's namespace.
+func consumerOnly(r *gatewayv1.HTTPRoute) bool {
+	for _, p := range r.Spec.ParentRefs {
+		isService := p.Group != nil && *p.Group == "" && p.Kind != nil && *p.Kind == "Service"
+		if isService && (p.Namespace == nil || string(*p.Namespace) == r.Namespace) {
+			return false
+		}
+	}
+	return true
 }
 
 // Ready is closed after the first compilation.
@@ -271,7 +321,9 @@ func (h *Hub) SetMesh(m compiler.Mesh) {
 	h.mu.Lock()
 	same := reflect.DeepEqual(h.Mesh, m)
 	h.Mesh = m
-	h.inboundDirty = h.inboundDirty || !same
+	if !same {
+		h.dirty.all()
+	}
 	h.mu.Unlock()
 	if !same {
 		h.Kick()
@@ -289,13 +341,23 @@ func (h *Hub) recompile(ctx context.Context) error {
 	prev := h.outbound
 	// Taken before the read of the cache: a change after this point kicks
 	// another compilation and is marked for it.
-	inboundDirty, dirtyPods := h.inboundDirty || h.world == nil, h.dirtyPods
-	h.inboundDirty, h.dirtyPods = false, nil
+	d := h.dirty
+	h.dirty = dirty{}
+	if h.world == nil {
+		d.all()
+	}
 	h.mu.Unlock()
 
 	w, err := compiler.Load(ctx, h.Cache, mesh)
 	if err != nil {
 		return err
+	}
+	// A namespace whose outbound inputs did not change keeps its encoding:
+	// it is what compiling the new world would give.
+	for ns := range namespaces {
+		if !d.outbound(ns) && prev[ns] != nil {
+			namespaces[ns] = false
+		}
 	}
 	outs, err := encodeNamespaces(w, namespaces, prev)
 	if err != nil {
@@ -332,7 +394,7 @@ func (h *Hub) recompile(ctx context.Context) error {
 			continue
 		}
 		var v *view
-		if prevIn := p.inbound(); prevIn != nil && !inboundDirty && !dirtyPods[p.namespace+"/"+p.pod] {
+		if prevIn := p.inbound(); prevIn != nil && !d.inbound(p.namespace+"/"+p.pod) {
 			v = viewWithInbound(w, pod, out, prevIn)
 		} else if v, err = newView(w, pod, out); err != nil {
 			h.Log.Error(err, "Compiling a proxy's inbound config failed", "pod", p.namespace+"/"+p.pod)
@@ -350,9 +412,9 @@ func (h *Hub) recompile(ctx context.Context) error {
 	return nil
 }
 
-// encodeNamespaces compiles the outbound config of every namespace with a
-// connected proxy, one namespace per CPU at a time: the namespaces are
-// independent and each is a full pass over the Services.
+// encodeNamespaces compiles the outbound config of the namespaces marked
+// true and keeps prev for the others, one namespace per CPU at a time: the
+// namespaces are independent and each is a full pass over the Services.
 func encodeNamespaces(w *compiler.World, namespaces map[string]bool, prev map[string]*nsOutbound) (map[string]*nsOutbound, error) {
 	outs := make(map[string]*nsOutbound, len(namespaces))
 	var mu sync.Mutex
@@ -374,8 +436,14 @@ func encodeNamespaces(w *compiler.World, namespaces map[string]bool, prev map[st
 			}
 		}()
 	}
-	for ns := range namespaces {
-		work <- ns
+	for ns, compile := range namespaces {
+		if compile {
+			work <- ns
+		} else {
+			mu.Lock()
+			outs[ns] = prev[ns]
+			mu.Unlock()
+		}
 	}
 	close(work)
 	wg.Wait()

@@ -286,3 +286,30 @@ func TestPolicyReachesOnlySelectedProxies(t *testing.T) {
 		t.Errorf("front6/web-1 received %d snapshots, want 2: the policy does not select it", n)
 	}
 }
+
+// A producer route (in its Service's namespace) applies to clients in every
+// namespace, so its change reaches them all.
+func TestProducerRouteReachesEveryNamespace(t *testing.T) {
+	shopFixture(t, "shop7", "front7")
+	cp := startControlPlane(t, "127.0.0.1:0")
+	api := cp.proxy(t, "shop7", "api-1", "api")
+	web := cp.proxy(t, "front7", "web-1", "web")
+	run(t, api)
+	run(t, web)
+	acked(t, cp.Hub, "shop7/api-1")
+	acked(t, cp.Hub, "front7/web-1")
+
+	create(t, route("shop7", "v1", "shop7", "backend-v1", 70, 30))
+	waitUntil(t, "both proxies acked the new producer route", func() bool {
+		a, n := cp.Hub.Applied("HTTPRoute shop7/v1", 1)
+		return a == 2 && n == 2
+	})
+	gen := setWeights(t, "shop7", "v1", 20, 80)
+	waitUntil(t, "both proxies acked the weight change", func() bool {
+		a, n := cp.Hub.Applied("HTTPRoute shop7/v1", gen)
+		return a == 2 && n == 2
+	})
+	if len(api.Versions()) != 3 || len(web.Versions()) != 3 {
+		t.Errorf("received %d and %d snapshots, want 3 each", len(api.Versions()), len(web.Versions()))
+	}
+}
