@@ -1,7 +1,11 @@
 # syntax=docker/dockerfile:1
-# One image for the operator, the control plane and weftctl. The proxy has its
-# own, smaller image (proxy/Dockerfile). Static binaries on a distroless
-# non-root base.
+# One image for the operator (/manager), the control plane
+# (/weft-controlplane) and the CLI (/weftctl). The proxy has its own, smaller
+# image: proxy/Dockerfile. Static binaries on a distroless non-root base.
+# `make docker-build` tags it both weft:<version> (the operator) and
+# weft-controlplane:<version> (what the operator deploys, with command
+# /weft-controlplane).
+# test/images builds the binaries with exactly these RUN lines.
 FROM golang:1.26 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
@@ -10,6 +14,8 @@ COPY . .
 ARG VERSION=v0.1.0
 ENV CGO_ENABLED=0
 RUN go build -trimpath -ldflags "-s -w -X github.com/weftmesh/weft/internal/version.Version=${VERSION}" -o /out/manager ./cmd/manager
+RUN go build -trimpath -ldflags "-s -w -X github.com/weftmesh/weft/internal/version.Version=${VERSION}" -o /out/weft-controlplane ./cmd/controlplane
+RUN go build -trimpath -ldflags "-s -w -X github.com/weftmesh/weft/internal/version.Version=${VERSION}" -o /out/weftctl ./cmd/weftctl
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/ /

@@ -93,6 +93,12 @@ vet: ## Run go vet and check formatting.
 build: ## Build the binaries into bin/.
 	go build -o $(BIN)/ ./cmd/... ./proxy/cmd/...
 
+.PHONY: docker-build
+docker-build: ## Build the images (operator/control plane/weftctl, proxy, OLM bundle); needs a container engine.
+	docker build --build-arg VERSION=v$(VERSION) -t $(REGISTRY)/weft:v$(VERSION) -t $(REGISTRY)/weft-controlplane:v$(VERSION) .
+	docker build --build-arg VERSION=v$(VERSION) -t $(REGISTRY)/weft-proxy:v$(VERSION) -f proxy/Dockerfile .
+	docker build -t $(REGISTRY)/weft-bundle:v$(VERSION) -f bundle.Dockerfile .
+
 ##@ Tests
 
 .PHONY: test

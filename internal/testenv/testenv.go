@@ -10,10 +10,12 @@ package testenv
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -42,6 +44,10 @@ type Options struct {
 	Webhooks *envtest.WebhookInstallOptions
 	// APIServerFlags are extra kube-apiserver flags.
 	APIServerFlags map[string]string
+	// APIServerAddress is the address the API server listens on and has in
+	// its serving certificate (default 127.0.0.1). The end-to-end harness
+	// uses an address its network-namespace "pods" can reach.
+	APIServerAddress string
 }
 
 // Env is a running API server.
@@ -103,6 +109,18 @@ func Start(opts Options) (*Env, error) {
 	}
 	if opts.Webhooks != nil {
 		env.WebhookInstallOptions = *opts.Webhooks
+	}
+	if opts.APIServerAddress != "" {
+		// envtest picks a loopback address unless given both address and
+		// port; the port is found free on that address.
+		ln, err := net.Listen("tcp", net.JoinHostPort(opts.APIServerAddress, "0"))
+		if err != nil {
+			return nil, fmt.Errorf("API server address %s: %w", opts.APIServerAddress, err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		listen := &env.ControlPlane.GetAPIServer().SecureServing.ListenAddr
+		listen.Address, listen.Port = opts.APIServerAddress, strconv.Itoa(port)
 	}
 	if len(opts.APIServerFlags) > 0 {
 		args := env.ControlPlane.GetAPIServer().Configure()

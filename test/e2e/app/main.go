@@ -1,0 +1,68 @@
+// Command app is the application the end-to-end tests and the demo run in
+// their pods: an HTTP/1.1 and h2c server that answers with who it is and
+// what it received, so a test can see which backend served a request and
+// which identity the mesh presented for the caller.
+//
+//	GET /anything      → 200 {"pod": ..., "service": ..., "path": ..., "headers": {...}}
+//	GET /status/503    → that status
+//	GET /delay/250     → answers after 250 ms
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"log"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+func main() {
+	addrs := flag.String("listen", ":8080", "comma-separated addresses to serve on")
+	service := flag.String("service", os.Getenv("APP_SERVICE"), "name reported as the service")
+	flag.Parse()
+	pod := os.Getenv("POD_NAME")
+	if pod == "" {
+		pod, _ = os.Hostname()
+	}
+	h := handler(pod, *service)
+	protos := new(http.Protocols)
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true)
+	errc := make(chan error)
+	for _, a := range strings.Split(*addrs, ",") {
+		srv := &http.Server{Addr: a, Handler: h, Protocols: protos, ReadHeaderTimeout: 10 * time.Second}
+		go func() { errc <- srv.ListenAndServe() }()
+	}
+	log.Printf("app %s (%s) serving on %s", pod, *service, *addrs)
+	log.Fatal(<-errc)
+}
+
+func handler(pod, service string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if rest, ok := strings.CutPrefix(r.URL.Path, "/delay/"); ok {
+			if ms, err := strconv.Atoi(rest); err == nil && ms >= 0 && ms <= 60000 {
+				time.Sleep(time.Duration(ms) * time.Millisecond)
+			}
+		}
+		code := http.StatusOK
+		if rest, ok := strings.CutPrefix(r.URL.Path, "/status/"); ok {
+			if c, err := strconv.Atoi(rest); err == nil && c >= 200 && c <= 599 {
+				code = c
+			}
+		}
+		headers := map[string]string{}
+		for k, v := range r.Header {
+			headers[strings.ToLower(k)] = strings.Join(v, ",")
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-App-Pod", pod)
+		w.WriteHeader(code)
+		json.NewEncoder(w).Encode(map[string]any{
+			"pod": pod, "service": service, "method": r.Method, "path": r.URL.Path,
+			"proto": r.Proto, "host": r.Host, "headers": headers, "remote": r.RemoteAddr,
+		})
+	})
+}
