@@ -3,8 +3,8 @@ package sidecar
 import (
 	"context"
 	"crypto/tls"
-	"io"
 	"encoding/xml"
+	"io"
 	"net"
 	"os"
 	"os/exec"
