@@ -157,6 +157,7 @@ func run() error {
 	res.connectCPU = cpuSeconds(pid) - cpu0
 	time.Sleep(2 * time.Second)
 	res.steadyRSS = rssMiB(pid, "VmRSS")
+	res.steadyMetrics = scrape(metricsAddr)
 	logf("%d proxies connected and acked in %s; control plane RSS %.0f MiB", *proxies, res.connect.Round(time.Millisecond), res.steadyRSS)
 
 	// One consumer route: only its namespace's proxies are affected.
@@ -428,7 +429,7 @@ type results struct {
 	route, routeAll, all, allAll          []time.Duration
 	idleRSS, steadyRSS, peakRSS, finalRSS float64
 	unaffectedSends                       int64
-	metrics                               map[string]float64
+	metrics, steadyMetrics                map[string]float64
 }
 
 // scrape reads the control plane's own counters of compilations and sends.
@@ -441,7 +442,7 @@ func scrape(addr string) map[string]float64 {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	for _, l := range strings.Split(string(b), "\n") {
-		if !strings.HasPrefix(l, "weft_controlplane_") {
+		if !strings.HasPrefix(l, "weft_controlplane_") && !strings.HasPrefix(l, "go_memstats_heap_") && !strings.HasPrefix(l, "go_goroutines") {
 			continue
 		}
 		f := strings.Fields(l)
@@ -473,6 +474,9 @@ func (r results) write(path string) error {
 	fmt.Fprintf(&b, "| control plane | value | goal |\n|---|---|---|\n")
 	fmt.Fprintf(&b, "| RSS after start, no proxy | %.0f MiB | |\n", r.idleRSS)
 	fmt.Fprintf(&b, "| RSS with %d proxies, steady | %.0f MiB | ≤ 100 MB |\n", *proxies, r.steadyRSS)
+	fmt.Fprintf(&b, "| Go heap in use with %d proxies, steady / at the end | %.0f / %.0f MiB | |\n", *proxies,
+		r.steadyMetrics["go_memstats_heap_inuse_bytes"]/(1<<20), r.metrics["go_memstats_heap_inuse_bytes"]/(1<<20))
+	fmt.Fprintf(&b, "| goroutines with %d proxies | %.0f | |\n", *proxies, r.steadyMetrics["go_goroutines"])
 	fmt.Fprintf(&b, "| RSS peak (VmHWM) over the run | %.0f MiB | |\n", r.peakRSS)
 	fmt.Fprintf(&b, "| RSS at the end | %.0f MiB | |\n", r.finalRSS)
 	fmt.Fprintf(&b, "| CPU to connect %d proxies (%s wall) | %.1f s | |\n", *proxies, r.connect.Round(time.Millisecond), r.connectCPU)

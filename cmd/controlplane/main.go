@@ -193,6 +193,11 @@ func run(ctx context.Context, o options, cfg *rest.Config, log logr.Logger) erro
 		// (a node gone) so they stop counting as connected.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		// A thousand mostly idle streams: do not keep a 32 KiB write buffer
+		// per connection between snapshots, and read small acks with a
+		// small buffer.
+		grpc.SharedWriteBuffer(true),
+		grpc.ReadBufferSize(8<<10),
 	)
 	meshapiv1.RegisterIdentityServer(grpcSrv, certify)
 	meshapiv1.RegisterConfigServer(grpcSrv, &configserver.Server{Hub: hub, TrustDomain: td})
