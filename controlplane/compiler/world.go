@@ -20,6 +20,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -90,6 +91,9 @@ func LoadForStatus(ctx context.Context, r client.Reader, namespaces ...string) (
 		var splits meshv1alpha1.TrafficSplitList
 		for _, l := range []client.ObjectList{&svcs, &routes, &splits} {
 			if err := r.List(ctx, l, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
+				if _, isRoutes := l.(*gatewayv1.HTTPRouteList); isRoutes && apimeta.IsNoMatchError(err) {
+					continue
+				}
 				return nil, fmt.Errorf("listing %T in %s: %w", l, ns, err)
 			}
 		}
@@ -133,6 +137,11 @@ func load(ctx context.Context, r client.Reader, mesh Mesh, full bool) (*World, e
 	}
 	for _, l := range lists {
 		if err := r.List(ctx, l, noCopy); err != nil {
+			if _, isRoutes := l.(*gatewayv1.HTTPRouteList); isRoutes && apimeta.IsNoMatchError(err) {
+				// Gateway API's CRDs are not installed: there are no
+				// HTTPRoutes, and TrafficSplits still work.
+				continue
+			}
 			return nil, fmt.Errorf("listing %T: %w", l, err)
 		}
 	}

@@ -3,10 +3,17 @@ package status
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"testing"
 
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -20,10 +27,7 @@ func TestManager(t *testing.T) {
 	c := needEnv(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
-		Scheme:  env.Client.Scheme(),
-		Metrics: metricsserver.Options{BindAddress: "0"},
-	})
+	mgr, err := ctrl.NewManager(env.Config, managerOptions())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,5 +101,71 @@ func TestManager(t *testing.T) {
 	eventually(t, "the split reports the overriding route", func() (bool, string) {
 		r := reason(get(t, c, ts).Status.Conditions, "Accepted")
 		return r == meshv1alpha1.ReasonOverridden, r
+	})
+}
+
+// managerOptions: no metrics listener, and controller names may repeat
+// across the managers of this test binary.
+func managerOptions() ctrl.Options {
+	return ctrl.Options{
+		Scheme:     env.Client.Scheme(),
+		Metrics:    metricsserver.Options{BindAddress: "0"},
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+	}
+}
+
+// noRoutesMapper answers as an API server without Gateway API's CRDs.
+type noRoutesMapper struct{ apimeta.RESTMapper }
+
+func (m noRoutesMapper) RESTMapping(gk schema.GroupKind, versions ...string) (*apimeta.RESTMapping, error) {
+	if gk.Group == gatewayv1.GroupName {
+		return nil, &apimeta.NoKindMatchError{GroupKind: gk, SearchedVersions: versions}
+	}
+	return m.RESTMapper.RESTMapping(gk, versions...)
+}
+
+func (m noRoutesMapper) KindFor(r schema.GroupVersionResource) (schema.GroupVersionKind, error) {
+	if r.Group == gatewayv1.GroupName {
+		return schema.GroupVersionKind{}, &apimeta.NoResourceMatchError{PartialResource: r}
+	}
+	return m.RESTMapper.KindFor(r)
+}
+
+// TestManagerWithoutGatewayAPI: with no HTTPRoute API the status writers
+// still start and keep TrafficSplits and policies up to date.
+func TestManagerWithoutGatewayAPI(t *testing.T) {
+	c := needEnv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	opts := managerOptions()
+	opts.MapperProvider = func(cfg *rest.Config, hc *http.Client) (apimeta.RESTMapper, error) {
+		m, err := apiutil.NewDynamicRESTMapper(cfg, hc)
+		return noRoutesMapper{m}, err
+	}
+	mgr, err := ctrl.NewManager(env.Config, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := SetupWithManager(mgr, newFakeCounter()); err != nil {
+		t.Fatalf("setting up without Gateway API: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("manager: %v", err)
+		}
+	}()
+
+	ns := newNamespace(t, c)
+	ts := trafficSplit(ns, "canary", "web", backend("web", 80, 1))
+	create(t, c, svc(ns, "web", 80), ts)
+	eventually(t, "the split is accepted", func() (bool, string) {
+		cond := findCondition(get(t, c, ts).Status.Conditions, "Accepted")
+		if cond == nil {
+			return false, "no condition"
+		}
+		return cond.Reason == meshv1alpha1.ReasonAccepted, cond.Reason
 	})
 }

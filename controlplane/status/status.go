@@ -18,12 +18,14 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
 // AppliedCounter reports how far proxies have come in applying an object. The
@@ -55,15 +57,28 @@ func SetupWithManager(mgr ctrl.Manager, counter AppliedCounter) error {
 		}
 	}
 	c := mgr.GetClient()
+	// Without Gateway API's CRDs a watch on HTTPRoutes would stop the
+	// manager; the mesh still serves TrafficSplits and policies then.
+	withRoutes := true
+	if _, err := mgr.GetRESTMapper().RESTMapping(schema.GroupKind{Group: gatewayv1.GroupName, Kind: "HTTPRoute"}, gatewayv1.GroupVersion.Version); err != nil {
+		if !meta.IsNoMatchError(err) {
+			return fmt.Errorf("looking up the HTTPRoute API: %w", err)
+		}
+		withRoutes = false
+		mgr.GetLogger().Info("Gateway API CRDs are not installed: HTTPRoute status is not written until the control plane restarts after they are")
+	}
 	routes := &RouteReconciler{Client: c, Counter: counter}
-	splits := &SplitReconciler{Client: c, Counter: counter}
+	splits := &SplitReconciler{Client: c, Counter: counter, withoutRoutes: !withRoutes}
 	policies := &PolicyReconciler{Client: c, Counter: counter}
 	var ch [3]<-chan event.GenericEvent
 	if fan != nil {
 		ch = [3]<-chan event.GenericEvent{fan.out[0], fan.out[1], fan.out[2]}
 	}
-	if err := routes.SetupWithManager(mgr, ch[0]); err != nil {
-		return err
+	// Without routes nobody reads ch[0]; the fan-out never blocks on it.
+	if withRoutes {
+		if err := routes.SetupWithManager(mgr, ch[0]); err != nil {
+			return err
+		}
 	}
 	if err := splits.SetupWithManager(mgr, ch[1]); err != nil {
 		return err

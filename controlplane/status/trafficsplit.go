@@ -26,6 +26,9 @@ import (
 type SplitReconciler struct {
 	Client  client.Client
 	Counter AppliedCounter
+	// withoutRoutes: Gateway API is not installed, so there is no
+	// HTTPRoute to watch.
+	withoutRoutes bool
 }
 
 // +kubebuilder:rbac:groups=mesh.weft.dev,resources=trafficsplits,verbs=get;list;watch
@@ -80,8 +83,10 @@ func (r *SplitReconciler) SetupWithManager(mgr ctrl.Manager, counts <-chan event
 		For(&meshv1alpha1.TrafficSplit{}).
 		Watches(&corev1.Service{}, toSplits).
 		Watches(&discoveryv1.EndpointSlice{}, toSplits).
-		Watches(&gatewayv1.HTTPRoute{}, handler.EnqueueRequestsFromMapFunc(r.splitsOfRoute(c))).
 		Watches(&meshv1alpha1.TrafficSplit{}, handler.EnqueueRequestsFromMapFunc(r.siblings(c)))
+	if !r.withoutRoutes {
+		b = b.Watches(&gatewayv1.HTTPRoute{}, handler.EnqueueRequestsFromMapFunc(r.splitsOfRoute(c)))
+	}
 	if counts != nil {
 		b = b.WatchesRawSource(source.Channel(counts, handler.EnqueueRequestsFromMapFunc(all(c, newList, splitItems))))
 	}
