@@ -354,6 +354,17 @@ func TestInboundH2CUpgradeStripped(t *testing.T) {
 	if r.status != 200 || !r.closed {
 		t.Errorf("upgrade answered %d: connection closed %v, want 200 and closed", r.status, r.closed)
 	}
+	// Denied: the connection still ends (no request may follow an upgrade
+	// request unchecked).
+	deny := inboundSnap(appPort(t, app), "", meshconfig.DefaultDeny)
+	deny.Version = "authz-2"
+	if err := p.Apply(deny); err != nil {
+		t.Fatal(err)
+	}
+	r = rawHTTP(t, p.Addr("inbound"), "GET / HTTP/1.1\r\nHost: backend\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+	if r.status != 403 || !r.closed {
+		t.Errorf("denied upgrade answered %d: connection closed %v, want 403 and closed", r.status, r.closed)
+	}
 }
 
 // TestInboundIdentityHeaderForged: a client cannot claim an identity by

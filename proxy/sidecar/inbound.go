@@ -230,6 +230,11 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 	if !d.Allow {
 		p.log.Info("Inbound request denied", "port", port, "peer", info.peer, "method", r.Method, "path", chk.Path,
 			"reason", d.Reason.String(), "policy", d.Policy)
+		if chk.Upgrade {
+			// The HTTP/1 head reader stopped checking at this upgrade
+			// request: nothing more may be read from this connection.
+			sw.Header().Set("Connection", "close")
+		}
 		writeDenied(sw)
 		p.record(r, sw, start, metrics.Inbound, label, info.tls, info.peer)
 		return
