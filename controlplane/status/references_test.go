@@ -45,9 +45,13 @@ func TestReferrers(t *testing.T) {
 	routes := referrers(c, func() *gatewayv1.HTTPRouteList { return &gatewayv1.HTTPRouteList{} }, routeItems,
 		func(o client.Object, s types.NamespacedName) bool { return routeRefersTo(o.(*gatewayv1.HTTPRoute), s) })
 	splits := referrers(c, func() *meshv1alpha1.TrafficSplitList { return &meshv1alpha1.TrafficSplitList{} }, splitItems,
-		func(o client.Object, s types.NamespacedName) bool { return splitRefersTo(o.(*meshv1alpha1.TrafficSplit), s) })
+		func(o client.Object, s types.NamespacedName) bool {
+			return splitRefersTo(o.(*meshv1alpha1.TrafficSplit), s)
+		})
 	policies := referrers(c, func() *meshv1alpha1.AuthorizationPolicyList { return &meshv1alpha1.AuthorizationPolicyList{} }, policyItems,
-		func(o client.Object, s types.NamespacedName) bool { return policyRefersTo(o.(*meshv1alpha1.AuthorizationPolicy), s) })
+		func(o client.Object, s types.NamespacedName) bool {
+			return policyRefersTo(o.(*meshv1alpha1.AuthorizationPolicy), s)
+		})
 
 	web := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "web"}}
 	webSlice := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "web-abcde", Labels: map[string]string{discoveryv1.LabelServiceName: "web"}}}
