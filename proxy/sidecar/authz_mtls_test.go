@@ -1,6 +1,8 @@
 package sidecar
 
 import (
+	"bufio"
+	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
@@ -8,7 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/weftmesh/weft/pkg/meshconfig"
+	"github.com/weftmesh/weft/proxy/identity"
 )
 
 const opsAdmin = "spiffe://cluster.local/ns/ops/sa/admin"
@@ -208,6 +213,62 @@ func TestInboundPermissive(t *testing.T) {
 	} {
 		if got := get(tc.base, tc.path); got != tc.want {
 			t.Errorf("%s%s: %d, want %d", tc.base, tc.path, got, tc.want)
+		}
+	}
+}
+
+// TestInboundSmugglingOverMTLS: a meshed peer with a valid identity that
+// writes raw HTTP/1 (ALPN http/1.1) gets the same strict head reader as a
+// plaintext client, and its identity is what the policy sees.
+func TestInboundSmugglingOverMTLS(t *testing.T) {
+	rec := &recorder{}
+	app := serve(t, rec)
+	k := newPKI(t)
+	ss, _, _ := k.source(t, serverID)
+	cs, _, _ := k.source(t, clientID)
+	snap := inboundSnap(appPort(t, app), "", meshconfig.DefaultDeny, meshconfig.AuthorizationPolicy{
+		Source: "shop/frontend", Action: meshconfig.ActionAllow, Rules: []meshconfig.AuthorizationRule{{
+			From: []meshconfig.Source{{Identities: []string{clientID}}},
+			To:   []meshconfig.Operation{{Paths: []meshconfig.PathMatch{{Type: meshconfig.MatchPathPrefix, Value: "/api"}}}},
+		}}})
+	snap.MTLSMode = meshconfig.MTLSStrict
+	p := startProxy(t, Config{InboundAddr: "127.0.0.1:0", InboundTarget: app, Identity: ss}, snap)
+	cfg := cs.ClientConfig(spiffeid.RequireFromString(serverID), identity.ALPNH1)
+	raw := func(req string) rawResult {
+		c, err := tls.Dial("tcp", p.Addr("inbound"), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(30 * time.Second)) // safety net only
+		io.WriteString(c, req)
+		br := bufio.NewReader(c)
+		res, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return rawResult{closed: true}
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		out := rawResult{status: res.StatusCode}
+		if res.Close {
+			rest, _ := io.ReadAll(br)
+			out.closed = len(rest) == 0
+		}
+		return out
+	}
+	if r := raw("GET /api/x HTTP/1.1\r\nHost: backend\r\n\r\n"); r.status != 200 {
+		t.Errorf("allowed request: %d", r.status)
+	}
+	if r := raw("GET /other HTTP/1.1\r\nHost: backend\r\n\r\n"); r.status != 403 {
+		t.Errorf("unmatched request: %d", r.status)
+	}
+	r := raw("POST /api/x HTTP/1.1\r\nHost: backend\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /api/smuggled HTTP/1.1\r\nHost: backend\r\n\r\n")
+	if r.status != 400 || !r.closed {
+		t.Errorf("CL.TE over mTLS: %d, closed %v", r.status, r.closed)
+	}
+	for _, u := range rec.uris() {
+		if u != "/api/x" {
+			t.Errorf("app received %q", u)
 		}
 	}
 }
