@@ -215,10 +215,13 @@ func goldenCases() []goldenCase {
 				route("shop", "wrong-port", 1, 2, []gatewayv1.ParentReference{serviceParent("web", "", 81)},
 					gatewayv1.HTTPRouteRule{BackendRefs: []gatewayv1.HTTPBackendRef{backendRef("web", 8080, 1)}}),
 				route("shop", "no-parent", 1, 3, []gatewayv1.ParentReference{serviceParent("nowhere", "", 0)}),
+				externalName("shop", "ext"),
+				route("shop", "external", 1, 3, []gatewayv1.ParentReference{serviceParent("ext", "", 0)}),
 				route("shop", "cross-ns", 1, 4, []gatewayv1.ParentReference{serviceParent("web", "", 0)},
 					gatewayv1.HTTPRouteRule{BackendRefs: []gatewayv1.HTTPBackendRef{crossNamespace(backendRef("web", 80, 1), "other")}}),
 				split("shop", "ghost-split", "web", 1, 5, nil, backendRef("ghost", 80, 1)),
 				split("shop", "no-root", "nothing", 1, 6, nil, backendRef("web", 80, 1)),
+				split("shop", "external-root", "ext", 1, 7, nil, backendRef("web", 80, 1)),
 			},
 			check: func(t *testing.T, r result) {
 				p := outPort(t, proxy(t, r, "shop/client"), "shop", "web", 80)
@@ -230,9 +233,11 @@ func goldenCases() []goldenCase {
 				wantCondition(t, r, "HTTPRoute shop/wrong-port", "Accepted", metav1.ConditionFalse, string(gatewayv1.RouteReasonNoMatchingParent))
 				wantCondition(t, r, "HTTPRoute shop/wrong-port", "ResolvedRefs", metav1.ConditionFalse, string(gatewayv1.RouteReasonBackendNotFound))
 				wantCondition(t, r, "HTTPRoute shop/no-parent", "Accepted", metav1.ConditionFalse, string(gatewayv1.RouteReasonNoMatchingParent))
+				wantCondition(t, r, "HTTPRoute shop/external", "Accepted", metav1.ConditionFalse, string(gatewayv1.RouteReasonNoMatchingParent))
 				wantCondition(t, r, "HTTPRoute shop/cross-ns", "ResolvedRefs", metav1.ConditionFalse, string(gatewayv1.RouteReasonRefNotPermitted))
 				wantCondition(t, r, "TrafficSplit shop/ghost-split", "ResolvedRefs", metav1.ConditionFalse, meshv1alpha1.ReasonBackendNotFound)
 				wantCondition(t, r, "TrafficSplit shop/no-root", "Accepted", metav1.ConditionFalse, meshv1alpha1.ReasonServiceNotFound)
+				wantCondition(t, r, "TrafficSplit shop/external-root", "Accepted", metav1.ConditionFalse, meshv1alpha1.ReasonInvalid)
 			},
 		},
 		{

@@ -50,6 +50,11 @@ func (w *World) RouteParents(r *gatewayv1.HTTPRoute) []gatewayv1.RouteParentStat
 		case svc == nil:
 			accepted = cond(string(gatewayv1.RouteConditionAccepted), false, string(gatewayv1.RouteReasonNoMatchingParent),
 				fmt.Sprintf("Service %s/%s does not exist", ns, p.Name), r.Generation)
+		case svc.Spec.Type == corev1.ServiceTypeExternalName:
+			// The mesh routes traffic to cluster IPs; a name served by DNS
+			// alone never reaches the route.
+			accepted = cond(string(gatewayv1.RouteConditionAccepted), false, string(gatewayv1.RouteReasonNoMatchingParent),
+				fmt.Sprintf("Service %s/%s is of type ExternalName, which the mesh does not route", ns, p.Name), r.Generation)
 		case p.Port != nil && !servicePortExists(svc.Spec.Ports, int32(*p.Port)):
 			accepted = cond(string(gatewayv1.RouteConditionAccepted), false, string(gatewayv1.RouteReasonNoMatchingParent),
 				fmt.Sprintf("Service %s/%s has no port %d", ns, p.Name, *p.Port), r.Generation)
@@ -130,6 +135,9 @@ func (w *World) SplitConditions(s *meshv1alpha1.TrafficSplit) []metav1.Condition
 	case root == nil:
 		accepted = cond(meshv1alpha1.ConditionAccepted, false, meshv1alpha1.ReasonServiceNotFound,
 			fmt.Sprintf("Service %s/%s does not exist", s.Namespace, s.Spec.Service), gen)
+	case root.Spec.Type == corev1.ServiceTypeExternalName:
+		accepted = cond(meshv1alpha1.ConditionAccepted, false, meshv1alpha1.ReasonInvalid,
+			fmt.Sprintf("Service %s/%s is of type ExternalName, which the mesh does not route", s.Namespace, s.Spec.Service), gen)
 	case w.splitOverriddenBy(root) != "":
 		accepted = cond(meshv1alpha1.ConditionAccepted, false, meshv1alpha1.ReasonOverridden,
 			"HTTPRoute "+w.splitOverriddenBy(root)+" targets the same Service and takes precedence", gen)
