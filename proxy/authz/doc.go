@@ -12,7 +12,8 @@
 //
 // A caller is its verified SPIFFE ID; namespaces and service accounts are read
 // from that ID ("spiffe://<td>/ns/<ns>/sa/<sa>", same trust domain only). An
-// empty ID is an unauthenticated (plaintext) caller.
+// empty ID is an unauthenticated (plaintext) caller; in a Strict snapshot
+// such a caller is denied whatever the policies say.
 //
 // Opaque TCP has no method or path. A rule that names methods or paths is
 // evaluated as if they matched for Deny and as if they did not for Allow, so
