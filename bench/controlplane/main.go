@@ -59,6 +59,7 @@ var (
 	allRounds  = flag.Int("all-rounds", 5, "changes touching every proxy measured")
 	out        = flag.String("out", "bench/controlplane/RESULTS.md", "results file")
 	cpBinary   = flag.String("controlplane", "bin/weft-controlplane", "weft-controlplane binary")
+	memLimit   = flag.String("cp-gomemlimit", "", "GOMEMLIMIT of the control plane process (e.g. 100MiB); empty leaves Go's default")
 )
 
 const cpNS = "weft-system"
@@ -110,6 +111,9 @@ func run() error {
 	cp := exec.Command(*cpBinary, "--mesh-name=mesh", "--namespace="+cpNS, "--revision=bench", "--version=bench",
 		"--trust-domain=cluster.local", "--grpc-addr="+grpcAddr, "--health-addr="+healthAddr, "--metrics-addr="+metricsAddr, "--zap-log-level=error")
 	cp.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "POD_NAME=weft-controlplane-bench-0")
+	if *memLimit != "" {
+		cp.Env = append(cp.Env, "GOMEMLIMIT="+*memLimit)
+	}
 	cp.Stdout, cp.Stderr = os.Stderr, os.Stderr
 	if err := cp.Start(); err != nil {
 		return fmt.Errorf("starting %s (run `make bin/weft-controlplane`): %w", *cpBinary, err)
@@ -442,7 +446,7 @@ func scrape(addr string) map[string]float64 {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	for _, l := range strings.Split(string(b), "\n") {
-		if !strings.HasPrefix(l, "weft_controlplane_") && !strings.HasPrefix(l, "go_memstats_heap_") && !strings.HasPrefix(l, "go_goroutines") {
+		if !strings.HasPrefix(l, "weft_controlplane_") && !strings.HasPrefix(l, "go_memstats_heap_") && !strings.HasPrefix(l, "go_memstats_stack_") && !strings.HasPrefix(l, "go_goroutines") {
 			continue
 		}
 		f := strings.Fields(l)
@@ -463,6 +467,9 @@ func (r results) write(path string) error {
 		"%d fake proxies (controlplane/configserver/fakeproxy, real gRPC over mTLS on loopback, in the load process) hold Config streams and ack every snapshot. "+
 		"Latency is from just before the API write (HTTPRoute update) to the moment a proxy has sent its ack.\n\n",
 		*services, *services*max(1, *endpoints / *services), *namespaces, *proxies, *proxies)
+	if *memLimit != "" {
+		fmt.Fprintf(&b, "The control plane ran with GOMEMLIMIT=%s.\n\n", *memLimit)
+	}
 	fmt.Fprintf(&b, "| measurement | p50 | p99 | max | goal |\n|---|---|---|---|---|\n")
 	fmt.Fprintf(&b, "| one consumer HTTPRoute weight, per affected proxy (%d proxies × %d changes) | %s | %s | %s | p99 ≤ 100 ms |\n",
 		len(r.route)/max(1, len(r.routeAll)), len(r.routeAll), pct(r.route, 50), pct(r.route, 99), pct(r.route, 100))
@@ -476,7 +483,7 @@ func (r results) write(path string) error {
 	fmt.Fprintf(&b, "| RSS with %d proxies, steady | %.0f MiB | ≤ 100 MB |\n", *proxies, r.steadyRSS)
 	fmt.Fprintf(&b, "| Go heap in use with %d proxies, steady / at the end | %.0f / %.0f MiB | |\n", *proxies,
 		r.steadyMetrics["go_memstats_heap_inuse_bytes"]/(1<<20), r.metrics["go_memstats_heap_inuse_bytes"]/(1<<20))
-	fmt.Fprintf(&b, "| goroutines with %d proxies | %.0f | |\n", *proxies, r.steadyMetrics["go_goroutines"])
+	fmt.Fprintf(&b, "| goroutines / their stacks with %d proxies | %.0f / %.0f MiB | |\n", *proxies, r.steadyMetrics["go_goroutines"], r.steadyMetrics["go_memstats_stack_inuse_bytes"]/(1<<20))
 	fmt.Fprintf(&b, "| RSS peak (VmHWM) over the run | %.0f MiB | |\n", r.peakRSS)
 	fmt.Fprintf(&b, "| RSS at the end | %.0f MiB | |\n", r.finalRSS)
 	fmt.Fprintf(&b, "| CPU to connect %d proxies (%s wall) | %.1f s | |\n", *proxies, r.connect.Round(time.Millisecond), r.connectCPU)
