@@ -37,6 +37,7 @@ const (
 	DefaultNamespace       = "weft-system"
 	DefaultTrustDomain     = "cluster.local"
 	AnnotationRestartedAt  = "mesh.weft.dev/restartedAt"
+	AnnotationRestartedFor = "mesh.weft.dev/restartedFor"
 	LabelVersion           = "mesh.weft.dev/version"
 	LabelMesh              = "mesh.weft.dev/mesh"
 	LabelPartOf            = "app.kubernetes.io/part-of"

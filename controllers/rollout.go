@@ -24,7 +24,8 @@ import (
 
 // The rollout keeps no state of its own beyond status.upgrade: which
 // workloads were restarted for this upgrade is read back from their pod
-// template (mesh.weft.dev/restartedAt at or after status.upgrade.startTime),
+// template (mesh.weft.dev/restartedAt at or after status.upgrade.startTime,
+// mesh.weft.dev/restartedFor the target revision),
 // and which still run an old proxy from their pods' revision label. An
 // operator restarted mid-upgrade therefore resumes exactly where it was.
 
@@ -107,6 +108,10 @@ func (r *MeshControlPlaneReconciler) reconcileRollout(ctx context.Context, mesh 
 			up := prev.DeepCopy()
 			up.Phase = phaseComplete
 			up.FailedWorkload = ""
+			// The old revision is only removed once no pod uses it, so every
+			// workload has moved, even if the status write that said so was
+			// lost.
+			up.WorkloadsUpdated = up.WorkloadsTotal
 			obs.upgrade = up
 		}
 		return ctrl.Result{}, nil
@@ -118,15 +123,13 @@ func (r *MeshControlPlaneReconciler) reconcileRollout(ctx context.Context, mesh 
 		for _, o := range old {
 			from = append(from, o.Version)
 		}
-		up = &meshv1alpha1.UpgradeStatus{From: strings.Join(from, ","), To: obs.desired.Version, Phase: phaseStarting, StartTime: &metav1.Time{Time: now.Truncate(time.Second).Add(time.Second)}}
+		up = &meshv1alpha1.UpgradeStatus{From: strings.Join(from, ","), To: obs.desired.Version, Phase: phaseStarting, StartTime: &metav1.Time{Time: now.Truncate(time.Second)}}
 		obs.upgrade = up
 		obs.upgradeMessage = fmt.Sprintf("starting control-plane revision %s beside %s", obs.desired.Revision, revisionNames(old))
 		r.event(mesh, false, meshv1alpha1.ReasonUpgradeStarted, "Upgrade", "Upgrade from %s to %s started", up.From, up.To)
 		// status.upgrade.startTime must be stored before any workload is
 		// restarted: it is how a restarted operator tells this upgrade's
-		// restarts from older ones. It is rounded up to the next second
-		// (the API keeps seconds only), so that every earlier restart,
-		// even one in the same second, counts as older.
+		// restarts from older ones.
 		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
 	up = prev.DeepCopy()
@@ -143,7 +146,7 @@ func (r *MeshControlPlaneReconciler) reconcileRollout(ctx context.Context, mesh 
 	for _, o := range old {
 		oldNames = append(oldNames, o.Name)
 	}
-	inv, err := r.inventory(ctx, mesh, oldNames, start)
+	inv, err := r.inventory(ctx, mesh, oldNames, obs.desired.Revision, start)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -203,23 +206,13 @@ func (r *MeshControlPlaneReconciler) reconcileRollout(ctx context.Context, mesh 
 			obs.upgradeMessage = fmt.Sprintf("paused by spec.upgrade.paused with %d of %d workloads updated", updated, up.WorkloadsTotal)
 			return ctrl.Result{}, nil
 		}
-		// Restarting acts on the spec: make sure it is not a stale copy
-		// from the cache (a pause or a new version may have just landed).
-		fresh := &meshv1alpha1.MeshControlPlane{}
-		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(mesh), fresh); err != nil {
-			return ctrl.Result{}, fmt.Errorf("re-reading the MeshControlPlane: %w", err)
-		}
-		if fresh.Generation != mesh.Generation {
-			return ctrl.Result{RequeueAfter: time.Second}, nil
+		if current, err := r.specIsCurrent(ctx, mesh); err != nil || !current {
+			return ctrl.Result{RequeueAfter: time.Second}, err
 		}
 		n := batchSize(mesh, int(up.WorkloadsTotal))
 		batch := inv.pending[:min(n, len(inv.pending))]
-		at := now
-		if at.Before(start) {
-			at = start
-		}
 		for _, w := range batch {
-			if err := r.restart(ctx, w.obj, at); err != nil {
+			if err := r.restart(ctx, w.obj, now, obs.desired.Revision); err != nil {
 				return ctrl.Result{}, err
 			}
 		}
@@ -244,6 +237,9 @@ func (r *MeshControlPlaneReconciler) reconcileRollout(ctx context.Context, mesh 
 		return ctrl.Result{RequeueAfter: rolloutInterval}, nil
 	}
 
+	if current, err := r.specIsCurrent(ctx, mesh); err != nil || !current {
+		return ctrl.Result{RequeueAfter: time.Second}, err
+	}
 	up.Phase = phaseRemoving
 	for _, rev := range old {
 		if err := r.deleteRevision(ctx, mesh, rev.Name); err != nil {
@@ -256,6 +252,17 @@ func (r *MeshControlPlaneReconciler) reconcileRollout(ctx context.Context, mesh 
 	obs.revisions = slices.DeleteFunc(obs.revisions, func(rv revisionObservation) bool { return rv.Name != obs.desired.Revision })
 	r.event(mesh, false, meshv1alpha1.ReasonUpgradeComplete, "Upgrade", "Upgrade from %s to %s complete", up.From, up.To)
 	return ctrl.Result{}, nil
+}
+
+// specIsCurrent guards the rollout's irreversible steps (restarting
+// workloads, deleting a revision): the cached spec they act on must not be a
+// stale copy from before a pause, a rollback or a new version.
+func (r *MeshControlPlaneReconciler) specIsCurrent(ctx context.Context, mesh *meshv1alpha1.MeshControlPlane) (bool, error) {
+	fresh := &meshv1alpha1.MeshControlPlane{}
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(mesh), fresh); err != nil {
+		return false, fmt.Errorf("re-reading the MeshControlPlane: %w", err)
+	}
+	return fresh.Generation == mesh.Generation, nil
 }
 
 func batchSize(mesh *meshv1alpha1.MeshControlPlane, total int) int {
@@ -304,7 +311,7 @@ type inventory struct {
 	oldPods int
 }
 
-func (r *MeshControlPlaneReconciler) inventory(ctx context.Context, mesh *meshv1alpha1.MeshControlPlane, oldRevs []string, start time.Time) (inventory, error) {
+func (r *MeshControlPlaneReconciler) inventory(ctx context.Context, mesh *meshv1alpha1.MeshControlPlane, oldRevs []string, target string, start time.Time) (inventory, error) {
 	var inv inventory
 	sel, err := metav1.LabelSelectorAsSelector(injectionSelector(mesh))
 	if err != nil {
@@ -328,7 +335,10 @@ func (r *MeshControlPlaneReconciler) inventory(ctx context.Context, mesh *meshv1
 				return inv, fmt.Errorf("listing workloads in %s: %w", ns, err)
 			}
 			for _, o := range workloadItems(list) {
-				if t := restartedAt(o); !t.IsZero() && !t.Before(start) {
+				// status.upgrade.startTime has whole seconds only: the
+				// target revision tells this upgrade's restarts from those
+				// of an upgrade rolled back within the same second.
+				if t := restartedAt(o); !t.IsZero() && !t.Before(start) && podTemplateAnnotations(o)[AnnotationRestartedFor] == target {
 					w := workload{obj: o, key: workloadKey(o), restartedAt: t}
 					seen[w.key] = true
 					inv.restarted = append(inv.restarted, w)
@@ -436,8 +446,9 @@ func (r *MeshControlPlaneReconciler) podWorkload(ctx context.Context, p *corev1.
 
 // restart sets the pod-template annotation, as `kubectl rollout restart`
 // does, with a merge patch that touches nothing else of the user's object.
-func (r *MeshControlPlaneReconciler) restart(ctx context.Context, obj client.Object, now time.Time) error {
-	patch := fmt.Appendf(nil, `{"spec":{"template":{"metadata":{"annotations":{%q:%q}}}}}`, AnnotationRestartedAt, now.UTC().Format(time.RFC3339Nano))
+func (r *MeshControlPlaneReconciler) restart(ctx context.Context, obj client.Object, now time.Time, revision string) error {
+	patch := fmt.Appendf(nil, `{"spec":{"template":{"metadata":{"annotations":{%q:%q,%q:%q}}}}}`,
+		AnnotationRestartedAt, now.UTC().Format(time.RFC3339Nano), AnnotationRestartedFor, revision)
 	if err := r.Client.Patch(ctx, obj, client.RawPatch(types.MergePatchType, patch)); err != nil {
 		return fmt.Errorf("restarting %s: %w", workloadKey(obj), err)
 	}

@@ -552,3 +552,72 @@ func TestUpgradeFifty(t *testing.T) {
 		t.Errorf("%d Deployments were mid-rollout at once, more than maxUnavailable (10)", f.maxInFlight)
 	}
 }
+
+// TestUpgradeStatefulSetAndDaemonSet: the rollout finds StatefulSets and
+// DaemonSets through their pods and waits for their own notion of a
+// complete rollout.
+func TestUpgradeStatefulSetAndDaemonSet(t *testing.T) {
+	ctx := context.Background()
+	startOperator(t, &fakeClock{})
+	const ns, apps = "weft-kinds", "apps-kinds"
+	installed(t, "kinds", ns, apps, 0, func(m *meshv1alpha1.MeshControlPlane) { m.Spec.Upgrade.MaxUnavailable = intstr.FromString("100%") })
+	labels := map[string]string{"app": "kinds"}
+	tmpl := corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{Labels: labels},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "example.com/app:1"}}},
+	}
+	sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: apps, Name: "db"},
+		Spec: appsv1.StatefulSetSpec{Replicas: ptr.To[int32](1), Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: tmpl}}
+	ds := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Namespace: apps, Name: "agent"},
+		Spec: appsv1.DaemonSetSpec{Selector: &metav1.LabelSelector{MatchLabels: labels}, Template: tmpl}}
+	for _, obj := range []client.Object{sts, ds} {
+		if err := env.Client.Create(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+		kind := "StatefulSet"
+		if _, ok := obj.(*appsv1.DaemonSet); ok {
+			kind = "DaemonSet"
+		}
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: apps, Name: obj.GetName() + "-0",
+				Labels:          map[string]string{meshv1alpha1.LabelRevision: "v1-0-0"},
+				OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(obj, appsv1.SchemeGroupVersion.WithKind(kind))}},
+			Spec: tmpl.Spec,
+		}
+		if err := env.Client.Create(ctx, pod); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setVersion(t, "kinds", "v1.1.0", nil)
+	markAvailable(t, ns, "weft-controlplane-v1-1-0")
+	waitFor(t, "both are restarted in one batch", func() error {
+		get(t, apps, "db", sts)
+		get(t, apps, "agent", ds)
+		if sts.Spec.Template.Annotations[AnnotationRestartedAt] == "" || ds.Spec.Template.Annotations[AnnotationRestartedAt] == "" {
+			return fmt.Errorf("not restarted yet")
+		}
+		return nil
+	})
+	waitUpgrade(t, "kinds", func(u *meshv1alpha1.UpgradeStatus) error {
+		if u.WorkloadsTotal != 2 || u.WorkloadsUpdated != 0 {
+			return fmt.Errorf("want 2 workloads, none updated")
+		}
+		return nil
+	})
+	// Their controllers finish the rollouts.
+	if err := env.Client.DeleteAllOf(ctx, &corev1.Pod{}, client.InNamespace(apps)); err != nil {
+		t.Fatal(err)
+	}
+	sts.Status = appsv1.StatefulSetStatus{ObservedGeneration: sts.Generation, Replicas: 1, ReadyReplicas: 1, UpdatedReplicas: 1, CurrentRevision: "r2", UpdateRevision: "r2", AvailableReplicas: 1}
+	if err := env.Client.Status().Update(ctx, sts); err != nil {
+		t.Fatal(err)
+	}
+	ds.Status = appsv1.DaemonSetStatus{ObservedGeneration: ds.Generation, DesiredNumberScheduled: 3, CurrentNumberScheduled: 3, UpdatedNumberScheduled: 3, NumberAvailable: 3, NumberReady: 3}
+	if err := env.Client.Status().Update(ctx, ds); err != nil {
+		t.Fatal(err)
+	}
+	m := waitCondition(t, "kinds", meshv1alpha1.ConditionUpgradeInProgress, metav1.ConditionFalse, meshv1alpha1.ReasonUpgradeComplete)
+	if m.Status.Upgrade.WorkloadsUpdated != 2 {
+		t.Errorf("status.upgrade = %+v", *m.Status.Upgrade)
+	}
+}
