@@ -217,6 +217,12 @@ func goldenCases() []goldenCase {
 				route("shop", "no-parent", 1, 3, []gatewayv1.ParentReference{serviceParent("nowhere", "", 0)}),
 				externalName("shop", "ext"),
 				route("shop", "external", 1, 3, []gatewayv1.ParentReference{serviceParent("ext", "", 0)}),
+				route("shop", "mirror", 1, 3, []gatewayv1.ParentReference{serviceParent("dns", "", 0)}, gatewayv1.HTTPRouteRule{
+					Filters: []gatewayv1.HTTPRouteFilter{{Type: gatewayv1.HTTPRouteFilterRequestMirror, RequestMirror: &gatewayv1.HTTPRequestMirrorFilter{
+						BackendRef: backendRef("shadow", 80, 1).BackendObjectReference,
+					}}},
+				}),
+				service("shop", "dns", "10.96.0.53", nil, svcPort{name: "dns-tcp", port: 53}),
 				route("shop", "cross-ns", 1, 4, []gatewayv1.ParentReference{serviceParent("web", "", 0)},
 					gatewayv1.HTTPRouteRule{BackendRefs: []gatewayv1.HTTPBackendRef{crossNamespace(backendRef("web", 80, 1), "other")}}),
 				split("shop", "ghost-split", "web", 1, 5, nil, backendRef("ghost", 80, 1)),
@@ -234,6 +240,7 @@ func goldenCases() []goldenCase {
 				wantCondition(t, r, "HTTPRoute shop/wrong-port", "ResolvedRefs", metav1.ConditionFalse, string(gatewayv1.RouteReasonBackendNotFound))
 				wantCondition(t, r, "HTTPRoute shop/no-parent", "Accepted", metav1.ConditionFalse, string(gatewayv1.RouteReasonNoMatchingParent))
 				wantCondition(t, r, "HTTPRoute shop/external", "Accepted", metav1.ConditionFalse, string(gatewayv1.RouteReasonNoMatchingParent))
+				wantCondition(t, r, "HTTPRoute shop/mirror", "ResolvedRefs", metav1.ConditionFalse, string(gatewayv1.RouteReasonBackendNotFound))
 				wantCondition(t, r, "HTTPRoute shop/cross-ns", "ResolvedRefs", metav1.ConditionFalse, string(gatewayv1.RouteReasonRefNotPermitted))
 				wantCondition(t, r, "TrafficSplit shop/ghost-split", "ResolvedRefs", metav1.ConditionFalse, meshv1alpha1.ReasonBackendNotFound)
 				wantCondition(t, r, "TrafficSplit shop/no-root", "Accepted", metav1.ConditionFalse, meshv1alpha1.ReasonServiceNotFound)

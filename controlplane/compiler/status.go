@@ -103,6 +103,15 @@ func (w *World) routeRefs(r *gatewayv1.HTTPRoute) (bool, [2]string) {
 				return false, why
 			}
 		}
+		// A mirror to nowhere would silently mirror nothing.
+		for _, f := range rule.Filters {
+			if f.Type == gatewayv1.HTTPRouteFilterRequestMirror && f.RequestMirror != nil {
+				if ok, why := w.refOK(r.Namespace, f.RequestMirror.BackendRef); !ok {
+					why[1] = "requestMirror: " + why[1]
+					return false, why
+				}
+			}
+		}
 	}
 	return true, [2]string{}
 }
