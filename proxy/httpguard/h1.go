@@ -50,6 +50,7 @@ type H1Conn struct {
 	out       []byte // processed, not yet returned
 	remaining int64
 	trailer   int   // bytes of trailers so far
+	scanned   int   // bytes of an incomplete head already searched
 	failed    error // a body framing error: every later Read fails
 }
 
@@ -166,19 +167,28 @@ func (g *H1Conn) step() bool {
 		// them: the server gets exactly the checked bytes.
 		for bytes.HasPrefix(g.in, []byte("\r\n")) {
 			g.in = g.in[2:]
+			g.scanned = 0
 		}
-		end := bytes.Index(g.in, []byte("\r\n\r\n"))
+		// Only bytes not scanned yet are searched, so that a client
+		// trickling its head costs linear, not quadratic, work.
+		from := max(g.scanned-3, 0)
+		end := bytes.Index(g.in[from:], []byte("\r\n\r\n"))
 		if end < 0 {
 			if len(g.in) > MaxHead {
 				g.reject(ErrHeadTooLarge)
 				return true
 			}
-			if i := bytes.IndexByte(g.in, '\n'); i >= 0 && (i == 0 || g.in[i-1] != '\r') {
-				g.reject(ErrBareLF)
-				return true
+			for i := g.scanned; i < len(g.in); i++ {
+				if g.in[i] == '\n' && (i == 0 || g.in[i-1] != '\r') {
+					g.reject(ErrBareLF)
+					return true
+				}
 			}
+			g.scanned = len(g.in)
 			return false
 		}
+		end += from
+		g.scanned = 0
 		if end+4 > MaxHead {
 			g.reject(ErrHeadTooLarge)
 			return true
