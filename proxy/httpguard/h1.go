@@ -256,14 +256,17 @@ func (g *H1Conn) step() bool {
 		g.st = stChunkSize
 		return true
 	case stTrailers:
-		i := bytes.IndexByte(g.in, '\n')
+		i := bytes.IndexByte(g.in[g.scanned:], '\n')
 		if i < 0 {
 			if g.trailer+len(g.in) > MaxHead {
 				g.reject(ErrHeadTooLarge)
 				return true
 			}
+			g.scanned = len(g.in)
 			return false
 		}
+		i += g.scanned
+		g.scanned = 0
 		if i == 0 || g.in[i-1] != '\r' {
 			g.reject(ErrBareLF)
 			return true
