@@ -36,6 +36,9 @@ type certObservation struct {
 	Anchors         int
 	Bundle          []byte
 	RotatingAnchors bool
+	// Expiring explains a certificate close to expiry that is not being
+	// renewed.
+	Expiring string
 }
 
 // reconcileCertificates makes sure the trust anchor (built-in CA), the issuer
@@ -223,6 +226,15 @@ func (r *MeshControlPlaneReconciler) certManagerIssuer(ctx context.Context, mesh
 		if root.NotAfter.After(obs.certs.AnchorExpiry) {
 			obs.certs.AnchorExpiry = root.NotAfter
 		}
+	}
+	// cert-manager renews at 2/3 of the life; an issuer with less than a
+	// sixth left means renewal is failing, and proxies will stop getting
+	// certificates when it expires.
+	c := iss.Certificate()
+	if left := iss.NotAfter().Sub(r.Now()); left < lifetimeOf(c)/6 {
+		obs.certs.Expiring = fmt.Sprintf("the issuer from cert-manager expires at %s and has not been renewed; check Certificate %s/%s%s",
+			iss.NotAfter().UTC().Format(time.RFC3339), meshNamespace(mesh), IssuerCertificateName, r.certificateReason(ctx, mesh))
+		r.event(mesh, true, meshv1alpha1.ReasonCertificateExpiring, "Renew", "%s", obs.certs.Expiring)
 	}
 	return iss, nil
 }

@@ -239,6 +239,16 @@ func TestCertManagerIssuer(t *testing.T) {
 		t.Error("a built-in trust anchor was created in cert-manager mode")
 	}
 
+	// An issuer that cert-manager fails to renew is reported before it
+	// expires.
+	old := agedIssuer(t, root, 650*time.Hour, 720*time.Hour)
+	s.Data["tls.crt"], s.Data["tls.key"] = old.CertPEM, old.KeyPEM
+	if err := env.Client.Update(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, "certmanager", meshv1alpha1.ConditionDegraded, metav1.ConditionTrue, meshv1alpha1.ReasonCertificateExpiring)
+	waitCondition(t, "certmanager", meshv1alpha1.ConditionReady, metav1.ConditionTrue, meshv1alpha1.ReasonInstalled)
+
 	// A Secret that is not a CA is reported, not used.
 	s.Data["tls.crt"] = secret(t, ns, WebhookSecretName).Data["tls.crt"]
 	if err := env.Client.Update(ctx, s); err != nil {

@@ -82,6 +82,8 @@ func computeStatus(mesh *meshv1alpha1.MeshControlPlane, obs *observation, now ti
 		set(meshv1alpha1.ConditionDegraded, true, meshv1alpha1.ReasonIssuerNotReady, orDefault(obs.certs.Message, "the issuer certificate is not ready"))
 	case obs.batchFailed:
 		set(meshv1alpha1.ConditionDegraded, true, meshv1alpha1.ReasonBatchFailed, obs.upgradeMessage)
+	case obs.certs.Expiring != "":
+		set(meshv1alpha1.ConditionDegraded, true, meshv1alpha1.ReasonCertificateExpiring, obs.certs.Expiring)
 	default:
 		set(meshv1alpha1.ConditionDegraded, false, meshv1alpha1.ReasonAsExpected, "nothing needs attention")
 	}

@@ -47,6 +47,8 @@ func TestComputeStatus(t *testing.T) {
 			o.batchFailed = true
 		}, want{
 			"True/" + meshv1alpha1.ReasonInstalled, "False/" + meshv1alpha1.ReasonBatchFailed, "True/" + meshv1alpha1.ReasonBatchFailed, "True/" + meshv1alpha1.ReasonBatchFailed}},
+		{"issuer expiring", func(o *observation) { o.certs.Expiring = "renewal is failing" }, want{
+			"True/" + meshv1alpha1.ReasonInstalled, "False/" + meshv1alpha1.ReasonAsExpected, "True/" + meshv1alpha1.ReasonCertificateExpiring, "False/" + meshv1alpha1.ReasonNoUpgrade}},
 		{"paused", func(o *observation) {
 			o.upgrade = &meshv1alpha1.UpgradeStatus{From: "v1.0.0", To: "v1.1.0", Phase: phasePaused}
 		}, want{
