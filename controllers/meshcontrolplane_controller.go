@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -121,7 +122,9 @@ func (r *MeshControlPlaneReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// Certificate's secretTemplate).
 		Watches(&corev1.Secret{}, all).
 		Watches(&corev1.ConfigMap{}, all).
-		Watches(&corev1.Pod{}, all).
+		// A meshed pod going away may be the last one on an old revision;
+		// other pod events change nothing the operator decides.
+		Watches(&corev1.Pod{}, all, builder.WithPredicates(podDeleted)).
 		// Workloads the rollout restarted: their readiness gates the next batch.
 		Watches(&appsv1.Deployment{}, all, builder.WithPredicates(restarted)).
 		Watches(&appsv1.StatefulSet{}, all, builder.WithPredicates(restarted)).
@@ -132,6 +135,13 @@ func (r *MeshControlPlaneReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		mgr.GetLogger().Info("cert-manager is not installed: identity.certManager will report IssuerNotReady", "error", err.Error())
 	}
 	return b.Complete(r)
+}
+
+var podDeleted = predicate.Funcs{
+	CreateFunc:  func(event.CreateEvent) bool { return false },
+	UpdateFunc:  func(event.UpdateEvent) bool { return false },
+	DeleteFunc:  func(event.DeleteEvent) bool { return true },
+	GenericFunc: func(event.GenericEvent) bool { return false },
 }
 
 func (r *MeshControlPlaneReconciler) allMeshes(ctx context.Context, _ client.Object) []reconcile.Request {

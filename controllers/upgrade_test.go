@@ -621,3 +621,30 @@ func TestUpgradeStatefulSetAndDaemonSet(t *testing.T) {
 		t.Errorf("status.upgrade = %+v", *m.Status.Upgrade)
 	}
 }
+
+// TestUpgradeManual: with strategy Manual the operator moves injection to the
+// new revision and restarts nothing; the old revision goes once the user has
+// restarted every meshed workload.
+func TestUpgradeManual(t *testing.T) {
+	ctx := context.Background()
+	startOperator(t, &fakeClock{})
+	const ns, apps = "weft-manual", "apps-manual"
+	installed(t, "manual", ns, apps, 1, func(m *meshv1alpha1.MeshControlPlane) { m.Spec.Upgrade.Strategy = meshv1alpha1.UpgradeManual })
+	setVersion(t, "manual", "v1.1.0", nil)
+	markAvailable(t, ns, "weft-controlplane-v1-1-0")
+	m := waitCondition(t, "manual", meshv1alpha1.ConditionUpgradeInProgress, metav1.ConditionTrue, meshv1alpha1.ReasonRestartingWorkloads)
+	if c := findCondition(m, meshv1alpha1.ConditionUpgradeInProgress); !contains(c.Message, "manual upgrade: 1 workloads") {
+		t.Errorf("condition message = %q", c.Message)
+	}
+	if got := restartedWorkloads(t, apps); len(got) != 0 {
+		t.Errorf("a manual upgrade restarted %v", got)
+	}
+	if got := webhookRevision(t); got != "weft-controlplane-v1-1-0" {
+		t.Errorf("webhook → %s", got)
+	}
+	rollOut(t, apps, "app-0", "v1-1-0")
+	waitCondition(t, "manual", meshv1alpha1.ConditionUpgradeInProgress, metav1.ConditionFalse, meshv1alpha1.ReasonUpgradeComplete)
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "weft-controlplane-v1-0-0"}, &appsv1.Deployment{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the old revision is still there: %v", err)
+	}
+}
