@@ -293,7 +293,7 @@ func (r *MeshControlPlaneReconciler) webhookCertificate(ctx context.Context, mes
 	for _, der := range cert.Certificate {
 		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
 	}
-	keyDER, err := x509MarshalKey(cert.PrivateKey)
+	keyDER, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
 	if err != nil {
 		return time.Time{}, err
 	}
@@ -304,8 +304,6 @@ func (r *MeshControlPlaneReconciler) webhookCertificate(ctx context.Context, mes
 	obs.certs.WebhookExpiry = cert.Leaf.NotAfter
 	return renewAt(cert.Leaf), nil
 }
-
-func x509MarshalKey(k any) ([]byte, error) { return x509.MarshalPKCS8PrivateKey(k) }
 
 // usableServingCert says whether the Secret's certificate can stay: key and
 // certificate match, it verifies against the trust bundle for every name,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -191,8 +192,10 @@ func TestCertManagerIssuer(t *testing.T) {
 	createMesh(t, mesh)
 
 	m := waitCondition(t, "certmanager", meshv1alpha1.ConditionReady, metav1.ConditionFalse, meshv1alpha1.ReasonIssuerNotReady)
+	if c := findCondition(m, meshv1alpha1.ConditionReady); !strings.Contains(c.Message, "waiting for cert-manager to issue Certificate "+ns+"/weft-issuer") {
+		t.Errorf("Ready message = %q", c.Message)
+	}
 	waitCondition(t, "certmanager", meshv1alpha1.ConditionDegraded, metav1.ConditionTrue, meshv1alpha1.ReasonIssuerNotReady)
-	_ = m
 	cert := &cmv1.Certificate{}
 	get(t, ns, IssuerCertificateName, cert)
 	if !cert.Spec.IsCA || cert.Spec.SecretName != IssuerSecretName || cert.Spec.IssuerRef.Name != "mesh-root" ||
@@ -263,10 +266,12 @@ func TestUnknownVersion(t *testing.T) {
 	startOperator(t, &fakeClock{})
 	createMesh(t, newMesh("unknown", "weft-unknown", "v9.9.9"))
 	m := waitCondition(t, "unknown", meshv1alpha1.ConditionReady, metav1.ConditionFalse, meshv1alpha1.ReasonUnknownVersion)
+	if c := findCondition(m, meshv1alpha1.ConditionReady); !strings.Contains(c.Message, `version "v9.9.9" is not one this operator can install`) {
+		t.Errorf("Ready message = %q", c.Message)
+	}
 	if err := env.Client.Get(context.Background(), client.ObjectKey{Name: "weft-unknown"}, &corev1.Namespace{}); err == nil {
 		t.Error("the mesh namespace was created for an unknown version")
 	}
-	_ = m
 }
 
 // TestConflict: a second MeshControlPlane is refused with Conflict and

@@ -14,6 +14,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -180,6 +181,9 @@ func (r *MeshControlPlaneReconciler) Reconcile(ctx context.Context, req ctrl.Req
 	}()
 	if active != mesh.Name {
 		obs.conflictWith = active
+		if c := meta.FindStatusCondition(mesh.Status.Conditions, meshv1alpha1.ConditionReady); c == nil || c.Reason != meshv1alpha1.ReasonConflict {
+			r.event(mesh, true, meshv1alpha1.ReasonConflict, "Reconcile", "MeshControlPlane %s already manages this cluster; this one stays inactive", active)
+		}
 		return ctrl.Result{}, nil
 	}
 	if !controllerutil.ContainsFinalizer(mesh, Finalizer) {

@@ -59,7 +59,7 @@ const (
 	webhookTimeoutSeconds  = 10
 	controlPlaneContainer  = "controlplane"
 	webhookVolumeName      = "webhook-cert"
-	defaultProxySelectorOn = "enabled"
+	injectEnabled          = "enabled"
 )
 
 // meshNamespace is the control-plane namespace, defaulted as the schema does
@@ -351,7 +351,7 @@ func injectionSelector(m *meshv1alpha1.MeshControlPlane) *metav1.LabelSelector {
 	if m.Spec.Injection.NamespaceSelector != nil {
 		return m.Spec.Injection.NamespaceSelector
 	}
-	return &metav1.LabelSelector{MatchLabels: map[string]string{meshv1alpha1.LabelInject: defaultProxySelectorOn}}
+	return &metav1.LabelSelector{MatchLabels: map[string]string{meshv1alpha1.LabelInject: injectEnabled}}
 }
 
 // webhookNamespaceSelector adds the namespaces that must never be injected

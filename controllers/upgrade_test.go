@@ -211,14 +211,13 @@ func TestUpgrade(t *testing.T) {
 	batches := [][]string{{"app-0", "app-1"}, {"app-0", "app-1", "app-2", "app-3"}, {"app-0", "app-1", "app-2", "app-3", "app-4"}}
 	for i, want := range batches {
 		waitRestarted(t, apps, want...)
-		m := waitUpgrade(t, "upgrade", func(u *meshv1alpha1.UpgradeStatus) error {
+		waitUpgrade(t, "upgrade", func(u *meshv1alpha1.UpgradeStatus) error {
 			if u.Phase != phaseRestarting || u.Batch != int32(i+1) || u.WorkloadsTotal != 5 {
 				return fmt.Errorf("want batch %d RestartingWorkloads of 5", i+1)
 			}
 			return nil
 		})
-		c := waitCondition(t, "upgrade", meshv1alpha1.ConditionUpgradeInProgress, metav1.ConditionTrue, meshv1alpha1.ReasonRestartingWorkloads)
-		_ = c
+		waitCondition(t, "upgrade", meshv1alpha1.ConditionUpgradeInProgress, metav1.ConditionTrue, meshv1alpha1.ReasonRestartingWorkloads)
 		// The batch is not ready yet: the next one must not start. The
 		// status written after the restart says it is waiting.
 		waitFor(t, "status says the batch is awaited", func() error {
@@ -232,7 +231,6 @@ func TestUpgrade(t *testing.T) {
 		if got := restartedWorkloads(t, apps); !slices.Equal(got, want) {
 			t.Fatalf("batch %d: %v restarted while the batch was not ready, want %v", i+1, got, want)
 		}
-		_ = m
 		for _, name := range want[2*i:] {
 			rollOut(t, apps, name, "v1-1-0")
 		}
@@ -312,7 +310,7 @@ func TestUpgradeBatchFailure(t *testing.T) {
 	if got := restartedAt(deployment(t, apps, "app-0")); !got.Equal(first) {
 		t.Errorf("app-0 was restarted again (%s, first %s)", got, first)
 	}
-	m = waitUpgrade(t, "failure", func(u *meshv1alpha1.UpgradeStatus) error {
+	waitUpgrade(t, "failure", func(u *meshv1alpha1.UpgradeStatus) error {
 		if u.Batch != 3 || u.WorkloadsUpdated != 2 {
 			return fmt.Errorf("want batch 3 with 2 updated")
 		}
@@ -324,7 +322,6 @@ func TestUpgradeBatchFailure(t *testing.T) {
 	rollOut(t, apps, "app-2", "v1-1-0")
 	// With every workload restarted, pausing no longer holds anything back.
 	waitCondition(t, "failure", meshv1alpha1.ConditionUpgradeInProgress, metav1.ConditionFalse, meshv1alpha1.ReasonUpgradeComplete)
-	_ = m
 }
 
 // TestUpgradePaused: spec.upgrade.paused stops the rollout between batches
