@@ -3,6 +3,21 @@
 // upgrade. They own the mesh's lifecycle, never its traffic: nothing here is on
 // a request path, and the mesh keeps serving while the operator is down.
 //
+// Layout: meshcontrolplane_controller.go wires the reconciler and writes
+// status once per reconcile; meshcontrolplane_phases.go runs the install
+// phases; render.go builds every owned object as a pure function of the
+// spec (golden files in testdata/render); certificates.go and pki.go keep
+// the trust anchor, issuer and webhook certificate; rollout.go moves proxies
+// to a new revision; meshcontrolplane_status.go turns what was observed into
+// conditions.
+//
+// The webhook's caBundle is the mesh trust bundle, written by the operator
+// into a MutatingWebhookConfiguration that only the operator creates: it is
+// not in anyone's Git, so GitOps tools never see it drift. The bundle only
+// changes when the trust anchor rotates (the issuer and the serving
+// certificate renew under the same roots), and then holds the old and the
+// new root until the old one expires.
+//
 // The RBAC markers below are the operator's whole ClusterRole; `make manifests`
 // renders them into config/rbac/role.yaml. No wildcards.
 //
