@@ -291,3 +291,26 @@ func TestAppProbeJSONShape(t *testing.T) {
 		t.Errorf("JSON = %s\nwant   %s", b, want)
 	}
 }
+
+// FuzzParseAppProbes: whatever the environment holds, parsing does not
+// panic, and every probe it accepts targets a real port with a known type.
+func FuzzParseAppProbes(f *testing.F) {
+	f.Add(`[{"container":"app","kind":"liveness","type":"http","port":8080,"scheme":"HTTP","path":"/healthz","timeoutSeconds":1}]`)
+	f.Add(`[{"container":"app","kind":"readiness","type":"grpc","port":9000,"service":"x"}]`)
+	f.Add(`[]`)
+	f.Add(`{`)
+	f.Fuzz(func(t *testing.T, env string) {
+		probes, err := ParseAppProbes(env)
+		if err != nil {
+			return
+		}
+		for _, p := range probes {
+			if p.Port < 1 || p.Port > 65535 || (p.Type != "http" && p.Type != "tcp" && p.Type != "grpc") {
+				t.Fatalf("accepted invalid probe %+v", p)
+			}
+			if p.Type == "http" && p.Path != "" && !strings.HasPrefix(p.Path, "/") {
+				t.Fatalf("accepted a path that could change the host: %q", p.Path)
+			}
+		}
+	})
+}

@@ -234,3 +234,35 @@ func BenchmarkHandler(b *testing.B) {
 		}
 	}
 }
+
+// FuzzHandler: no request body makes the handler panic or answer anything
+// but an AdmissionReview with a known status.
+func FuzzHandler(f *testing.F) {
+	t := &testing.T{}
+	h := fakeHandler(t, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{inject.LabelInject: inject.ValueEnabled}}})
+	h.MaxBodyBytes = 1 << 20
+	f.Add(reviewJSON(t, nil))
+	f.Add(reviewJSON(t, func(r *admissionv1.AdmissionReview) {
+		r.Request.Object.Raw = []byte(`{"spec":{"initContainers":[{"name":"weft-proxy"}]}}`)
+	}))
+	f.Add(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"x","namespace":"shop","resource":{"version":"v1","resource":"pods"},"operation":"CREATE","object":null}}`)
+	f.Add("")
+	f.Fuzz(func(t *testing.T, body string) {
+		req := httptest.NewRequest(http.MethodPost, Path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		switch rec.Code {
+		case http.StatusOK, http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+			var out admissionv1.AdmissionReview
+			if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || out.Response == nil {
+				t.Fatalf("status %d with a body that is not an AdmissionReview: %s", rec.Code, rec.Body.String())
+			}
+		case http.StatusInternalServerError:
+			// Cannot decide (for example an invalid configuration):
+			// failurePolicy applies.
+		default:
+			t.Fatalf("status %d", rec.Code)
+		}
+	})
+}

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -46,6 +48,18 @@ func TestMain(m *testing.M) { os.Exit(run(m)) }
 // stopped before the API server, which otherwise waits for their watches
 // until it is killed.
 func run(m *testing.M) int {
+	anchors, err := os.ReadFile(filepath.Join("..", "testdata", "trust-anchors.pem"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL:", err)
+		return 1
+	}
+	suite.anchors = string(anchors)
+	if slices.ContainsFunc(os.Args, func(a string) bool { return strings.HasPrefix(a, "-test.fuzzworker") }) {
+		// A fuzz worker runs only the fuzz target, which needs no API
+		// server; one per worker would be wasted (and left behind when the
+		// fuzzer kills its workers).
+		return m.Run()
+	}
 	if _, err := testenv.AssetsDir(); err != nil {
 		if os.Getenv("CI") != "" {
 			fmt.Fprintln(os.Stderr, "FAIL:", err)
@@ -106,11 +120,6 @@ func sampleWebhook() (*admregv1.MutatingWebhookConfiguration, error) {
 
 func startInjector(ctx context.Context, env *testenv.Env) error {
 	suite.env = env
-	anchors, err := os.ReadFile(filepath.Join("..", "testdata", "trust-anchors.pem"))
-	if err != nil {
-		return err
-	}
-	suite.anchors = string(anchors)
 	c := env.Client
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: meshNS}}); err != nil {
 		return err
