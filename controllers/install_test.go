@@ -233,6 +233,30 @@ func TestInstall(t *testing.T) {
 		t.Errorf("with a v0.9.0 proxy connected: revisions %+v, current version %q (want empty); status %+v", m.Status.Revisions, m.Status.Version.Current, m.Status)
 	}
 
+	// Pods in an injected namespace without a proxy are counted, unless
+	// they opted out.
+	createNamespace(t, "install-apps", map[string]string{meshv1alpha1.LabelInject: "enabled"})
+	t.Cleanup(func() { _ = env.Client.DeleteAllOf(ctx, &corev1.Pod{}, client.InNamespace("install-apps")) })
+	for name, meta := range map[string]metav1.ObjectMeta{
+		"missed":    {},
+		"opted-out": {Annotations: map[string]string{meshv1alpha1.LabelInject: "disabled"}},
+		"meshed":    {Labels: map[string]string{meshv1alpha1.LabelRevision: "v1-0-0"}},
+	} {
+		meta.Name, meta.Namespace = name, "install-apps"
+		pod := &corev1.Pod{ObjectMeta: meta, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "example.com/app:1"}}}}
+		if err := env.Client.Create(ctx, pod); err != nil {
+			t.Fatal(err)
+		}
+	}
+	poke(t, "install")
+	waitFor(t, "status.proxies.uninjected counts the missed pod", func() error {
+		if n := getMesh(t, "install").Status.Proxies.Uninjected; n != 1 {
+			return fmt.Errorf("uninjected = %d", n)
+		}
+		return nil
+	})
+	m = getMesh(t, "install")
+
 	// Deletion removes the cluster-scoped objects; namespaced ones are left
 	// to the garbage collector through their owner references (checked
 	// above), which this test API server does not run.

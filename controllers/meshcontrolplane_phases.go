@@ -11,6 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -29,7 +31,13 @@ type observation struct {
 	active       string
 	certs        certObservation
 	proxies      proxyReport
-	upgrade      *meshv1alpha1.UpgradeStatus
+	// proxiesObserved: the proxy counts were read this time; otherwise
+	// status keeps the last ones.
+	proxiesObserved bool
+	// uninjected counts pods in injected namespaces without a proxy; -1
+	// when they could not be counted.
+	uninjected int32
+	upgrade    *meshv1alpha1.UpgradeStatus
 	// upgradeMessage explains the rollout's current step to a person.
 	upgradeMessage string
 	batchFailed    bool
@@ -111,6 +119,7 @@ func (r *MeshControlPlaneReconciler) reconcilePhases(ctx context.Context, mesh *
 		return ctrl.Result{}, err
 	}
 	r.observeProxies(ctx, mesh, obs)
+	r.observeUninjected(ctx, mesh, obs)
 
 	res, err := r.reconcileRollout(ctx, mesh, obs)
 	if err != nil {
@@ -243,6 +252,7 @@ func (r *MeshControlPlaneReconciler) reconcileWebhook(ctx context.Context, mesh 
 func (r *MeshControlPlaneReconciler) observeProxies(ctx context.Context, mesh *meshv1alpha1.MeshControlPlane, obs *observation) {
 	log := logf.FromContext(ctx)
 	obs.proxies = proxyReport{ByVersion: map[string]int32{}, ByRevision: map[string]int32{}}
+	obs.proxiesObserved = true
 	for _, rev := range obs.revisions {
 		cm := &corev1.ConfigMap{}
 		err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: meshNamespace(mesh), Name: ProxyStatusPrefix + rev.Name}, cm)
@@ -258,4 +268,42 @@ func (r *MeshControlPlaneReconciler) observeProxies(ctx context.Context, mesh *m
 		}
 		obs.proxies.add(rev.Name, rep)
 	}
+}
+
+// observeUninjected counts running pods in injected namespaces that have no
+// proxy and did not opt out: pods created while the injector was down (with
+// failurePolicy Ignore) or before the namespace was labelled. Only metadata
+// is listed, uncached, since the cache holds meshed pods only.
+func (r *MeshControlPlaneReconciler) observeUninjected(ctx context.Context, mesh *meshv1alpha1.MeshControlPlane, obs *observation) {
+	log := logf.FromContext(ctx)
+	obs.uninjected = -1
+	sel, err := metav1.LabelSelectorAsSelector(injectionSelector(mesh))
+	if err != nil {
+		return
+	}
+	var nsList corev1.NamespaceList
+	if err := r.Client.List(ctx, &nsList, client.MatchingLabelsSelector{Selector: sel}); err != nil {
+		log.Error(err, "Listing injected namespaces")
+		return
+	}
+	unmeshed, _ := labels.NewRequirement(meshv1alpha1.LabelRevision, selection.DoesNotExist, nil)
+	var n int32
+	for _, ns := range nsList.Items {
+		if ns.Name == meshNamespace(mesh) || ns.Name == "kube-system" || ns.Name == "kube-public" {
+			continue
+		}
+		pods := &metav1.PartialObjectMetadataList{}
+		pods.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PodList"))
+		if err := r.APIReader.List(ctx, pods, client.InNamespace(ns.Name), client.MatchingLabelsSelector{Selector: labels.NewSelector().Add(*unmeshed)}); err != nil {
+			log.Error(err, "Listing pods without a proxy", "namespace", ns.Name)
+			return
+		}
+		for _, p := range pods.Items {
+			if p.DeletionTimestamp != nil || p.Labels[meshv1alpha1.LabelInject] == "disabled" || p.Annotations[meshv1alpha1.LabelInject] == "disabled" {
+				continue
+			}
+			n++
+		}
+	}
+	obs.uninjected = n
 }

@@ -48,7 +48,13 @@ func computeStatus(mesh *meshv1alpha1.MeshControlPlane, obs *observation, now ti
 		})
 	}
 	if obs.versionErr == nil {
-		st.Proxies = proxiesStatus(obs.proxies, st.Proxies.Uninjected)
+		if obs.proxiesObserved {
+			uninjected := obs.uninjected
+			if uninjected < 0 {
+				uninjected = st.Proxies.Uninjected
+			}
+			st.Proxies = proxiesStatus(obs.proxies, uninjected)
+		}
 		st.Certificates = certificatesStatus(obs.certs, st.Certificates)
 		st.Upgrade = obs.upgrade
 	}

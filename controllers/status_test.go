@@ -21,6 +21,8 @@ func readyObservation() *observation {
 		active:    "v1-0-0",
 		certs:     certObservation{Ready: true},
 		proxies:   proxyReport{ByVersion: map[string]int32{}},
+
+		proxiesObserved: true,
 	}
 }
 
