@@ -288,3 +288,16 @@ func TestConflict(t *testing.T) {
 	markAvailable(t, "weft-first", "weft-controlplane-v1-0-0")
 	waitCondition(t, "first", meshv1alpha1.ConditionReady, metav1.ConditionTrue, meshv1alpha1.ReasonInstalled)
 }
+
+// TestInvalidSelector: a namespace selector the schema lets through but
+// Kubernetes cannot use is reported with the field's name, not retried.
+func TestInvalidSelector(t *testing.T) {
+	startOperator(t, &fakeClock{})
+	m := newMesh("badselector", "weft-badselector", "v1.0.0")
+	m.Spec.Injection.NamespaceSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "team", Operator: "Near"}}}
+	createMesh(t, m)
+	m = waitCondition(t, "badselector", meshv1alpha1.ConditionReady, metav1.ConditionFalse, meshv1alpha1.ReasonApplyFailed)
+	if c := findCondition(m, meshv1alpha1.ConditionReady); !strings.Contains(c.Message, "spec.injection.namespaceSelector") {
+		t.Errorf("Ready message = %q", c.Message)
+	}
+}

@@ -73,6 +73,13 @@ func (r *MeshControlPlaneReconciler) reconcilePhases(ctx context.Context, mesh *
 		return ctrl.Result{}, nil
 	}
 	obs.desired = img
+	if _, err := metav1.LabelSelectorAsSelector(injectionSelector(mesh)); err != nil {
+		// A spec problem the schema does not catch: report it, do not retry
+		// until the spec changes.
+		obs.applyErr = fmt.Errorf("spec.injection.namespaceSelector is not a valid label selector: %w", err)
+		r.event(mesh, true, meshv1alpha1.ReasonApplyFailed, "Validate", "%s", obs.applyErr.Error())
+		return ctrl.Result{}, nil
+	}
 
 	if err := r.ensureNamespace(ctx, mesh); err != nil {
 		obs.applyErr = err
