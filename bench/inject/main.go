@@ -101,21 +101,35 @@ func (s *samples) take() []time.Duration {
 	return out
 }
 
-// router serves the current handler and times it.
+// router serves the current handler and times it twice: from the request's
+// arrival (its headers read) to the response, and from the moment its body
+// has been received to the response. The difference is the wait for the
+// API server to send the body, which on a CPU-starved machine is the API
+// server's time, not the webhook's.
 type router struct {
-	current atomic.Pointer[http.Handler]
-	timings samples
+	current  atomic.Pointer[http.Handler]
+	timings  samples
+	handling samples
 }
 
 func (r *router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	start := time.Now()
+	body, err := io.ReadAll(req.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	req.Body = io.NopCloser(bytes.NewReader(body))
+	received := time.Now()
 	(*r.current.Load()).ServeHTTP(w, req)
 	r.timings.add(time.Since(start))
+	r.handling.add(time.Since(received))
 }
 
 func (r *router) use(h http.Handler) {
 	r.current.Store(&h)
 	r.timings.take()
+	r.handling.take()
 }
 
 // noopHandler is the baseline: the least any webhook does.
@@ -171,6 +185,7 @@ type result struct {
 	loadBefore, loadAfter string
 	inproc                map[string][]time.Duration
 	webhook               map[string][]time.Duration
+	handled               map[string][]time.Duration
 	create                map[string][]time.Duration
 	errors                map[string]int
 	late                  map[string]int
@@ -246,7 +261,7 @@ func run(o options) error {
 
 	res := &result{
 		loadBefore: loadavg(),
-		inproc:     map[string][]time.Duration{}, webhook: map[string][]time.Duration{}, create: map[string][]time.Duration{},
+		inproc:     map[string][]time.Duration{}, webhook: map[string][]time.Duration{}, handled: map[string][]time.Duration{}, create: map[string][]time.Duration{},
 		errors: map[string]int{}, late: map[string]int{}, sent: map[string]int{}, elapsed: map[string]time.Duration{},
 	}
 	meshed := func(name string) (string, error) {
@@ -289,6 +304,7 @@ func run(o options) error {
 			fmt.Fprintf(os.Stderr, "round %d: %s, %d pods/s for %s\n", round+1, name, o.rate, o.dur)
 			creates, errs, late, sent, elapsed := load(ctx, cs, ns, o.rate, o.dur, name == weft)
 			res.webhook[name] = append(res.webhook[name], rt.timings.take()...)
+			res.handled[name] = append(res.handled[name], rt.handling.take()...)
 			res.create[name] = append(res.create[name], creates...)
 			res.errors[name] += errs
 			res.late[name] += late
@@ -463,7 +479,8 @@ func writeResults(o options, r *result) error {
 		b.WriteString("\n")
 	}
 	table(fmt.Sprintf("Handler in process (%d goroutines, as fast as they go)", o.concurrency), r.inproc)
-	table(fmt.Sprintf("Webhook handling, timed by the webhook server, at %d pods/s through the API server", o.rate), r.webhook)
+	table(fmt.Sprintf("Webhook handling, from the request's arrival to the response, at %d pods/s through the API server", o.rate), r.webhook)
+	table(fmt.Sprintf("Webhook handling, from the body received to the response, at %d pods/s through the API server", o.rate), r.handled)
 	table(fmt.Sprintf("Whole pod create, timed by the client, at %d pods/s", o.rate), r.create)
 
 	fmt.Fprintf(&b, "| handler | pods | achieved pods/s | errors | started late |\n|---|---:|---:|---:|---:|\n")
@@ -471,13 +488,16 @@ func writeResults(o options, r *result) error {
 		rate := float64(r.sent[name]) / r.elapsed[name].Seconds()
 		fmt.Fprintf(&b, "| %s | %d | %.0f | %d | %d |\n", name, r.sent[name], rate, r.errors[name], r.late[name])
 	}
-	p99 := pct(r.webhook[weft], 99)
-	verdict := "met"
-	if p99 > 5*time.Millisecond {
-		verdict = "NOT met"
+	verdict := func(d time.Duration) string {
+		if d > 5*time.Millisecond {
+			return "NOT met"
+		}
+		return "met"
 	}
-	fmt.Fprintf(&b, "\nGoal: webhook p99 %s ms at %d pods/s: %s.\n", ms(p99), o.rate, verdict)
-	fmt.Fprintf(&b, "\nThe webhook's time is measured inside the server, from the request's arrival to the response's write (TLS and the API server's own work are not in it); the whole create is what a controller creating a pod waits for, including the API server, etcd and the webhook call.\n")
+	p99, h99 := pct(r.webhook[weft], 99), pct(r.handled[weft], 99)
+	fmt.Fprintf(&b, "\nGoal, webhook p99 ≤ 5 ms at %d pods/s: from arrival %s ms (%s); from the body received %s ms (%s).\n",
+		o.rate, ms(p99), verdict(p99), ms(h99), verdict(h99))
+	fmt.Fprintf(&b, "\nThe webhook's time is measured inside the server, up to the response's write; TLS handshakes and the API server's own work are not in it. \"From arrival\" includes waiting for the API server to send the body; \"from the body received\" is the injector's own work (decode, decide, patch, encode). The whole create is what a controller creating a pod waits for: API server, webhook call, applying the patch, validation and etcd.\n")
 	if err := os.MkdirAll(filepath.Dir(o.results), 0o755); err != nil {
 		return err
 	}
