@@ -24,6 +24,11 @@
 //     as the proxy's UID, an invalid annotation): denied with the reason, so
 //     that the user sees it rather than a pod that silently bypasses the
 //     mesh.
+//   - No Event is recorded for a pod left out or refused: the webhook is
+//     registered with sideEffects: None (so dry-run creates may call it),
+//     and at admission the pod has no UID to attach an Event to. The
+//     warning, the annotation, the audit annotations and the log carry the
+//     reason instead.
 //   - A malformed request: HTTP 400 with an AdmissionReview error response.
 //   - The server cannot decide (namespace lookup failed, trust bundle
 //     missing or invalid): HTTP 500, which the API server treats as a failed
