@@ -62,6 +62,9 @@ type options struct {
 
 	// listening, if set, is told the gRPC address once bound (tests).
 	listening func(net.Addr)
+	// extraDNSNames are added to the serving certificate (tests dial
+	// "localhost", having no cluster DNS).
+	extraDNSNames []string
 }
 
 func parseFlags(fs *flag.FlagSet, args []string) (options, error) {
@@ -169,6 +172,7 @@ func run(ctx context.Context, o options, cfg *rest.Config, log logr.Logger) erro
 			svcName,
 		},
 	}
+	serving.dnsNames = append(serving.dnsNames, o.extraDNSNames...)
 	store := &identity.Store{Client: kube, Namespace: o.namespace, Name: o.issuerSecret, Log: log.WithName("issuer"), OnChange: serving.issue}
 	certify := &identity.Service{TrustDomain: td, Auth: identity.TokenReviewer{Client: kube}, Issuers: store}
 

@@ -40,7 +40,26 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.acks.WithLabelValues("ack")
 	m.acks.WithLabelValues("nack")
 	if reg != nil {
-		reg.MustRegister(m.connected, m.snapshotsSent, m.bytesSent, m.acks, m.compileSeconds)
+		m.connected = register(reg, m.connected)
+		m.snapshotsSent = register(reg, m.snapshotsSent)
+		m.bytesSent = register(reg, m.bytesSent)
+		m.acks = register(reg, m.acks)
+		m.compileSeconds = register(reg, m.compileSeconds)
 	}
 	return m
+}
+
+// register adds c to reg, or returns the collector already registered under
+// its name (a control plane restarted within one process, as in tests), so
+// the series continue instead of panicking.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		if are, ok := err.(prometheus.AlreadyRegisteredError); ok {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+		panic(err)
+	}
+	return c
 }
