@@ -13,6 +13,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"reflect"
 	"runtime"
 	"sync"
@@ -161,7 +162,13 @@ func (h *Hub) Start(ctx context.Context) error {
 			AddFunc: changed,
 			// Both: a route that stops being a consumer route affects
 			// others than its new self does.
-			UpdateFunc: func(o, n any) { changed(o); changed(n) },
+			UpdateFunc: func(o, n any) {
+				if sameForMesh(o, n) {
+					return
+				}
+				changed(o)
+				changed(n)
+			},
 			DeleteFunc: changed,
 		}
 		inf, err := h.Cache.GetInformer(ctx, obj)
@@ -286,6 +293,28 @@ func (h *Hub) changeFunc(kind client.Object) func(any) {
 	default:
 		return func(any) { note(func(d *dirty) { d.outboundAll = true }) }
 	}
+}
+
+// sameForMesh says whether a Pod update leaves everything the compiler reads
+// of a Pod unchanged (labels, annotations, ServiceAccount, container ports):
+// the kubelet's status updates, most of a cluster's Pod events, then cost
+// no compilation.
+func sameForMesh(o, n any) bool {
+	op, ok1 := o.(*corev1.Pod)
+	np, ok2 := n.(*corev1.Pod)
+	if !ok1 || !ok2 {
+		return false
+	}
+	if !maps.Equal(op.Labels, np.Labels) || !maps.Equal(op.Annotations, np.Annotations) ||
+		op.Spec.ServiceAccountName != np.Spec.ServiceAccountName || len(op.Spec.Containers) != len(np.Spec.Containers) {
+		return false
+	}
+	for i := range op.Spec.Containers {
+		if !reflect.DeepEqual(op.Spec.Containers[i].Ports, np.Spec.Containers[i].Ports) {
+			return false
+		}
+	}
+	return true
 }
 
 // consumerOnly says whether every Service parent of r is in another

@@ -283,7 +283,7 @@ func (s *Server) receive(stream meshapiv1.Config_StreamServer, p *proxy, log log
 		}
 		p.releaseSlots()
 		if !p.ack(a.GetVersion(), a.GetError()) {
-			log.Info("Ignoring an ack for a version this proxy was not sent", "version", a.GetVersion())
+			log.V(1).Info("Ignoring an ack for a version this proxy was not sent", "version", a.GetVersion())
 			continue
 		}
 		if a.GetError() != "" {

@@ -313,3 +313,40 @@ func TestProducerRouteReachesEveryNamespace(t *testing.T) {
 		t.Errorf("received %d and %d snapshots, want 3 each", len(api.Versions()), len(web.Versions()))
 	}
 }
+
+// A Pod relabelled out of its Service is no longer selected by the
+// Service's AuthorizationPolicy: its own inbound config, and so its
+// snapshot, changes.
+func TestPodRelabelReachesItsProxy(t *testing.T) {
+	shopFixture(t, "shop8", "front8")
+	create(t, &meshv1alpha1.AuthorizationPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop8", Name: "allow-front"},
+		Spec: meshv1alpha1.AuthorizationPolicySpec{
+			TargetRef: gatewayv1.LocalPolicyTargetReference{Group: "", Kind: "Service", Name: "backend"},
+			Action:    meshv1alpha1.ActionAllow,
+			Rules:     []meshv1alpha1.AuthorizationRule{{From: []meshv1alpha1.AuthorizationSource{{Namespaces: []string{"front8"}}}}},
+		},
+	})
+	cp := startControlPlane(t, "127.0.0.1:0")
+	api := cp.proxy(t, "shop8", "api-1", "api")
+	run(t, api)
+	acked(t, cp.Hub, "shop8/api-1")
+	src := "AuthorizationPolicy shop8/allow-front"
+	if a, n := cp.Hub.Applied(src, 1); a != 1 || n != 1 {
+		t.Fatalf("Applied(%s) = %d of %d before the relabel, want 1 of 1", src, a, n)
+	}
+
+	var p corev1.Pod
+	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: "shop8", Name: "api-1"}, &p); err != nil {
+		t.Fatal(err)
+	}
+	p.Labels["app"] = "retired"
+	if err := env.Client.Update(context.Background(), &p); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "api-1 acked a snapshot without the policy", func() bool {
+		s, _ := state(cp.Hub, "shop8/api-1")
+		_, n := cp.Hub.Applied(src, 1)
+		return n == 0 && s.Acked == s.Sent && len(api.Versions()) == 2
+	})
+}
