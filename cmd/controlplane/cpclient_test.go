@@ -121,7 +121,7 @@ func TestRealProxyClient(t *testing.T) {
 
 	o := options{
 		meshName: "absent", namespace: "weft-rc", revision: "rc", version: "test", trustDomain: "cluster.local",
-		issuerSecret: "weft-issuer", grpcAddr: "127.0.0.1:0", healthAddr: "0", metricsAddr: "0", replica: "weft-controlplane-rc-0",
+		issuerSecret: "weft-issuer", grpcAddr: "127.0.0.1:0", healthAddr: "0", metricsAddr: "0", webhookAddr: "0", replica: "weft-controlplane-rc-0",
 		extraDNSNames: []string{"localhost"},
 	}
 	port, stop := startControlPlane(t, o)
