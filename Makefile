@@ -52,6 +52,13 @@ export CONTROLLER_GEN
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make <target>\n"} /^[a-zA-Z0-9_.-]+:.*?##/ { printf "  %-22s %s\n", $$1, $$2 } /^##@/ { printf "\n%s\n", substr($$0, 5) }' $(MAKEFILE_LIST)
 
+##@ Getting started
+
+.PHONY: demo
+demo: test-deps envtest-assets e2e-assets ## A whole mesh on a local API server, with two services, a split and a policy; Ctrl-C ends it.
+	@echo "Building and starting the demo (the first run builds Kubernetes binaries: expect several minutes)..."
+	WEFT_DEMO=1 go test ./test/e2e -run '^TestDemo$$' -count=1 -timeout 0 -v
+
 ##@ Development
 
 .PHONY: manifests
@@ -102,7 +109,7 @@ docker-build: ## Build the images (operator/control plane/weftctl, proxy, OLM bu
 ##@ Tests
 
 .PHONY: test
-test: test-deps envtest-assets verify-generated vet ## Run every test (unit, envtest against a real API server, network namespaces).
+test: test-deps envtest-assets e2e-assets verify-generated vet ## Run every test (unit, envtest against a real API server, network namespaces, whole mesh).
 	go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-deps
@@ -119,9 +126,12 @@ envtest-assets: $(K8S_BIN)/kube-apiserver $(K8S_BIN)/etcd ## Build etcd and kube
 .PHONY: kube-controller-manager
 kube-controller-manager: $(K8S_BIN)/kube-controller-manager ## Build kube-controller-manager.
 
+.PHONY: e2e-assets
+e2e-assets: $(K8S_BIN)/kube-controller-manager $(K8S_BIN)/kubectl ## Build what the whole-mesh tests and the demo add (controller manager, kubectl).
+
 # A cold build of kube-apiserver takes about 18 minutes on 2 cores; Go's build
 # cache makes later ones take seconds. Built only when missing.
-$(K8S_BIN)/kube-apiserver $(K8S_BIN)/etcd $(K8S_BIN)/kube-controller-manager:
+$(K8S_BIN)/kube-apiserver $(K8S_BIN)/etcd $(K8S_BIN)/kube-controller-manager $(K8S_BIN)/kubectl:
 	@mkdir -p $(K8S_BIN)
 	@echo "Building $(@F) v$(K8S_VERSION) from the Go module proxy (the first build takes a while)..."
 	cd hack/tools/kube && go build -trimpath -ldflags "$(KUBE_LDFLAGS)" -o $@ ./$(@F)

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
@@ -37,6 +38,7 @@ import (
 	"github.com/weftmesh/weft/controlplane/compiler"
 	"github.com/weftmesh/weft/controlplane/configserver"
 	"github.com/weftmesh/weft/controlplane/identity"
+	"github.com/weftmesh/weft/controlplane/status"
 	"github.com/weftmesh/weft/internal/scheme"
 	meshapiv1 "github.com/weftmesh/weft/pkg/meshapi/v1"
 	"github.com/weftmesh/weft/pkg/meshconfig"
@@ -142,6 +144,11 @@ func run(ctx context.Context, o options, cfg *rest.Config, log logr.Logger) erro
 			// Managed fields are a large share of every cached Pod and
 			// EndpointSlice, and the compiler never reads them.
 			DefaultTransform: cache.TransformStripManagedFields(),
+			// The control plane reads ConfigMaps (trust bundle, proxy
+			// status) only in its own namespace, and its RBAC says so.
+			ByObject: map[client.Object]cache.ByObject{
+				&corev1.ConfigMap{}: {Namespaces: map[string]cache.Config{o.namespace: {}}},
+			},
 		},
 		Metrics:                       metricsserver.Options{BindAddress: o.metricsAddr},
 		HealthProbeBindAddress:        o.healthAddr,
@@ -230,19 +237,17 @@ func run(ctx context.Context, o options, cfg *rest.Config, log logr.Logger) erro
 		}
 	}
 
-	// LEAD: wire the status writers of HTTPRoute / TrafficSplit /
-	// AuthorizationPolicy (controlplane/status) here, as leader-elected
-	// runnables (mgr.Add of a runnable whose NeedLeaderElection is true).
-	// They take `hub` as their Applied/Changed source:
-	//   hub.Applied(source string, gen int64) (applied, total int)
-	//   hub.Changed() <-chan struct{}
-
-	// LEAD: wire the injector webhook server (controlplane/inject) here, on
-	// o.webhookAddr with the certificate in o.webhookCertDir, injecting
-	// o.proxyImage for revision o.revision; every replica serves it.
-	_ = o.webhookAddr
-	_ = o.webhookCertDir
-	_ = o.proxyImage
+	// Status of HTTPRoutes, TrafficSplits and AuthorizationPolicies, with
+	// how many proxies applied each: written by the leader only.
+	if err := status.SetupWithManager(mgr, hub); err != nil {
+		return fmt.Errorf("setting up the status writers: %w", err)
+	}
+	// The injector webhook: every replica admits pods.
+	inj, err := addInjector(mgr, o, log)
+	if err != nil {
+		return fmt.Errorf("setting up the injector: %w", err)
+	}
+	meshWatch.injector = inj
 
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err
@@ -305,6 +310,7 @@ func serveGRPC(ctx context.Context, srv *grpc.Server, o options, log logr.Logger
 // meshWatcher feeds the MeshControlPlane's mesh-wide settings (mTLS mode,
 // default authorization, opaque ports) to the hub.
 type meshWatcher struct {
+	injector    *injector
 	cache       cache.Cache
 	name        string
 	hub         *configserver.Hub
@@ -341,6 +347,9 @@ func (m *meshWatcher) sync(ctx context.Context) {
 		return
 	}
 	m.hub.SetMesh(meshSettings(&mcp, m.trustDomain))
+	if m.injector != nil {
+		m.injector.update(&mcp)
+	}
 }
 
 // meshSettings maps the spec onto the compiler's Mesh. The trust domain

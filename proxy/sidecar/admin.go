@@ -11,6 +11,9 @@ import (
 func (p *Proxy) adminMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(p.cfg.Registry, promhttp.HandlerOpts{}))
+	if len(p.cfg.AppProbes) > 0 {
+		mux.Handle(AppProbePathPrefix, NewAppProbeHandler(p.cfg.AppProbes, p.log))
+	}
 	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("live\n")) })
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
 		if !p.Ready() {

@@ -220,21 +220,36 @@ func TestGoldenMetrics(t *testing.T) {
 		b, _ := io.ReadAll(res.Body)
 		return string(b)
 	}
-	out := text(p.client)
-	for _, want := range []string{
-		`weft_responses_total{direction="outbound",dst_service="shop/backend",peer_identity="` + serverID + `",status_code="201",tls="true"} 3`,
-		`weft_response_latency_seconds_count{direction="outbound",dst_service="shop/backend"} 3`,
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("client metrics lack %s\n%s", want, grep(out, "weft_"))
+	// A response is recorded when its handler returns, which can be just
+	// after the client has read it: poll instead of scraping once.
+	expect := func(pr *Proxy, wants ...string) {
+		t.Helper()
+		var out string
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			out = text(pr)
+			missing := ""
+			for _, w := range wants {
+				if !strings.Contains(out, w) {
+					missing = w
+				}
+			}
+			if missing == "" {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("metrics lack %s\n%s", missing, grep(out, "weft_"))
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 	}
+	expect(p.client,
+		`weft_responses_total{direction="outbound",dst_service="shop/backend",peer_identity="`+serverID+`",status_code="201",tls="true"} 3`,
+		`weft_response_latency_seconds_count{direction="outbound",dst_service="shop/backend"} 3`)
 	// The server does not know the client identity from its snapshot: it is
 	// reported as "other", never as a free-form value.
-	in := text(p.server)
-	if want := `weft_responses_total{direction="inbound",dst_service="unknown",peer_identity="other",status_code="201",tls="true"} 3`; !strings.Contains(in, want) {
-		t.Errorf("server metrics lack %s\n%s", want, grep(in, "weft_responses"))
-	}
+	expect(p.server, `weft_responses_total{direction="inbound",dst_service="unknown",peer_identity="other",status_code="201",tls="true"} 3`)
 }
 
 func startAdmin(t *testing.T, p *Proxy) string {

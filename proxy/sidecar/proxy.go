@@ -76,6 +76,9 @@ type Config struct {
 	IdleTimeout time.Duration
 	// MaxConns caps open connections across listeners (0: 10000).
 	MaxConns int
+	// AppProbes are the application's probes the injector moved to the
+	// admin port (/app-probe/<container>/<kind>); see ParseAppProbes.
+	AppProbes []AppProbe
 	// Registry receives the metrics (a new one when nil).
 	Registry *prometheus.Registry
 	// Log is the proxy's logger; AccessLog, when set, gets one line per

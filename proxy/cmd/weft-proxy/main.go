@@ -124,6 +124,11 @@ func run(args []string) int {
 	if *access {
 		cfg.AccessLog = slog.New(slog.NewJSONHandler(os.Stdout, nil))
 	}
+	// The application's probes, moved to the admin port by the injector.
+	if cfg.AppProbes, err = sidecar.ParseAppProbes(os.Getenv("WEFT_APP_PROBES")); err != nil {
+		log.Error("Bad WEFT_APP_PROBES", "err", err)
+		return 2
+	}
 	var cp *cpclient.Client
 	if *cpAddr != "" {
 		if *cert != "" || *key != "" || *bundle != "" || *snapshot != "" {

@@ -22,6 +22,8 @@ import (
 func main() {
 	addrs := flag.String("listen", ":8080", "comma-separated addresses to serve on")
 	service := flag.String("service", os.Getenv("APP_SERVICE"), "name reported as the service")
+	load := flag.String("load", "", "also send GET requests to this URL, for demos (a load generator)")
+	rps := flag.Int("rps", 10, "requests per second with --load")
 	flag.Parse()
 	pod := os.Getenv("POD_NAME")
 	if pod == "" {
@@ -35,6 +37,9 @@ func main() {
 	for _, a := range strings.Split(*addrs, ",") {
 		srv := &http.Server{Addr: a, Handler: h, Protocols: protos, ReadHeaderTimeout: 10 * time.Second}
 		go func() { errc <- srv.ListenAndServe() }()
+	}
+	if *load != "" {
+		go generate(*load, *rps)
 	}
 	log.Printf("app %s (%s) serving on %s", pod, *service, *addrs)
 	log.Fatal(<-errc)
@@ -65,4 +70,34 @@ func handler(pod, service string) http.Handler {
 			"proto": r.Proto, "host": r.Host, "headers": headers, "remote": r.RemoteAddr,
 		})
 	})
+}
+
+// generate sends requests at a steady rate and logs a summary every 10 s:
+// how many succeeded, failed, and which pods answered.
+func generate(url string, rps int) {
+	cl := &http.Client{Timeout: 5 * time.Second}
+	t := time.NewTicker(time.Second / time.Duration(max(rps, 1)))
+	report := time.NewTicker(10 * time.Second)
+	ok, failed := 0, 0
+	by := map[string]int{}
+	for {
+		select {
+		case <-report.C:
+			log.Printf("load: %d ok, %d failed, by pod %v", ok, failed, by)
+			ok, failed, by = 0, 0, map[string]int{}
+		case <-t.C:
+			res, err := cl.Get(url)
+			if err != nil {
+				failed++
+				continue
+			}
+			res.Body.Close()
+			if res.StatusCode >= 500 || res.StatusCode == http.StatusForbidden {
+				failed++
+			} else {
+				ok++
+			}
+			by[res.Header.Get("X-App-Pod")]++
+		}
+	}
 }
