@@ -359,8 +359,16 @@ func (h *Hub) SetMesh(m compiler.Mesh) {
 	}
 }
 
-func (h *Hub) recompile(ctx context.Context) error {
+func (h *Hub) recompile(ctx context.Context) (err error) {
 	start := time.Now()
+	defer func() {
+		if err != nil {
+			// What this compilation was to redo is still to be redone.
+			h.mu.Lock()
+			h.dirty.all()
+			h.mu.Unlock()
+		}
+	}()
 	h.mu.Lock()
 	mesh := h.Mesh
 	namespaces := map[string]bool{}
