@@ -20,8 +20,8 @@ import (
 )
 
 type injectOptions struct {
-	file, version, registry, meshNamespace, trustDomain, logLevel string
-	cfg                                                           inject.Config
+	file, version, registry, meshNamespace, trustDomain, logLevel, anchors string
+	cfg                                                                    inject.Config
 }
 
 func (o *injectOptions) register(fs *flag.FlagSet) {
@@ -33,6 +33,7 @@ func (o *injectOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.trustDomain, "trust-domain", o.cfg.TrustDomain, "the mesh's trust domain")
 	fs.StringVar(&o.logLevel, "proxy-log-level", o.cfg.LogLevel, "proxy log level")
 	fs.StringVar(&o.cfg.ProxyImage, "proxy-image", o.cfg.ProxyImage, "proxy image (overrides --version's)")
+	fs.StringVar(&o.anchors, "trust-anchors", "", "PEM file with the mesh's trust anchors (kubectl get cm weft-trust-bundle -n weft-system -o jsonpath='{.data.ca\\.crt}'); required: proxies verify the control plane with them")
 }
 
 // config resolves the flags into the injector's configuration, the same one
@@ -42,6 +43,14 @@ func (o *injectOptions) config(setFlags map[string]bool) (inject.Config, error) 
 	cfg.MeshNamespace = o.meshNamespace
 	cfg.TrustDomain = o.trustDomain
 	cfg.LogLevel = o.logLevel
+	if o.anchors == "" {
+		return cfg, errors.New("--trust-anchors FILE is required: without the mesh's trust anchors an injected proxy cannot verify the control plane")
+	}
+	pem, err := os.ReadFile(o.anchors)
+	if err != nil {
+		return cfg, fmt.Errorf("--trust-anchors: %w", err)
+	}
+	cfg.TrustAnchorsPEM = string(pem)
 	if o.version != "" {
 		if !strings.HasPrefix(o.version, "v") || strings.Count(o.version, ".") != 2 {
 			return cfg, fmt.Errorf("--version %q: want vMAJOR.MINOR.PATCH", o.version)
@@ -54,7 +63,7 @@ func (o *injectOptions) config(setFlags map[string]bool) (inject.Config, error) 
 		_, port, _ := strings.Cut(cfg.ControlPlaneAddress, ":")
 		cfg.ControlPlaneAddress = fmt.Sprintf("%s-%s.%s.svc:%s", controlPlaneName, rev, cfg.MeshNamespace, port)
 	}
-	return cfg, nil
+	return cfg, cfg.Validate()
 }
 
 // runInject injects the workloads of o.file; set names the flags given on

@@ -3,7 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -273,7 +280,8 @@ func TestInjectManifests(t *testing.T) {
 	if err := os.WriteFile(file, []byte(manifests), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out, stderr, err := runCLI(t, "", "inject", "-f", file, "--version", "v1.2.3")
+	anchors := testAnchors(t)
+	out, stderr, err := runCLI(t, "", "inject", "-f", file, "--version", "v1.2.3", "--trust-anchors", anchors)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, stderr)
 	}
@@ -302,6 +310,9 @@ func TestInjectManifests(t *testing.T) {
 	if !strings.Contains(stderr, "skipped Pod debug") {
 		t.Errorf("skip not reported: %q", stderr)
 	}
+	if !strings.Contains(out, "WEFT_TRUST_ANCHORS") || !strings.Contains(out, "BEGIN CERTIFICATE") {
+		t.Errorf("the proxy does not get the trust anchors:\n%s", out)
+	}
 	if !strings.Contains(out, "ghcr.io/weftmesh/weft-proxy:v1.2.3") || !strings.Contains(out, "weft-controlplane-v1-2-3.weft-system.svc") {
 		t.Errorf("--version not applied:\n%s", out)
 	}
@@ -310,7 +321,7 @@ func TestInjectManifests(t *testing.T) {
 	}
 
 	// Injecting the output again changes nothing: the webhook's idempotency.
-	again, stderr, err := runCLI(t, out, "inject", "-f", "-", "--version", "v1.2.3")
+	again, stderr, err := runCLI(t, out, "inject", "-f", "-", "--version", "v1.2.3", "--trust-anchors", anchors)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,18 +334,23 @@ func TestInjectManifests(t *testing.T) {
 }
 
 func TestInjectRejectsBadInput(t *testing.T) {
+	anchors := testAnchors(t)
+	notCA := filepath.Join(t.TempDir(), "junk.pem")
+	os.WriteFile(notCA, []byte("not a certificate"), 0o600)
 	for name, tc := range map[string]struct {
 		stdin string
 		args  []string
 		want  string
 	}{
 		"no file":      {"", []string{"inject"}, "-f FILE"},
-		"not yaml":     {"kind: [", []string{"inject", "-f", "-"}, "document 1"},
-		"no kind":      {"metadata: {name: x}\n", []string{"inject", "-f", "-"}, "has no kind"},
-		"bad template": {"apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec: {template: {spec: {containers: 3}}}\n", []string{"inject", "-f", "-"}, "pod template"},
-		"bad version":  {"", []string{"inject", "-f", "-", "--version", "1.2"}, "vMAJOR.MINOR.PATCH"},
+		"not yaml":     {"kind: [", []string{"inject", "-f", "-", "--trust-anchors", anchors}, "document 1"},
+		"no kind":      {"metadata: {name: x}\n", []string{"inject", "-f", "-", "--trust-anchors", anchors}, "has no kind"},
+		"bad template": {"apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec: {template: {spec: {containers: 3}}}\n", []string{"inject", "-f", "-", "--trust-anchors", anchors}, "pod template"},
+		"bad version":  {"", []string{"inject", "-f", "-", "--version", "1.2", "--trust-anchors", anchors}, "vMAJOR.MINOR.PATCH"},
 		"unknown flag": {"", []string{"inject", "--nope"}, "not defined"},
-		"missing file": {"", []string{"inject", "-f", "/nonexistent/x.yaml"}, "no such file"},
+		"missing file": {"", []string{"inject", "-f", "/nonexistent/x.yaml", "--trust-anchors", anchors}, "no such file"},
+		"no anchors":   {"", []string{"inject", "-f", "-"}, "--trust-anchors FILE is required"},
+		"junk anchors": {"", []string{"inject", "-f", "-", "--trust-anchors", notCA}, "trust anchors"},
 		"unknown cmd":  {"", []string{"frobnicate"}, "unknown command"},
 		"diag args":    {"", []string{"diag", "pod", "x"}, "usage: weftctl diag proxy POD"},
 	} {
@@ -455,4 +471,25 @@ func mustYAML(t *testing.T, v any) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// testAnchors writes a self-signed CA certificate and returns its path.
+func testAnchors(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test root"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "ca.crt")
+	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
