@@ -182,8 +182,20 @@ func (h *Hub) Start(ctx context.Context) error {
 	if !h.Cache.WaitForCacheSync(ctx) {
 		return fmt.Errorf("the informer cache did not sync: %w", context.Cause(ctx))
 	}
-	if err := h.recompile(ctx); err != nil {
-		return err
+	// Until a first compilation succeeds, proxies wait in Stream; a failure
+	// here (the cache read failing) is retried rather than ending the
+	// process.
+	for {
+		err := h.recompile(ctx)
+		if err == nil {
+			break
+		}
+		h.Log.Error(err, "The first compilation failed; retrying")
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
 	}
 	close(h.ready)
 	h.Log.Info("Config hub ready")
