@@ -51,10 +51,20 @@ func (b *bufPool) Put(v []byte) { b.p.Put(&v) }
 var copyBuffers = &bufPool{}
 
 // newReverseProxy returns a transparent reverse proxy: no X-Forwarded
-// headers, Host kept, bodies streamed (flushed as they arrive, which gRPC and
-// server-sent events need), trailers and Upgrade passed through. rewrite may
+// headers, Host kept, trailers and Upgrade passed through. rewrite may
 // adjust the outgoing request (set its URL); when nil the URL host is the
 // client's Host and the transport decides where to dial.
+//
+// Bodies of unknown length (gRPC, server-sent events, chunked streams) are
+// flushed as they arrive: ReverseProxy does that by itself for them. The
+// FlushInterval must stay 0 for everything else: a negative value also
+// makes ReverseProxy flush the response headers from a timer goroutine,
+// which races with the handler's return. For a response that ended with its
+// headers (a gRPC error is such a trailers-only response) that early flush
+// sends the headers without END_STREAM and ends the stream with an empty
+// DATA frame, so the grpc-status lands in headers instead of trailers and
+// the client fails with "server closed the stream without sending
+// trailers".
 func newReverseProxy(rt http.RoundTripper, rewrite func(*httputil.ProxyRequest)) *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -67,7 +77,7 @@ func newReverseProxy(rt http.RoundTripper, rewrite func(*httputil.ProxyRequest))
 			}
 		},
 		Transport:     rt,
-		FlushInterval: -1,
+		FlushInterval: 0,
 		BufferPool:    copyBuffers,
 		ErrorLog:      nil,
 		ErrorHandler:  proxyError,

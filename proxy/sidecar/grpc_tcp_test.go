@@ -179,3 +179,46 @@ func TestOpaqueTCP(t *testing.T) {
 		}
 	}
 }
+
+// TestGRPCTrailersOnly: a gRPC error is a trailers-only response (one
+// HEADERS frame that ends the stream). The proxy must relay it as such: if
+// it sent the headers on their own and ended the stream with an empty DATA
+// frame, the status would sit in headers, not trailers, and the client would
+// report "server closed the stream without sending trailers". Whether the
+// headers went out early was a race, so many concurrent calls are made.
+func TestGRPCTrailersOnly(t *testing.T) {
+	app := startGRPC(t)
+	for name, p := range hops(t, app, pathOpts{}) {
+		t.Run(name, func(t *testing.T) {
+			cc, err := grpc.NewClient("passthrough:///"+p.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cc.Close()
+			c := testgrpc.NewTestServiceClient(cc)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			const calls = 1000
+			errs := make(chan error, calls)
+			for range calls {
+				go func() {
+					_, err := c.UnaryCall(ctx, &testgrpc.SimpleRequest{ResponseStatus: &testgrpc.EchoStatus{Code: int32(codes.NotFound), Message: "gone"}})
+					errs <- err
+				}()
+			}
+			bad := 0
+			for range calls {
+				err := <-errs
+				if s := status.Convert(err); s.Code() != codes.NotFound || s.Message() != "gone" {
+					if bad == 0 {
+						t.Errorf("error status: %v", err)
+					}
+					bad++
+				}
+			}
+			if bad > 0 {
+				t.Errorf("%d of %d calls lost their status", bad, calls)
+			}
+		})
+	}
+}
