@@ -249,11 +249,15 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 			go p.watchTCP(t, req, label, stop, func() { c.Close() })
 		}}
 	}
+	// Deferred so that a response aborted with panic(http.ErrAbortHandler)
+	// after its headers went out is still counted and its watcher stopped.
+	defer func() {
+		if stop != nil {
+			close(stop)
+		}
+		p.record(r, sw, start, metrics.Inbound, label, info.tls, info.peer)
+	}()
 	p.inboundProxy.ServeHTTP(out, r)
-	if stop != nil {
-		close(stop)
-	}
-	p.record(r, sw, start, metrics.Inbound, label, info.tls, info.peer)
 }
 
 // rewriteInbound points the request at the application and replaces the

@@ -252,6 +252,40 @@ func TestGoldenMetrics(t *testing.T) {
 	expect(p.server, `weft_responses_total{direction="inbound",dst_service="unknown",peer_identity="other",status_code="201",tls="true"} 3`)
 }
 
+// TestMetricsAbortedResponse: a response that breaks after its headers went
+// out (here the client hangs up mid-body) ends the forwarder with
+// panic(http.ErrAbortHandler); it must still be counted, with the status
+// that was sent, by both proxies.
+func TestMetricsAbortedResponse(t *testing.T) {
+	app := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusCreated)
+		io.WriteString(w, "first part")
+		http.NewResponseController(w).Flush()
+		<-r.Context().Done() // the rest never comes: the proxy hangs up first
+	}))
+	p := twoHop(t, app, pathOpts{})
+	res, err := h1Client().Get("http://" + p.addr + "/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != http.StatusCreated {
+		t.Fatalf("status %d", res.StatusCode)
+	}
+	buf := make([]byte, len("first part"))
+	if _, err := io.ReadFull(res.Body, buf); err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close() // unread body: the transport closes the connection
+	counted := func(pr *Proxy, want string) func() bool {
+		return func() bool {
+			return testutil.GatherAndCompare(pr.cfg.Registry, strings.NewReader(want), "weft_responses_total") == nil
+		}
+	}
+	const help = "# HELP weft_responses_total HTTP responses sent, by status code (502/503/504 for proxy errors).\n# TYPE weft_responses_total counter\n"
+	waitFor(t, counted(p.client, help+`weft_responses_total{direction="outbound",dst_service="shop/backend",peer_identity="`+serverID+`",status_code="201",tls="true"} 1`+"\n"))
+	waitFor(t, counted(p.server, help+`weft_responses_total{direction="inbound",dst_service="unknown",peer_identity="other",status_code="201",tls="true"} 1`+"\n"))
+}
+
 func startAdmin(t *testing.T, p *Proxy) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -121,8 +121,11 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 	}
 	start := time.Now()
 	sw := &statusWriter{ResponseWriter: w}
+	// Deferred: a forwarder whose response breaks after the headers went
+	// out (the client hung up, the upstream reset) aborts with
+	// panic(http.ErrAbortHandler), and that request must still be counted.
+	defer func() { p.record(r, sw, start, metrics.Outbound, label, obs.TLS, obs.Identity) }()
 	h.ServeHTTP(sw, r)
-	p.record(r, sw, start, metrics.Outbound, label, obs.TLS, obs.Identity)
 }
 
 // record writes the metrics and the access log line of one request.
