@@ -6,32 +6,10 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"sync"
-	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/weftmesh/weft/proxy/authz"
 	"github.com/weftmesh/weft/proxy/httpguard"
 )
-
-// authzMetrics holds the authorization metrics of each registry: Proxy has
-// no field for them (proxy.go is shared), so they are registered on first
-// use.
-var authzMetrics sync.Map // *prometheus.Registry → *authz.Metrics
-
-func (p *Proxy) authzMetrics() *authz.Metrics {
-	if m, ok := authzMetrics.Load(p.cfg.Registry); ok {
-		return m.(*authz.Metrics)
-	}
-	m, err := authz.NewMetrics(prometheus.Registerer(p.cfg.Registry))
-	if err != nil {
-		p.log.Error("Registering authorization metrics failed", "err", err)
-		return nil
-	}
-	actual, _ := authzMetrics.LoadOrStore(p.cfg.Registry, m)
-	return actual.(*authz.Metrics)
-}
 
 // deniedBody is the short body of a 403; it names no policy, which would
 // tell a caller what to forge.
@@ -125,20 +103,12 @@ func (p *Proxy) watchTCP(t *table, req authz.Request, label string, stop <-chan 
 			return
 		case <-t.superseded:
 		}
-		// compile closes superseded just before Apply swaps the table in.
-		next := p.table.Load()
-		for next == t {
-			select {
-			case <-stop:
-				return
-			case <-time.After(10 * time.Millisecond):
-			}
-			next = p.table.Load()
-		}
-		t = next
+		// Apply closes superseded after the swap: the table loaded now is
+		// newer (or newer still).
+		t = p.table.Load()
 		d := t.authz.Decide(&req)
 		if !d.Allow {
-			p.authzMetrics().Observe(label, req.HTTP, d)
+			p.authzMetrics.Observe(label, req.HTTP, d)
 			p.log.Info("Open inbound connection closed: no longer authorized", "port", req.Port, "peer", req.Peer, "http", req.HTTP, "path", req.Path,
 				"reason", d.Reason.String(), "policy", d.Policy, "snapshot", t.snap.Version)
 			closeAll()

@@ -192,7 +192,7 @@ func TestInboundPathAttacks(t *testing.T) {
 			t.Errorf("app received %q", u)
 		}
 	}
-	if n := testutil.ToFloat64(p.authzMetrics().Decisions("http", "http", "deny", "deny_policy")); int(n) != denied {
+	if n := testutil.ToFloat64(p.authzMetrics.Decisions("http", "http", "deny", "deny_policy")); int(n) != denied {
 		t.Errorf("deny metric = %v, want %d", n, denied)
 	}
 }

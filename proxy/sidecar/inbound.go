@@ -89,7 +89,7 @@ func (p *Proxy) guardH1(c *conn, over net.Conn) *conn {
 	g := httpguard.NewH1Conn(over, nil)
 	g.OnReject = func(err error) {
 		reason := guardReason(err)
-		p.authzMetrics().Refused(reason)
+		p.authzMetrics.Refused(reason)
 		p.log.Info("Inbound HTTP/1 request refused", "reason", reason, "client", c.RemoteAddr().String(), "peer", c.info.peer)
 	}
 	return &conn{Conn: g, info: c.info, done: func(*conn) {}}
@@ -167,7 +167,7 @@ func (p *Proxy) inboundTCP(c *conn, tc *tls.Conn, port uint16) {
 	label := t.inboundLabel(port)
 	req := authz.Request{Port: port, Peer: c.info.peer}
 	d := t.authz.Decide(&req)
-	p.authzMetrics().Observe(label, false, d)
+	p.authzMetrics.Observe(label, false, d)
 	if !d.Allow {
 		p.metrics.Refused(metrics.Inbound, "unauthorized")
 		p.log.Info("Inbound connection denied", "port", port, "peer", c.info.peer, "client", c.RemoteAddr().String(),
@@ -218,7 +218,7 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 	chk, err := httpguard.Check(r)
 	if err != nil {
 		reason := guardReason(err)
-		p.authzMetrics().Refused(reason)
+		p.authzMetrics.Refused(reason)
 		p.log.Info("Inbound HTTP request refused", "reason", reason, "method", r.Method, "peer", info.peer, "port", port)
 		writeBadRequest(sw, r)
 		p.record(r, sw, start, metrics.Inbound, label, info.tls, info.peer)
@@ -226,7 +226,7 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 	}
 	req := authz.Request{Port: port, Peer: info.peer, HTTP: true, Method: r.Method, Path: chk.Path}
 	d := t.authz.Decide(&req)
-	p.authzMetrics().Observe(label, true, d)
+	p.authzMetrics.Observe(label, true, d)
 	if !d.Allow {
 		p.log.Info("Inbound request denied", "port", port, "peer", info.peer, "method", r.Method, "path", chk.Path,
 			"reason", d.Reason.String(), "policy", d.Policy)

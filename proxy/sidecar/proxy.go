@@ -29,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/weftmesh/weft/pkg/meshconfig"
+	"github.com/weftmesh/weft/proxy/authz"
 	"github.com/weftmesh/weft/proxy/identity"
 	"github.com/weftmesh/weft/proxy/metrics"
 	"github.com/weftmesh/weft/proxy/upstream"
@@ -92,9 +93,11 @@ type Proxy struct {
 	log     *slog.Logger
 	pool    *upstream.Pool
 	metrics *metrics.Metrics
-	table   atomic.Pointer[table]
-	conns   tracker
-	tlsCfg  *tls.Config
+	// authzMetrics counts authorization decisions and refused requests.
+	authzMetrics *authz.Metrics
+	table        atomic.Pointer[table]
+	conns        tracker
+	tlsCfg       *tls.Config
 
 	outHTTP, inHTTP *http.Server
 	outQ, inQ       *queue
@@ -141,6 +144,11 @@ func New(cfg Config) (*Proxy, error) {
 		conns:     tracker{conns: map[*conn]struct{}{}, max: cfg.MaxConns},
 		listeners: map[string]net.Listener{},
 	}
+	am, err := authz.NewMetrics(cfg.Registry)
+	if err != nil {
+		return nil, fmt.Errorf("authorization metrics: %w", err)
+	}
+	p.authzMetrics = am
 	if cfg.Identity != nil {
 		p.tlsCfg = cfg.Identity.ServerConfig()
 	}
@@ -180,6 +188,10 @@ func (p *Proxy) apply(s *meshconfig.Snapshot) error {
 	}
 	p.metrics.SetIdentities(t.ids)
 	old := p.table.Swap(t)
+	if old != nil {
+		// After the swap, so that a watcher woken by this finds t in place.
+		close(old.superseded)
+	}
 	if old != nil && old.snap.Version != "empty" {
 		p.pool.Retain(t.endpoints())
 	}
@@ -303,6 +315,9 @@ func (p *Proxy) httpServer(h http.Handler, errLog *log.Logger) *http.Server {
 	protos.SetHTTP2(true)
 	protos.SetUnencryptedHTTP2(true)
 	return &http.Server{
+		// 16 KiB, the RFC 9113 default, instead of Go's 1 MiB: a peer may
+		// not send a larger frame than we advertised (h2spec 4.2).
+		HTTP2:             &http.HTTP2Config{MaxReadFrameSize: 16 << 10},
 		Handler:           h,
 		ReadHeaderTimeout: p.cfg.HeaderTimeout,
 		IdleTimeout:       p.cfg.IdleTimeout,

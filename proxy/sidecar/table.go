@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
-	"sync"
 	"sync/atomic"
 
 	"github.com/weftmesh/weft/pkg/meshconfig"
@@ -40,14 +39,10 @@ type table struct {
 	// authz decides inbound requests and connections with this snapshot's
 	// policies; it swaps together with everything else.
 	authz *authz.Engine
-	// superseded is closed when a newer table is compiled for the same
-	// proxy, so that open TCP connections re-check their authorization.
+	// superseded is closed once a newer table has been swapped in, so that
+	// open TCP connections re-check their authorization.
 	superseded chan struct{}
 }
-
-// lastTables remembers the newest table of each proxy (keyed by its upstream
-// pool, which is unique per Proxy) to signal its supersession.
-var lastTables sync.Map // *upstream.Pool → *table
 
 // dest is one service port of the snapshot.
 type dest struct {
@@ -97,9 +92,6 @@ func compile(s *meshconfig.Snapshot, pool *upstream.Pool, f ForwarderFactory, ex
 			name = strconv.Itoa(int(p.Port))
 		}
 		t.inbound[p.Port] = name
-	}
-	if old, ok := lastTables.Swap(pool, t); ok {
-		close(old.(*table).superseded)
 	}
 	return t, nil
 }
