@@ -23,7 +23,7 @@ PROTOC_GEN_GO_VERSION  ?= v1.36.12
 PROTOC_GEN_GRPC_VERSION ?= v1.6.2
 FORTIO_VERSION         ?= v1.68.2
 KWOK_VERSION           ?= v0.8.0
-H2SPEC_VERSION         ?= v2.6.0
+H2SPEC_VERSION         ?= v2.2.1
 
 REPO      := $(shell pwd)
 BIN       := $(REPO)/bin
