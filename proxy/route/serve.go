@@ -351,6 +351,11 @@ func (t *Table) relay(w http.ResponseWriter, resp *http.Response, ru *rule, res 
 // copy has its own deadline, ignores the client's cancellation, and its
 // answer is discarded: nothing it does reaches the client. Mirrors beyond
 // MaxMirrors in flight are dropped rather than queued.
+//
+// Its context is a fresh one, not the client request's without its
+// cancellation: the caller keeps per-request records in context values
+// (the endpoint and TLS of the attempt, for metrics) that a copy still
+// running in the background would write while the caller reads them.
 func (t *Table) mirror(out *http.Request, data []byte, m mirror, ru *rule) {
 	if m.percent < 100 && rand.Uint32N(100) >= m.percent {
 		return
@@ -369,7 +374,7 @@ func (t *Table) mirror(out *http.Request, data []byte, m mirror, ru *rule) {
 	if d <= 0 {
 		d = t.opts.MirrorTimeout
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(out.Context()), d)
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	req := out.Clone(ctx)
 	req.URL.Host = ep.Addr()
 	req.Body, req.ContentLength = http.NoBody, 0

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -423,3 +424,51 @@ func TestWeightChangeSparesInFlight(t *testing.T) {
 		t.Fatalf("in-flight request got %d %q, want 200 a", got.status, got.body)
 	}
 }
+
+type callerKey struct{}
+
+// TestMirrorDetached: a mirrored copy runs after the client's request may
+// have ended, so it must carry none of that request's context values: the
+// proxy core keeps per-request records there (which endpoint answered, over
+// TLS or not) that a background copy would overwrite while the core reads
+// them.
+func TestMirrorDetached(t *testing.T) {
+	backend, shadow := newUpstream(t, "backend"), newUpstream(t, "shadow")
+	var tr http.Transport
+	t.Cleanup(tr.CloseIdleConnections)
+	sawValue := make(chan bool, 1)
+	opts := Options{Transport: func(ep meshconfig.Endpoint) http.RoundTripper {
+		if ep.Address != shadow.addr() {
+			return &tr
+		}
+		return rtFunc(func(r *http.Request) (*http.Response, error) {
+			sawValue <- r.Context().Value(callerKey{}) != nil
+			return tr.RoundTrip(r)
+		})
+	}}
+	tab, err := Compile(port(meshconfig.RouteRule{
+		Filters:  []meshconfig.Filter{{Type: meshconfig.FilterRequestMirror, RequestMirror: &meshconfig.Mirror{Backend: backendOf("shadow", 1, shadow)}}},
+		Backends: []meshconfig.Backend{backendOf("backend", 1, backend)},
+	}), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := httptest.NewRequestWithContext(context.WithValue(context.Background(), callerKey{}, "caller's"), http.MethodGet, "/x", nil)
+	w := httptest.NewRecorder()
+	tab.ServeHTTP(w, r)
+	if w.Code != http.StatusOK || w.Body.String() != "backend" {
+		t.Fatalf("client got %d %q", w.Code, w.Body.String())
+	}
+	select {
+	case saw := <-sawValue:
+		if saw {
+			t.Fatal("the mirrored request carries the client request's context values")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("mirror never sent")
+	}
+}
+
+type rtFunc func(*http.Request) (*http.Response, error)
+
+func (f rtFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
