@@ -319,6 +319,12 @@ func (t *Table) relay(w http.ResponseWriter, resp *http.Response, ru *rule, res 
 	var rc *http.ResponseController
 	if resp.ContentLength < 0 {
 		rc = http.NewResponseController(w)
+		// The backend sent its headers ahead of the body: so do we (a
+		// gRPC stream's metadata). A response that ended with its headers
+		// (gRPC's trailers-only error) has ContentLength 0, not -1, and is
+		// not flushed: it must end with its headers here too, not with an
+		// empty DATA frame that leaves grpc-status in the headers.
+		_ = rc.Flush()
 	}
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)

@@ -472,3 +472,39 @@ func TestMirrorDetached(t *testing.T) {
 type rtFunc func(*http.Request) (*http.Response, error)
 
 func (f rtFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestRelayStreamHeaders: the headers of a streamed response (unknown
+// length) reach the client when the backend sends them, not with the first
+// body bytes: a gRPC server stream or an event stream may send its headers
+// long before any message.
+func TestRelayStreamHeaders(t *testing.T) {
+	b := newUpstream(t, "stream")
+	release := make(chan struct{})
+	b.set(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Early", "yes")
+		w.WriteHeader(http.StatusAccepted)
+		http.NewResponseController(w).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		io.WriteString(w, "late")
+	})
+	p := newMeshProxy(t, port(meshconfig.RouteRule{Backends: []meshconfig.Backend{backendOf("stream", 1, b)}}), Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.srv.URL+"/s", nil)
+	resp, err := p.client.Do(req) // returns once the headers are in
+	if err != nil {
+		close(release)
+		t.Fatalf("headers did not arrive before the body: %v", err)
+	}
+	defer resp.Body.Close()
+	close(release)
+	if resp.StatusCode != http.StatusAccepted || resp.Header.Get("X-Early") != "yes" {
+		t.Fatalf("got %d %v", resp.StatusCode, resp.Header)
+	}
+	if body, err := io.ReadAll(resp.Body); err != nil || string(body) != "late" {
+		t.Fatalf("body %q %v", body, err)
+	}
+}
