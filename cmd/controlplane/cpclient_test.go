@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -122,7 +123,7 @@ func TestRealProxyClient(t *testing.T) {
 	o := options{
 		meshName: "absent", namespace: "weft-rc", revision: "rc", version: "test", trustDomain: "cluster.local",
 		issuerSecret: "weft-issuer", grpcAddr: "127.0.0.1:0", healthAddr: "0", metricsAddr: "0", webhookAddr: "0", replica: "weft-controlplane-rc-0",
-		extraDNSNames: []string{"localhost"},
+		extraDNSNames: []string{"localhost"}, restartable: true,
 	}
 	port, stop := startControlPlane(t, o)
 	defer func() { stop() }()
@@ -173,14 +174,22 @@ func TestRealProxyClient(t *testing.T) {
 		return s.Identity == "spiffe://cluster.local/ns/shop/sa/web" && weight(s) == 100
 	})
 
-	var r gatewayv1.HTTPRoute
-	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "api"}, &r); err != nil {
-		t.Fatal(err)
+	// The status writers update the route's status too: retry on conflict.
+	setWeight := func(w int32) {
+		t.Helper()
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			var r gatewayv1.HTTPRoute
+			if err := env.Client.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "api"}, &r); err != nil {
+				return err
+			}
+			r.Spec.Rules[0].BackendRefs[0].Weight = ptr.To(w)
+			return env.Client.Update(ctx, &r)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
-	r.Spec.Rules[0].BackendRefs[0].Weight = ptr.To[int32](7)
-	if err := env.Client.Update(ctx, &r); err != nil {
-		t.Fatal(err)
-	}
+	setWeight(7)
 	waitFor("the route change", func(s *meshconfig.Snapshot) bool { return weight(s) == 7 })
 	_, before := proxy.last()
 
@@ -189,13 +198,7 @@ func TestRealProxyClient(t *testing.T) {
 	stop()
 	o.grpcAddr = "127.0.0.1:" + strconv.Itoa(port)
 	_, stop = startControlPlane(t, o)
-	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "api"}, &r); err != nil {
-		t.Fatal(err)
-	}
-	r.Spec.Rules[0].BackendRefs[0].Weight = ptr.To[int32](3)
-	if err := env.Client.Update(ctx, &r); err != nil {
-		t.Fatal(err)
-	}
+	setWeight(3)
 	waitFor("the change made after the restart", func(s *meshconfig.Snapshot) bool { return weight(s) == 3 })
 	if _, after := proxy.last(); after != before+1 {
 		t.Errorf("applied %d snapshots across the restart, want %d: the held version must not be resent", after-before, 1)

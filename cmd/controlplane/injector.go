@@ -79,6 +79,11 @@ func addInjector(mgr manager.Manager, o options, log logr.Logger) (*injector, er
 		Log:          log.WithName("injector"),
 	}}
 	inj.update(nil)
+	if o.webhookAddr == "0" {
+		// Disabled, like --health-addr=0 and --metrics-addr=0 (tests, and
+		// a replica that only serves proxies).
+		return inj, nil
+	}
 	srv := &webhook.Server{Addr: o.webhookAddr, CertDir: o.webhookCertDir, Handler: inj, Log: log.WithName("webhook")}
 	if err := mgr.Add(srv); err != nil {
 		return nil, err

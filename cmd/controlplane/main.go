@@ -28,6 +28,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -64,6 +65,8 @@ type options struct {
 
 	// listening, if set, is told the gRPC address once bound (tests).
 	listening func(net.Addr)
+	// restartable lets run be called again in the same process (tests).
+	restartable bool
 	// extraDNSNames are added to the serving certificate (tests dial
 	// "localhost", having no cluster DNS).
 	extraDNSNames []string
@@ -80,7 +83,7 @@ func parseFlags(fs *flag.FlagSet, args []string) (options, error) {
 	fs.StringVar(&o.webhookCertDir, "webhook-cert-dir", "/var/run/weft/webhook", "Directory with the injector webhook's tls.crt and tls.key.")
 	fs.StringVar(&o.proxyImage, "proxy-image", "", "Image of the weft-proxy sidecar the injector adds.")
 	fs.StringVar(&o.grpcAddr, "grpc-addr", ":8090", "Address of the gRPC port (Identity and Config services, TLS).")
-	fs.StringVar(&o.webhookAddr, "webhook-addr", ":9443", "Address of the injector webhook (HTTPS).")
+	fs.StringVar(&o.webhookAddr, "webhook-addr", ":9443", "Address of the injector webhook (HTTPS); \"0\" disables it.")
 	fs.StringVar(&o.healthAddr, "health-addr", ":9091", "Address of /healthz and /readyz; \"0\" disables them.")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", ":9090", "Address of the Prometheus /metrics endpoint; \"0\" disables it.")
 	fs.BoolVar(&o.leaderElect, "leader-elect", false, "Elect a leader among replicas for status writing.")
@@ -157,6 +160,9 @@ func run(ctx context.Context, o options, cfg *rest.Config, log logr.Logger) erro
 		LeaderElectionNamespace:       o.namespace,
 		LeaderElectionReleaseOnCancel: true,
 		LeaseDuration:                 &lease,
+		// A test restarts the control plane within one process, which
+		// registers the status controllers' names a second time.
+		Controller: ctrlconfig.Controller{SkipNameValidation: &o.restartable},
 	})
 	if err != nil {
 		return fmt.Errorf("creating the manager: %w", err)

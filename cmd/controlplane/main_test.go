@@ -130,7 +130,7 @@ func TestControlPlaneServesIdentityAndConfig(t *testing.T) {
 	addrc := make(chan net.Addr, 1)
 	o := options{
 		meshName: "mesh", namespace: "weft-system", revision: "r1", version: "test", trustDomain: "cluster.local",
-		issuerSecret: "weft-issuer", grpcAddr: "127.0.0.1:0", healthAddr: "0", metricsAddr: "0", webhookAddr: "0", replica: "weft-controlplane-r1-x",
+		issuerSecret: "weft-issuer", grpcAddr: "127.0.0.1:0", healthAddr: "0", metricsAddr: "0", webhookAddr: "0", replica: "weft-controlplane-r1-x", restartable: true,
 		listening: func(a net.Addr) { addrc <- a },
 	}
 	runCtx, cancel := context.WithCancel(ctx)
