@@ -502,7 +502,7 @@ func encodeNamespaces(w *compiler.World, namespaces map[string]bool, prev map[st
 // encodeNamespace compiles and encodes one namespace's outbound config,
 // keeping prev when nothing changed.
 func encodeNamespace(w *compiler.World, ns string, prev *nsOutbound) (*nsOutbound, error) {
-	enc, err := compiler.EncodeOutbound(w.Outbound(ns))
+	enc, err := w.EncodedOutbound(ns)
 	if err != nil {
 		return nil, fmt.Errorf("encoding the outbound config of namespace %s: %w", ns, err)
 	}

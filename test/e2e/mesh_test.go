@@ -30,6 +30,9 @@ func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
 type mesh struct {
 	*harness.Cluster
 	version string
+	// startOperator runs the operator; stopOperator stops it.
+	startOperator func()
+	stopOperator  func()
 }
 
 // installMesh starts the cluster and the operator, applies a
@@ -41,8 +44,12 @@ func installMesh(t *testing.T, spec meshv1alpha1.MeshControlPlaneSpec) *mesh {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.Process(op, filepath.Join(c.Dir(), "operator.log"),
-		"--leader-elect=false", "--health-probe-bind-address=127.0.0.1:0", "--metrics-bind-address=0")
+	m := &mesh{Cluster: c, version: spec.Version}
+	m.startOperator = func() {
+		m.stopOperator = c.Process(op, filepath.Join(c.Dir(), "operator.log"),
+			"--leader-elect=false", "--health-probe-bind-address=127.0.0.1:0", "--metrics-bind-address=0")
+	}
+	m.startOperator()
 	t.Cleanup(func() {
 		if t.Failed() {
 			b, _ := os.ReadFile(filepath.Join(c.Dir(), "operator.log"))
@@ -61,7 +68,7 @@ func installMesh(t *testing.T, spec meshv1alpha1.MeshControlPlaneSpec) *mesh {
 		}
 		return ready.Status == metav1.ConditionTrue, fmt.Errorf("%s: %s", ready.Reason, ready.Message)
 	})
-	return &mesh{Cluster: c, version: spec.Version}
+	return m
 }
 
 func tail(b []byte, n int) []byte {
@@ -110,12 +117,32 @@ func hasProxy(p corev1.Pod) bool {
 	return false
 }
 
-// TestMutualTLSBetweenServices: a meshed client calls a meshed server by its
-// Service name; the request is carried over mTLS and the server's proxy
-// sees the client's SPIFFE identity. A pod outside the mesh is refused in
-// Strict mode.
-func TestMutualTLSBetweenServices(t *testing.T) {
+// TestMesh installs one mesh and runs the scenarios against it, each in its
+// own namespace. They run in order: the last ones restart the control plane
+// and upgrade the mesh.
+func TestMesh(t *testing.T) {
 	m := installMesh(t, meshv1alpha1.MeshControlPlaneSpec{Version: "v1.0.0"})
+	for _, sc := range []struct {
+		name string
+		run  func(*testing.T, *mesh)
+	}{
+		{"MutualTLS", testMutualTLS},
+		{"TrafficSplit", testTrafficSplit},
+		{"HTTPRouteCanary", testHTTPRouteCanary},
+		{"Authorization", testAuthorization},
+		{"ControlPlaneDown", testControlPlaneDown},
+	} {
+		if !t.Run(sc.name, func(t *testing.T) { sc.run(t, m) }) {
+			break // later scenarios assume a healthy mesh
+		}
+	}
+}
+
+// testMutualTLS: a meshed client calls a meshed server by its Service
+// name; the request is carried over mTLS and the server's proxy sees the
+// client's SPIFFE identity. A pod outside the mesh is refused in Strict
+// mode.
+func testMutualTLS(t *testing.T, m *mesh) {
 	m.meshedNamespace(t, "shop", "web", "client")
 	web, webSvc := harness.App("shop", "web", 2, nil)
 	cli, _ := harness.App("shop", "client", 1, nil)

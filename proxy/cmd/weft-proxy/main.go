@@ -120,6 +120,8 @@ func run(args []string) int {
 		Mesh: upstream.MeshProtocol(*mesh), MaxConns: *maxConns,
 		DetectTimeout: *detectTO, HeaderTimeout: *headerTO, IdleTimeout: *idleTO,
 		Registry: reg, Log: log,
+		// HTTPRoute and TrafficSplit rules, retries, timeouts, balancing.
+		Forwarders: sidecar.RouteForwarders(),
 	}
 	if *access {
 		cfg.AccessLog = slog.New(slog.NewJSONHandler(os.Stdout, nil))

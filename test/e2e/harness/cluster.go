@@ -175,7 +175,7 @@ type buildResult struct {
 // or when stop is called.
 func (c *Cluster) Process(name string, log string, args ...string) (stop func()) {
 	c.t.Helper()
-	f, err := os.Create(log)
+	f, err := os.OpenFile(log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		c.t.Fatal(err)
 	}
