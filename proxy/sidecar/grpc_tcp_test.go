@@ -188,7 +188,14 @@ func TestOpaqueTCP(t *testing.T) {
 // headers went out early was a race, so many concurrent calls are made.
 func TestGRPCTrailersOnly(t *testing.T) {
 	app := startGRPC(t)
+	paths := map[string]*path{}
 	for name, p := range hops(t, app, pathOpts{}) {
+		paths["default forwarder/"+name] = p
+	}
+	for name, p := range hops(t, app, pathOpts{fwd: RouteForwarders()}) {
+		paths["route forwarder/"+name] = p
+	}
+	for name, p := range paths {
 		t.Run(name, func(t *testing.T) {
 			cc, err := grpc.NewClient("passthrough:///"+p.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 			if err != nil {

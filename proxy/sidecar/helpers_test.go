@@ -119,12 +119,14 @@ type pathOpts struct {
 	mesh   string
 	opaque []uint16
 	detect time.Duration
+	// fwd is the client proxy's forwarder factory (DefaultForwarder when nil).
+	fwd ForwarderFactory
 }
 
 // oneHop: client app → proxy (outbound, static) → app, plaintext.
 func oneHop(t *testing.T, app string, o pathOpts) *path {
 	p := startProxy(t, Config{
-		Static: []Static{{Listen: "127.0.0.1:0", Dst: vip}}, OpaquePorts: o.opaque, DetectTimeout: o.detect,
+		Static: []Static{{Listen: "127.0.0.1:0", Dst: vip}}, OpaquePorts: o.opaque, DetectTimeout: o.detect, Forwarders: o.fwd,
 	}, snapshot(meshconfig.Endpoint{Address: app}, o.proto, ""))
 	return &path{addr: p.Addr("127.0.0.1:0"), client: p}
 }
@@ -139,7 +141,7 @@ func twoHop(t *testing.T, app string, o pathOpts) *path {
 	}, snapshot(meshconfig.Endpoint{Address: "127.0.0.1:9"}, "", meshconfig.MTLSStrict))
 	cl := startProxy(t, Config{
 		Static: []Static{{Listen: "127.0.0.1:0", Dst: vip}}, Identity: cs, Mesh: meshProto(o.mesh),
-		OpaquePorts: o.opaque, DetectTimeout: o.detect,
+		OpaquePorts: o.opaque, DetectTimeout: o.detect, Forwarders: o.fwd,
 	}, snapshot(meshconfig.Endpoint{Address: srv.Addr("inbound"), Identity: serverID}, o.proto, ""))
 	return &path{addr: cl.Addr("127.0.0.1:0"), client: cl, server: srv, pki: k,
 		serverFiles: sf, serverDir: sdir, clientFiles: cf, clientDir: cdir}
