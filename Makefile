@@ -57,7 +57,8 @@ help: ## Show this help.
 .PHONY: demo
 demo: test-deps envtest-assets e2e-assets ## A whole mesh on a local API server, with two services, a split and a policy; Ctrl-C ends it.
 	@echo "Building and starting the demo (the first run builds Kubernetes binaries: expect several minutes)..."
-	WEFT_DEMO=1 go test ./test/e2e -run '^TestDemo$$' -count=1 -timeout 0 -v
+	go test -c -o $(BIN)/e2e.test ./test/e2e
+	WEFT_DEMO=1 $(BIN)/e2e.test -test.run '^TestDemo$$' -test.timeout 0 -test.v
 
 ##@ Development
 

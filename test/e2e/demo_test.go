@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	meshv1alpha1 "github.com/weftmesh/weft/api/v1alpha1"
@@ -92,9 +93,14 @@ Try, in another terminal (the cluster lives in network namespace %[1]s):
   %[2]s%[3]s --kubeconfig %[4]s patch trafficsplit web -n demo --type=json -p '[{"op":"replace","path":"/spec/backends/0/weight","value":0}]'
   %[2]scurl -s http://%[5]s:4191/metrics | grep weft_responses_total     # the load generator's proxy
   %[2]sgo run ./cmd/weftctl check --kubeconfig %[4]s
-A request from the stranger pod is refused by web's proxies (403):
-  %[6]s
+A request from the stranger pod (meshed, but not admitted by the policy) is refused by web's proxies:
+  %[2]s%[6]s
 `, node, in, kubectl, m.Kubeconfig, load0.Status.PodIP, m.strangerCommand(stranger0))
+	if out, err := m.Exec("demo", stranger0.Name, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", "http://web.demo.svc.cluster.local/"); err == nil && out == "403" {
+		say("✓ Checked: the stranger got 403 Forbidden; the load generator gets 200s (below).")
+	} else {
+		say("✗ The stranger was not refused as expected: %v %s", err, out)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -145,5 +151,10 @@ func splitLine(byPod map[string]int) string {
 }
 
 func (m *mesh) strangerCommand(p corev1.Pod) string {
-	return fmt.Sprintf("(from the stranger pod %s) curl -s http://web.demo.svc.cluster.local/  → 403", p.Name)
+	var svc corev1.Service
+	ip := "<web's ClusterIP>"
+	if err := m.Client.Get(context.Background(), client.ObjectKey{Namespace: "demo", Name: "web"}, &svc); err == nil {
+		ip = svc.Spec.ClusterIP
+	}
+	return fmt.Sprintf("ip netns exec %s curl -s -w ' → %%{http_code}\\n' http://%s/", m.PodNetns("demo", p.Name), ip)
 }

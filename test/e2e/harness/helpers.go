@@ -172,3 +172,12 @@ func (k *kubelet) byKey(key string) *podRun {
 	}
 	return nil
 }
+
+// PodNetns names the network namespace of a running pod, for commands a
+// person runs by hand (ip netns exec NAME ...).
+func (c *Cluster) PodNetns(ns, pod string) string {
+	if r := c.kubelet.byKey(ns + "/" + pod); r != nil {
+		return r.netns
+	}
+	return ""
+}

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -76,7 +77,23 @@ func Main(m *testing.M) int {
 	defer os.RemoveAll(scratch)
 	cmd.Env = append(os.Environ(), envNode+"="+node, envScratch+"="+scratch)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Run(); err != nil {
+	// Ctrl-C (make demo) and go test's interrupt must reach the tests
+	// inside, which stop everything they started; this process then removes
+	// the namespaces. Dying on the signal here would kill the inside before
+	// its cleanup and leave the namespaces behind.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL:", err)
+		return 1
+	}
+	go func() {
+		for s := range sigs {
+			_ = cmd.Process.Signal(s)
+		}
+	}()
+	if err := cmd.Wait(); err != nil {
 		var exit *exec.ExitError
 		if errors.As(err, &exit) {
 			return exit.ExitCode()
