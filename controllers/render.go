@@ -271,7 +271,7 @@ func RenderDeployment(m *meshv1alpha1.MeshControlPlane, img images.Set) *appsv1.
 					Containers: []corev1.Container{{
 						Name:    controlPlaneContainer,
 						Image:   img.ControlPlane,
-						Command: []string{"weft-controlplane"},
+						Command: []string{"/weft-controlplane"},
 						Args:    ControlPlaneArgs(m, img),
 						Env: []corev1.EnvVar{
 							{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},

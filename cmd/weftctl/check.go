@@ -26,8 +26,11 @@ const (
 	webhookConfigName = "weft-proxy-injector"
 	webhookName       = "sidecar.mesh.weft.dev"
 	controlPlaneName  = "weft-controlplane"
-	// certWarning: a certificate expiring sooner fails the check.
-	certWarning = 30 * 24 * time.Hour
+	// certWarning: a trust anchor or issuer expiring sooner fails the
+	// check. The webhook's serving certificate lives 30 days and is renewed
+	// well before its end, so its threshold is a week.
+	certWarning        = 30 * 24 * time.Hour
+	webhookCertWarning = 7 * 24 * time.Hour
 )
 
 // result is one line of `weftctl check`.
@@ -300,7 +303,8 @@ func checkCertificates(mcp *meshv1alpha1.MeshControlPlane) result {
 	for _, cert := range []struct {
 		name string
 		t    *metav1.Time
-	}{{"trust anchor", c.TrustAnchorExpiry}, {"issuer", c.IssuerExpiry}, {"webhook", c.WebhookExpiry}} {
+		warn time.Duration
+	}{{"trust anchor", c.TrustAnchorExpiry, certWarning}, {"issuer", c.IssuerExpiry, certWarning}, {"webhook", c.WebhookExpiry, webhookCertWarning}} {
 		if cert.t == nil {
 			soon = append(soon, cert.name+" expiry unknown")
 			continue
@@ -310,7 +314,7 @@ func checkCertificates(mcp *meshv1alpha1.MeshControlPlane) result {
 		switch {
 		case left <= 0:
 			soon = append(soon, fmt.Sprintf("%s EXPIRED on %s", cert.name, cert.t.UTC().Format(time.DateOnly)))
-		case left < certWarning:
+		case left < cert.warn:
 			soon = append(soon, fmt.Sprintf("%s expires in %d days (%s)", cert.name, days, cert.t.UTC().Format(time.DateOnly)))
 		default:
 			fine = append(fine, fmt.Sprintf("%s %dd", cert.name, days))

@@ -164,6 +164,8 @@ func TestCheckReportsEachProblemWithAHint(t *testing.T) {
 	ctx := context.Background()
 	soon := metav1.NewTime(time.Now().Add(10 * 24 * time.Hour))
 	mcp.Status.Certificates.IssuerExpiry = &soon
+	// Ten days is fine for the webhook's 30-day certificate.
+	mcp.Status.Certificates.WebhookExpiry = &soon
 	mcp.Status.Proxies.ByVersion = []meshv1alpha1.VersionCount{{Version: "v1.0.0", Count: 3}, {Version: "v0.9.0", Count: 1}}
 	mcp.Status.Proxies.Stale = 2
 	if err := env.Client.Status().Update(ctx, mcp); err != nil {

@@ -155,7 +155,7 @@ func DefaultConfig() Config {
 		Revision:               "stable",
 		MeshNamespace:          "weft-system",
 		TrustDomain:            "cluster.local",
-		ControlPlaneAddress:    "weft-controlplane-stable.weft-system.svc:8443",
+		ControlPlaneAddress:    "weft-controlplane-stable.weft-system.svc:8090",
 		TokenAudience:          "weft",
 		TokenExpirationSeconds: 3600,
 	}

@@ -11,9 +11,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
+	meshv1alpha1 "github.com/weftmesh/weft/api/v1alpha1"
+	"github.com/weftmesh/weft/controllers"
+	"github.com/weftmesh/weft/internal/images"
 	"github.com/weftmesh/weft/internal/testenv"
 )
 
@@ -184,5 +188,25 @@ func checkVersionSymbols(t *testing.T, d dockerfile) {
 				t.Errorf("%s: -X %s.%s names no string variable", d.path, m[1], m[2])
 			}
 		}
+	}
+}
+
+// TestControlPlaneCommandIsInTheImage: the operator starts the control plane
+// with an absolute command, because the distroless image has no shell and
+// no PATH entry for /. It must be a binary the Dockerfile puts there.
+func TestControlPlaneCommandIsInTheImage(t *testing.T) {
+	d := parse(t, filepath.Join(testenv.RepoRoot(), "Dockerfile"))
+	mesh := &meshv1alpha1.MeshControlPlane{Spec: meshv1alpha1.MeshControlPlaneSpec{Version: "v1.0.0"}}
+	dep := controllers.RenderDeployment(mesh, images.Set{Version: "v1.0.0", Revision: "v1-0-0", ControlPlane: "x", Proxy: "y"})
+	cmd := dep.Spec.Template.Spec.Containers[0].Command
+	if len(cmd) == 0 || !filepath.IsAbs(cmd[0]) {
+		t.Fatalf("control plane command %v is not an absolute path", cmd)
+	}
+	built := false
+	for _, line := range d.builds {
+		built = built || strings.Contains(line, "-o /out"+cmd[0]+" ")
+	}
+	if !built || !slices.Contains(d.copies, "/") {
+		t.Errorf("the image does not put a binary at %s (builds %v, copies to %v)", cmd[0], d.builds, d.copies)
 	}
 }
