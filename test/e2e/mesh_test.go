@@ -131,6 +131,7 @@ func TestMesh(t *testing.T) {
 		{"HTTPRouteCanary", testHTTPRouteCanary},
 		{"Authorization", testAuthorization},
 		{"ControlPlaneDown", testControlPlaneDown},
+		{"Upgrade", testUpgrade},
 	} {
 		if !t.Run(sc.name, func(t *testing.T) { sc.run(t, m) }) {
 			break // later scenarios assume a healthy mesh

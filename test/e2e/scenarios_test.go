@@ -286,3 +286,44 @@ func testControlPlaneDown(t *testing.T, m *mesh) {
 		return got["web-v1"] == 20, fmt.Errorf("%v", got)
 	})
 }
+
+// testUpgrade bumps spec.version: the operator starts the new control-plane
+// revision beside the old one, moves injection to it, restarts the meshed
+// workloads in batches, removes the old revision, and status says so; the
+// meshed services keep answering.
+func testUpgrade(t *testing.T, m *mesh) {
+	ctx := context.Background()
+	const to = "v1.1.0"
+	mcp := meshv1alpha1.MeshControlPlane{ObjectMeta: metav1.ObjectMeta{Name: "weft"}}
+	m.update(t, &mcp, func() { mcp.Spec.Version = to })
+	harness.Eventually(t, 5*time.Minute, "upgrade complete in status", func() (bool, error) {
+		if err := m.Client.Get(ctx, client.ObjectKey{Name: "weft"}, &mcp); err != nil {
+			return false, err
+		}
+		st := mcp.Status
+		done := st.Version.Current == to && len(st.Revisions) == 1 && st.Revisions[0].Version == to
+		return done, fmt.Errorf("version %+v revisions %+v upgrade %+v", st.Version, st.Revisions, st.Upgrade)
+	})
+	// Every meshed pod runs a proxy of the new revision.
+	var pods corev1.PodList
+	if err := m.Client.List(ctx, &pods); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods.Items {
+		if rev, ok := p.Labels["mesh.weft.dev/revision"]; ok && p.DeletionTimestamp == nil && p.Namespace != "weft-system" && rev != "v1-1-0" {
+			t.Errorf("pod %s/%s still on revision %s", p.Namespace, p.Name, rev)
+		}
+	}
+	for _, d := range []string{"web-v1", "web-v2", "client"} {
+		m.WaitReady(t, "split", d, 2*time.Minute)
+	}
+	cl := m.Pods(t, "split", map[string]string{"app": "client"})[0]
+	harness.Eventually(t, time.Minute, "traffic after the upgrade", func() (bool, error) {
+		got := m.spread(t, "split", cl.Name, "http://web.split.svc.cluster.local/", 10)
+		return got["web-v1"] == 10, fmt.Errorf("%v", got)
+	})
+	ready := meta.FindStatusCondition(mcp.Status.Conditions, meshv1alpha1.ConditionReady)
+	if ready == nil || ready.Status != metav1.ConditionTrue {
+		t.Errorf("Ready after the upgrade: %+v", ready)
+	}
+}

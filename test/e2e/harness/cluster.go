@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -137,12 +138,28 @@ func Start(t testing.TB) *Cluster {
 // Binary builds (once) and returns the binary of an image repository name
 // from the binaries table; the harness builds lazily so that a test builds
 // only what its pods run.
-func (c *Cluster) Binary(name string) (string, error) {
+func (c *Cluster) Binary(name string) (string, error) { return c.BinaryVersion(name, "") }
+
+// versionVars are the variables each binary reports its version from.
+var versionVars = map[string]string{
+	"weft-proxy":        "github.com/weftmesh/weft/proxy/cpclient.Version",
+	"weft-controlplane": "github.com/weftmesh/weft/internal/version.Version",
+	"manager":           "github.com/weftmesh/weft/internal/version.Version",
+}
+
+// BinaryVersion is Binary for an image tag: a vX.Y.Z tag is stamped into
+// the binary the way the release images are built, so a proxy "of" image
+// weft-proxy:v1.1.0 reports v1.1.0 (the code is this checkout's either way).
+func (c *Cluster) BinaryVersion(name, tag string) (string, error) {
+	if !strings.HasPrefix(tag, "v") || versionVars[name] == "" {
+		tag = ""
+	}
+	key := name + "@" + tag
 	c.buildMu.Lock()
-	b, ok := c.builds[name]
+	b, ok := c.builds[key]
 	if !ok {
 		b = &buildResult{}
-		c.builds[name] = b
+		c.builds[key] = b
 	}
 	c.buildMu.Unlock()
 	b.once.Do(func() {
@@ -152,7 +169,16 @@ func (c *Cluster) Binary(name string) (string, error) {
 			return
 		}
 		out := filepath.Join(c.Bin, name)
-		cmd := exec.Command("go", "build", "-o", out, pkg)
+		args := []string{"build"}
+		if tag != "" {
+			out = filepath.Join(c.Bin, tag, name)
+			args = append(args, "-ldflags", "-X "+versionVars[name]+"="+tag)
+		}
+		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+			b.err = err
+			return
+		}
+		cmd := exec.Command("go", append(args, "-o", out, pkg)...)
 		cmd.Dir = testenv.RepoRoot()
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if msg, err := cmd.CombinedOutput(); err != nil {

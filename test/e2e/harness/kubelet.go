@@ -448,7 +448,7 @@ func (r *podRun) logPath(container string) string {
 	return filepath.Join(r.dir, container+".log")
 }
 
-var imageName = regexp.MustCompile(`([^/:@]+)(?::[^/@]*)?(?:@.*)?$`)
+var imageName = regexp.MustCompile(`([^/:@]+)(?::([^/@]*))?(?:@.*)?$`)
 
 // binaryFor maps a container to the binary built for its image and the
 // arguments to give it.
@@ -472,7 +472,7 @@ func (r *podRun) binaryFor(c corev1.Container) (string, []string, error) {
 			return c.Command[0], args, nil
 		}
 	}
-	bin, err := r.k.c.Binary(name)
+	bin, err := r.k.c.BinaryVersion(name, m[2])
 	return bin, args, err
 }
 
