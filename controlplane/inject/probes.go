@@ -8,6 +8,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/weftmesh/weft/pkg/meshconfig"
 )
 
 // The kinds of probe, as they appear in the proxy's /app-probe/ paths and in
@@ -18,42 +20,19 @@ const (
 	ProbeStartup   = "startup"
 )
 
-// AppProbePathPrefix is where the proxy's admin server answers for the
-// application's probes: /app-probe/<container>/<kind>.
-const AppProbePathPrefix = "/app-probe/"
+// The probe contract with the proxy (pkg/meshconfig).
+const AppProbePathPrefix = meshconfig.AppProbePathPrefix
 
-// AppProbe is one original application probe, handed to the proxy in
-// WEFT_APP_PROBES (a JSON array of these). The proxy parses it with its own
-// copy of the shape (proxy/ imports no k8s.io package); a test decodes what
-// Inject writes with proxy/sidecar.ParseAppProbes to keep the two in step.
-type AppProbe struct {
-	Container string `json:"container"`
-	Kind      string `json:"kind"`
-	// Type is "http", "tcp" or "grpc".
-	Type string `json:"type"`
-	Port int32  `json:"port"`
-	// Scheme ("HTTP" or "HTTPS"), Path and Headers are set for "http".
-	Scheme  string           `json:"scheme,omitempty"`
-	Path    string           `json:"path,omitempty"`
-	Headers []AppProbeHeader `json:"headers,omitempty"`
-	// Service is the gRPC health service name, for "grpc".
-	Service string `json:"service,omitempty"`
-	// TimeoutSeconds is the original probe's timeout (the kubelet's default
-	// of 1 when unset).
-	TimeoutSeconds int32 `json:"timeoutSeconds"`
-}
-
-// AppProbeHeader is a header of an httpGet probe.
-type AppProbeHeader struct {
-	Name  string `json:"name"`
-	Value string `json:"value"`
-}
+type (
+	// AppProbe is meshconfig.AppProbe.
+	AppProbe = meshconfig.AppProbe
+	// AppProbeHeader is meshconfig.AppProbeHeader.
+	AppProbeHeader = meshconfig.AppProbeHeader
+)
 
 // AppProbePath is the admin path the kubelet calls instead of the original
 // probe.
-func AppProbePath(container, kind string) string {
-	return AppProbePathPrefix + container + "/" + kind
-}
+func AppProbePath(container, kind string) string { return meshconfig.AppProbePath(container, kind) }
 
 // probeRewrite is the outcome of rewriteProbes: patch operations that
 // replace the application's probes, what the proxy must do in their place,
