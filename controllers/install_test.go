@@ -61,7 +61,7 @@ func TestInstall(t *testing.T) {
 	if c.Image != "registry.example.com/weft/weft-controlplane:v1.0.0" {
 		t.Errorf("image = %q", c.Image)
 	}
-	if !slices.Equal(c.Command, []string{"weft-controlplane"}) {
+	if !slices.Equal(c.Command, []string{"/weft-controlplane"}) {
 		t.Errorf("command = %v", c.Command)
 	}
 	wantArgs := []string{
