@@ -130,6 +130,7 @@ func TestMesh(t *testing.T) {
 		{"TrafficSplit", testTrafficSplit},
 		{"HTTPRouteCanary", testHTTPRouteCanary},
 		{"Authorization", testAuthorization},
+		{"GoldenMetrics", testGoldenMetrics},
 		{"ControlPlaneDown", testControlPlaneDown},
 		{"Upgrade", testUpgrade},
 	} {

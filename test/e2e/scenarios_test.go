@@ -327,3 +327,43 @@ func testUpgrade(t *testing.T, m *mesh) {
 		t.Errorf("Ready after the upgrade: %+v", ready)
 	}
 }
+
+// testGoldenMetrics: the client's proxy reports, per destination service,
+// the request rate, success rate and latency of what it sent, in
+// Prometheus format; failures (5xx) count against the success rate.
+func testGoldenMetrics(t *testing.T, m *mesh) {
+	cl := m.Pods(t, "split", map[string]string{"app": "client"})[0]
+	before, err := harness.Scrape(cl.Status.PodIP, "outbound")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	ok := m.spread(t, "split", cl.Name, "http://web.split.svc.cluster.local/", 40)
+	bad := m.spread(t, "split", cl.Name, "http://web.split.svc.cluster.local/status/503", 10)
+	if ok["!200"] > 0 || bad["!503"] != 10 {
+		t.Fatalf("requests: %v %v", ok, bad)
+	}
+	after, err := harness.Scrape(cl.Status.PodIP, "outbound")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var web *harness.Golden
+	for _, g := range harness.Rates(before, after, time.Since(start)) {
+		if g.Service == "split/web" {
+			web = &g
+		}
+	}
+	if web == nil {
+		t.Fatalf("no golden metrics for split/web in %v", after)
+	}
+	t.Logf("golden metrics:\n%s", harness.Table([]harness.Golden{*web}))
+	if d := after["split/web"].OK + after["split/web"].Failed - before["split/web"].OK - before["split/web"].Failed; d != 50 {
+		t.Errorf("the proxy counted %v responses for split/web, want 50", d)
+	}
+	if web.SuccessRate < 0.79 || web.SuccessRate > 0.81 {
+		t.Errorf("success rate %.3f, want 0.8 (40 of 50)", web.SuccessRate)
+	}
+	if web.RPS <= 0 || web.P50 <= 0 || web.P99 < web.P50 {
+		t.Errorf("rate %.1f/s, p50 %v, p99 %v", web.RPS, web.P50, web.P99)
+	}
+}
