@@ -13,12 +13,9 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"flag"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -48,6 +45,7 @@ import (
 	"github.com/weftmesh/weft/controlplane/identity"
 	"github.com/weftmesh/weft/internal/scheme"
 	"github.com/weftmesh/weft/internal/testenv"
+	"github.com/weftmesh/weft/internal/testpki"
 )
 
 var (
@@ -589,34 +587,11 @@ type testCA struct {
 }
 
 func newCA() (*testCA, error) {
-	mk := func(cn string, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey, error) {
-		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(48 * time.Hour),
-			IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-		}
-		if parent == nil {
-			parent, parentKey = tmpl, key
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), parentKey)
-		if err != nil {
-			return nil, nil, err
-		}
-		c, err := x509.ParseCertificate(der)
-		return c, key, err
-	}
-	root, rootKey, err := mk("bench root", nil, nil)
+	ch, err := testpki.NewChain("bench root", "bench issuer")
 	if err != nil {
 		return nil, err
 	}
-	ic, ik, err := mk("bench issuer", root, rootKey)
-	if err != nil {
-		return nil, err
-	}
-	kder, _ := x509.MarshalPKCS8PrivateKey(ik)
-	p := func(typ string, b []byte) []byte { return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}) }
-	ca := &testCA{certPEM: p("CERTIFICATE", ic.Raw), keyPEM: p("PRIVATE KEY", kder), bundlePEM: p("CERTIFICATE", root.Raw), byNS: map[string]tls.Certificate{}}
+	ca := &testCA{certPEM: ch.IssuerPEM, keyPEM: ch.IssuerKeyPEM, bundlePEM: ch.BundlePEM, byNS: map[string]tls.Certificate{}}
 	ca.iss, err = identity.ParseIssuer(ca.certPEM, ca.keyPEM, ca.bundlePEM)
 	return ca, err
 }

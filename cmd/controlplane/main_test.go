@@ -7,12 +7,9 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"flag"
 	"io"
-	"math/big"
 	"net"
 	"net/url"
 	"os"
@@ -35,6 +32,7 @@ import (
 	meshv1alpha1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/controlplane/configserver/fakeproxy"
 	"github.com/weftmesh/weft/internal/testenv"
+	"github.com/weftmesh/weft/internal/testpki"
 	meshapiv1 "github.com/weftmesh/weft/pkg/meshapi/v1"
 )
 
@@ -69,31 +67,14 @@ func TestFlags(t *testing.T) {
 // would write, and the root.
 func issuerSecret(t *testing.T, ns string) (*corev1.Secret, *x509.Certificate) {
 	t.Helper()
-	mk := func(cn string, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
-		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(48 * time.Hour),
-			IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-		}
-		if parent == nil {
-			parent, parentKey = tmpl, key
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), parentKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, _ := x509.ParseCertificate(der)
-		return c, key
+	ch, err := testpki.NewChain("root", "issuer")
+	if err != nil {
+		t.Fatal(err)
 	}
-	root, rootKey := mk("root", nil, nil)
-	ic, ik := mk("issuer", root, rootKey)
-	kder, _ := x509.MarshalPKCS8PrivateKey(ik)
-	p := func(typ string, b []byte) []byte { return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}) }
 	return &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "weft-issuer"},
-		Data:       map[string][]byte{"tls.crt": p("CERTIFICATE", ic.Raw), "tls.key": p("PRIVATE KEY", kder), "ca.crt": p("CERTIFICATE", root.Raw)},
-	}, root
+		Data:       map[string][]byte{"tls.crt": ch.IssuerPEM, "tls.key": ch.IssuerKeyPEM, "ca.crt": ch.BundlePEM},
+	}, ch.Root
 }
 
 // TestControlPlaneServesIdentityAndConfig runs the whole command against the

@@ -7,9 +7,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net"
 	"os"
 	"sync"
@@ -36,6 +33,7 @@ import (
 	"github.com/weftmesh/weft/controlplane/identity"
 	"github.com/weftmesh/weft/internal/scheme"
 	"github.com/weftmesh/weft/internal/testenv"
+	"github.com/weftmesh/weft/internal/testpki"
 	meshapiv1 "github.com/weftmesh/weft/pkg/meshapi/v1"
 )
 
@@ -56,29 +54,11 @@ var (
 func issuer(t *testing.T) *identity.Issuer {
 	t.Helper()
 	caOnce.Do(func() {
-		mk := func(cn string, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
-			key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-			tmpl := &x509.Certificate{
-				SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-				NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(48 * time.Hour),
-				IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-			}
-			if parent == nil {
-				parent, parentKey = tmpl, key
-			}
-			der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), parentKey)
-			if err != nil {
-				panic(err)
-			}
-			c, _ := x509.ParseCertificate(der)
-			return c, key
+		ch, err := testpki.NewChain("test root", "test issuer")
+		if err != nil {
+			panic(err)
 		}
-		root, rootKey := mk("test root", nil, nil)
-		ic, ik := mk("test issuer", root, rootKey)
-		kder, _ := x509.MarshalPKCS8PrivateKey(ik)
-		p := func(typ string, b []byte) []byte { return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}) }
-		var err error
-		caIss, err = identity.ParseIssuer(p("CERTIFICATE", ic.Raw), p("PRIVATE KEY", kder), p("CERTIFICATE", root.Raw))
+		caIss, err = identity.ParseIssuer(ch.IssuerPEM, ch.IssuerKeyPEM, ch.BundlePEM)
 		if err != nil {
 			panic(err)
 		}
