@@ -31,6 +31,7 @@ K8S_BIN   := $(BIN)/k8s/$(K8S_VERSION)
 CONTROLLER_GEN := $(BIN)/controller-gen-$(CONTROLLER_GEN_VERSION)
 PROTOC_GEN_GO  := $(BIN)/protoc-gen-go-$(PROTOC_GEN_GO_VERSION)
 PROTOC_GEN_GRPC := $(BIN)/protoc-gen-go-grpc-$(PROTOC_GEN_GRPC_VERSION)
+PROTOC         := $(BIN)/protoc-$(shell sed -n 's|^\tgithub.com/bufbuild/protocompile \(v[^ ]*\)$$|\1|p' hack/tools/protoc/go.mod)
 KUBE_LDFLAGS := -s -w \
 	-X k8s.io/component-base/version.gitVersion=v$(K8S_VERSION) \
 	-X k8s.io/component-base/version.gitMajor=$(word 1,$(subst ., ,$(K8S_VERSION))) \
@@ -38,9 +39,10 @@ KUBE_LDFLAGS := -s -w \
 	-X k8s.io/component-base/version.gitTreeState=clean
 
 # Debian packages the tests use: iptables and iproute2 for network-namespace
-# tests of proxy-init, curl for the demo, protoc (3.21 in Debian 12) for the
-# generated gRPC code check.
-APT_PACKAGES ?= iptables iproute2 curl protobuf-compiler
+# tests of proxy-init, curl for the demo. (The .proto compiler is built from
+# the Go module proxy, hack/tools/protoc, so its output does not depend on the
+# machine.)
+APT_PACKAGES ?= iptables iproute2 curl
 
 GO_TEST_FLAGS ?= -race -count=1
 export KUBEBUILDER_ASSETS := $(K8S_BIN)
@@ -72,12 +74,9 @@ generate: $(CONTROLLER_GEN) proto ## Generate deepcopy and gRPC code.
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
 
 .PHONY: proto
-proto: $(PROTOC_GEN_GO) $(PROTOC_GEN_GRPC) ## Generate the proxy/control-plane gRPC code from pkg/meshapi.
-	@command -v protoc >/dev/null || { echo "protoc is missing: apt-get install -y protobuf-compiler (or make test-deps)"; exit 1; }
-	protoc --plugin=protoc-gen-go=$(PROTOC_GEN_GO) --plugin=protoc-gen-go-grpc=$(PROTOC_GEN_GRPC) \
-		--go_out=. --go_opt=paths=source_relative \
-		--go-grpc_out=. --go-grpc_opt=paths=source_relative \
-		pkg/meshapi/v1/meshapi.proto
+proto: $(PROTOC) $(PROTOC_GEN_GO) $(PROTOC_GEN_GRPC) ## Generate the proxy/control-plane gRPC code from pkg/meshapi.
+	$(PROTOC) -I . -plugin go=$(PROTOC_GEN_GO) -plugin go-grpc=$(PROTOC_GEN_GRPC) \
+		-opt paths=source_relative -out . pkg/meshapi/v1/meshapi.proto
 
 .PHONY: bundle
 bundle: manifests ## Regenerate the OLM bundle (bundle/, bundle.Dockerfile) from config/manifests.
@@ -85,7 +84,7 @@ bundle: manifests ## Regenerate the OLM bundle (bundle/, bundle.Dockerfile) from
 		-replaces "$(BUNDLE_REPLACES)" -skip-range "$(BUNDLE_SKIP_RANGE)"
 
 .PHONY: verify-generated
-verify-generated: test-deps ## Fail if `make manifests generate bundle` changes any file.
+verify-generated: ## Fail if `make manifests generate bundle` changes any file.
 	hack/verify-generated.sh
 
 .PHONY: fmt
@@ -136,6 +135,10 @@ $(K8S_BIN)/kube-apiserver $(K8S_BIN)/etcd $(K8S_BIN)/kube-controller-manager $(K
 	@mkdir -p $(K8S_BIN)
 	@echo "Building $(@F) v$(K8S_VERSION) from the Go module proxy (the first build takes a while)..."
 	cd hack/tools/kube && go build -trimpath -ldflags "$(KUBE_LDFLAGS)" -o $@ ./$(@F)
+
+$(PROTOC): hack/tools/protoc/main.go hack/tools/protoc/go.mod
+	@mkdir -p $(BIN)
+	cd hack/tools/protoc && go build -trimpath -o $@ .
 
 $(PROTOC_GEN_GO):
 	@mkdir -p $(BIN)
