@@ -243,7 +243,10 @@ type Hello struct {
 	// proxy_version is the weft-proxy version, for version-skew reporting.
 	ProxyVersion string `protobuf:"bytes,3,opt,name=proxy_version,json=proxyVersion,proto3" json:"proxy_version,omitempty"`
 	// last_version is the snapshot the proxy already holds, if any.
-	LastVersion   string `protobuf:"bytes,4,opt,name=last_version,json=lastVersion,proto3" json:"last_version,omitempty"`
+	LastVersion string `protobuf:"bytes,4,opt,name=last_version,json=lastVersion,proto3" json:"last_version,omitempty"`
+	// accepts_deltas says the proxy applies ConfigResponse.delta. The control
+	// plane sends a proxy that does not set it full snapshots only.
+	AcceptsDeltas bool `protobuf:"varint,5,opt,name=accepts_deltas,json=acceptsDeltas,proto3" json:"accepts_deltas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -306,6 +309,13 @@ func (x *Hello) GetLastVersion() string {
 	return ""
 }
 
+func (x *Hello) GetAcceptsDeltas() bool {
+	if x != nil {
+		return x.AcceptsDeltas
+	}
+	return false
+}
+
 type Ack struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// version of the snapshot this answers.
@@ -363,13 +373,22 @@ func (x *Ack) GetError() string {
 
 type ConfigResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// version of the snapshot.
+	// version of the snapshot (for a delta, of the snapshot it produces).
 	Version string `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
-	// snapshot is a pkg/meshconfig Snapshot, JSON.
+	// snapshot is a pkg/meshconfig Snapshot, JSON. Exactly one of snapshot
+	// and delta is set.
 	Snapshot []byte `protobuf:"bytes,2,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
 	// trust_bundle is every trusted root, PEM; sent so that proxies learn a
 	// new root during a trust-anchor rotation.
-	TrustBundle   []byte `protobuf:"bytes,3,opt,name=trust_bundle,json=trustBundle,proto3" json:"trust_bundle,omitempty"`
+	TrustBundle []byte `protobuf:"bytes,3,opt,name=trust_bundle,json=trustBundle,proto3" json:"trust_bundle,omitempty"`
+	// delta is a pkg/meshconfig Delta, JSON: applied to the snapshot of
+	// version base_version it gives the snapshot of version. A proxy that does
+	// not hold base_version, or for which the result does not validate,
+	// rejects it in its Ack and keeps its snapshot; the control plane then
+	// sends a full one.
+	Delta []byte `protobuf:"bytes,4,opt,name=delta,proto3" json:"delta,omitempty"`
+	// base_version is the version the delta applies to.
+	BaseVersion   string `protobuf:"bytes,5,opt,name=base_version,json=baseVersion,proto3" json:"base_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -425,6 +444,20 @@ func (x *ConfigResponse) GetTrustBundle() []byte {
 	return nil
 }
 
+func (x *ConfigResponse) GetDelta() []byte {
+	if x != nil {
+		return x.Delta
+	}
+	return nil
+}
+
+func (x *ConfigResponse) GetBaseVersion() string {
+	if x != nil {
+		return x.BaseVersion
+	}
+	return ""
+}
+
 var File_pkg_meshapi_v1_meshapi_proto protoreflect.FileDescriptor
 
 const file_pkg_meshapi_v1_meshapi_proto_rawDesc = "" +
@@ -442,19 +475,22 @@ const file_pkg_meshapi_v1_meshapi_proto_rawDesc = "" +
 	"\rConfigRequest\x12+\n" +
 	"\x05hello\x18\x01 \x01(\v2\x13.weft.mesh.v1.HelloH\x00R\x05hello\x12%\n" +
 	"\x03ack\x18\x02 \x01(\v2\x11.weft.mesh.v1.AckH\x00R\x03ackB\x06\n" +
-	"\x04kind\"\x8f\x01\n" +
+	"\x04kind\"\xb6\x01\n" +
 	"\x05Hello\x12\x19\n" +
 	"\bpod_name\x18\x01 \x01(\tR\apodName\x12#\n" +
 	"\rpod_namespace\x18\x02 \x01(\tR\fpodNamespace\x12#\n" +
 	"\rproxy_version\x18\x03 \x01(\tR\fproxyVersion\x12!\n" +
-	"\flast_version\x18\x04 \x01(\tR\vlastVersion\"5\n" +
+	"\flast_version\x18\x04 \x01(\tR\vlastVersion\x12%\n" +
+	"\x0eaccepts_deltas\x18\x05 \x01(\bR\racceptsDeltas\"5\n" +
 	"\x03Ack\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x14\n" +
-	"\x05error\x18\x02 \x01(\tR\x05error\"i\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\"\xa2\x01\n" +
 	"\x0eConfigResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x1a\n" +
 	"\bsnapshot\x18\x02 \x01(\fR\bsnapshot\x12!\n" +
-	"\ftrust_bundle\x18\x03 \x01(\fR\vtrustBundle2R\n" +
+	"\ftrust_bundle\x18\x03 \x01(\fR\vtrustBundle\x12\x14\n" +
+	"\x05delta\x18\x04 \x01(\fR\x05delta\x12!\n" +
+	"\fbase_version\x18\x05 \x01(\tR\vbaseVersion2R\n" +
 	"\bIdentity\x12F\n" +
 	"\aCertify\x12\x1c.weft.mesh.v1.CertifyRequest\x1a\x1d.weft.mesh.v1.CertifyResponse2Q\n" +
 	"\x06Config\x12G\n" +

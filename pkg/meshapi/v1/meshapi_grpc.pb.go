@@ -142,9 +142,12 @@ const (
 //
 // Config streams configuration snapshots to proxies.
 type ConfigClient interface {
-	// Stream: the proxy sends a Hello, then one Ack per snapshot received; the
+	// Stream: the proxy sends a Hello, then one Ack per response received; the
 	// control plane sends a snapshot at once and whenever the proxy's view
-	// changes.
+	// changes. To a proxy that accepts deltas, and whose snapshot (the last
+	// it acknowledged, or Hello.last_version) the control plane can diff
+	// against, a change is sent as a delta; a rejected delta is answered with
+	// a full snapshot.
 	Stream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ConfigRequest, ConfigResponse], error)
 }
 
@@ -175,9 +178,12 @@ type Config_StreamClient = grpc.BidiStreamingClient[ConfigRequest, ConfigRespons
 //
 // Config streams configuration snapshots to proxies.
 type ConfigServer interface {
-	// Stream: the proxy sends a Hello, then one Ack per snapshot received; the
+	// Stream: the proxy sends a Hello, then one Ack per response received; the
 	// control plane sends a snapshot at once and whenever the proxy's view
-	// changes.
+	// changes. To a proxy that accepts deltas, and whose snapshot (the last
+	// it acknowledged, or Hello.last_version) the control plane can diff
+	// against, a change is sent as a delta; a rejected delta is answered with
+	// a full snapshot.
 	Stream(grpc.BidiStreamingServer[ConfigRequest, ConfigResponse]) error
 	mustEmbedUnimplementedConfigServer()
 }
