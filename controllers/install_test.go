@@ -181,6 +181,12 @@ func TestInstall(t *testing.T) {
 		wh.ObjectSelector.MatchExpressions[0].Key != meshv1alpha1.LabelInject || wh.ObjectSelector.MatchExpressions[0].Values[0] != "disabled" {
 		t.Errorf("webhook selectors = %+v / %+v", wh.NamespaceSelector, wh.ObjectSelector)
 	}
+	// The second webhook takes pods that opt in by label elsewhere.
+	if len(mwc.Webhooks) != 2 || mwc.Webhooks[1].Name != WebhookPodOptInName ||
+		mwc.Webhooks[1].ObjectSelector.MatchLabels[meshv1alpha1.LabelInject] != "enabled" ||
+		len(mwc.Webhooks[1].NamespaceSelector.MatchLabels) != 0 {
+		t.Errorf("webhooks = %+v", mwc.Webhooks)
+	}
 
 	// The control plane comes up: Ready, with the version and revision.
 	markAvailable(t, ns, "weft-controlplane-v1-0-0")

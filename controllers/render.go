@@ -31,6 +31,7 @@ const (
 	WebhookSecretName      = "weft-webhook-serving"
 	WebhookConfigName      = "weft-proxy-injector"
 	WebhookName            = "sidecar.mesh.weft.dev"
+	WebhookPodOptInName    = "pod-opt-in.sidecar.mesh.weft.dev"
 	WebhookPath            = "/inject"
 	WebhookCertDir         = "/var/run/weft/webhook"
 	ProxyStatusPrefix      = "weft-proxy-status-"
@@ -354,15 +355,25 @@ func injectionSelector(m *meshv1alpha1.MeshControlPlane) *metav1.LabelSelector {
 	return &metav1.LabelSelector{MatchLabels: map[string]string{meshv1alpha1.LabelInject: injectEnabled}}
 }
 
-// webhookNamespaceSelector adds the namespaces that must never be injected
-// (the system ones and the mesh's own) to the user's selector.
-func webhookNamespaceSelector(m *meshv1alpha1.MeshControlPlane) *metav1.LabelSelector {
-	sel := injectionSelector(m).DeepCopy()
-	sel.MatchExpressions = append(sel.MatchExpressions, metav1.LabelSelectorRequirement{
+// excludedNamespaces are the requirements every injection webhook adds:
+// never the system namespaces or the mesh's own, never a namespace labelled
+// mesh.weft.dev/inject=disabled.
+func excludedNamespaces(m *meshv1alpha1.MeshControlPlane) []metav1.LabelSelectorRequirement {
+	return []metav1.LabelSelectorRequirement{{
 		Key:      corev1.LabelMetadataName,
 		Operator: metav1.LabelSelectorOpNotIn,
 		Values:   []string{"kube-system", "kube-public", meshNamespace(m)},
-	})
+	}, {
+		Key:      meshv1alpha1.LabelInject,
+		Operator: metav1.LabelSelectorOpNotIn,
+		Values:   []string{"disabled"},
+	}}
+}
+
+// webhookNamespaceSelector is the user's selector with the exclusions.
+func webhookNamespaceSelector(m *meshv1alpha1.MeshControlPlane) *metav1.LabelSelector {
+	sel := injectionSelector(m).DeepCopy()
+	sel.MatchExpressions = append(sel.MatchExpressions, excludedNamespaces(m)...)
 	return sel
 }
 
@@ -370,18 +381,22 @@ func webhookNamespaceSelector(m *meshv1alpha1.MeshControlPlane) *metav1.LabelSel
 // caBundle is the mesh's trust bundle, which only changes when the trust
 // anchor rotates; the operator owns the whole object (it is not in users'
 // Git), so a GitOps tool never sees it drift.
+//
+// Two webhooks, so that the API server only calls the injector for pods that
+// may get a proxy: WebhookName for every pod in the selected namespaces
+// (unless the pod is labelled mesh.weft.dev/inject=disabled), and
+// WebhookPodOptInName for pods labelled mesh.weft.dev/inject=enabled in any
+// other namespace. A pod both select is injected by the first and left alone
+// by the second. The injector applies the same rules again (inject.Injectable
+// with this selector), so an annotation can still opt a pod out.
 func RenderWebhook(m *meshv1alpha1.MeshControlPlane, activeRevision string, caBundle []byte) *admissionregistrationv1.MutatingWebhookConfiguration {
 	failure := admissionregistrationv1.Fail
 	if m.Spec.Injection.FailurePolicy == meshv1alpha1.FailurePolicyIgnore {
 		failure = admissionregistrationv1.Ignore
 	}
-	meta := objectMeta(m, WebhookConfigName, "", ComponentInjector)
-	meta.Labels[meshv1alpha1.LabelRevision] = activeRevision
-	return &admissionregistrationv1.MutatingWebhookConfiguration{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "MutatingWebhookConfiguration"},
-		ObjectMeta: meta,
-		Webhooks: []admissionregistrationv1.MutatingWebhook{{
-			Name: WebhookName,
+	hook := func(name string, namespaces, objects *metav1.LabelSelector) admissionregistrationv1.MutatingWebhook {
+		return admissionregistrationv1.MutatingWebhook{
+			Name: name,
 			ClientConfig: admissionregistrationv1.WebhookClientConfig{
 				Service: &admissionregistrationv1.ServiceReference{
 					Namespace: meshNamespace(m),
@@ -400,19 +415,30 @@ func RenderWebhook(m *meshv1alpha1.MeshControlPlane, activeRevision string, caBu
 					Scope:       ptr.To(admissionregistrationv1.NamespacedScope),
 				},
 			}},
-			FailurePolicy:     &failure,
-			MatchPolicy:       ptr.To(admissionregistrationv1.Equivalent),
-			NamespaceSelector: webhookNamespaceSelector(m),
-			ObjectSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
-				Key:      meshv1alpha1.LabelInject,
-				Operator: metav1.LabelSelectorOpNotIn,
-				Values:   []string{"disabled"},
-			}}},
+			FailurePolicy:           &failure,
+			MatchPolicy:             ptr.To(admissionregistrationv1.Equivalent),
+			NamespaceSelector:       namespaces,
+			ObjectSelector:          objects,
 			SideEffects:             ptr.To(admissionregistrationv1.SideEffectClassNone),
 			TimeoutSeconds:          ptr.To[int32](webhookTimeoutSeconds),
 			AdmissionReviewVersions: []string{"v1"},
 			ReinvocationPolicy:      ptr.To(admissionregistrationv1.IfNeededReinvocationPolicy),
-		}},
+		}
+	}
+	meta := objectMeta(m, WebhookConfigName, "", ComponentInjector)
+	meta.Labels[meshv1alpha1.LabelRevision] = activeRevision
+	return &admissionregistrationv1.MutatingWebhookConfiguration{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "MutatingWebhookConfiguration"},
+		ObjectMeta: meta,
+		Webhooks: []admissionregistrationv1.MutatingWebhook{
+			hook(WebhookName, webhookNamespaceSelector(m), &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
+				Key:      meshv1alpha1.LabelInject,
+				Operator: metav1.LabelSelectorOpNotIn,
+				Values:   []string{"disabled"},
+			}}}),
+			hook(WebhookPodOptInName, &metav1.LabelSelector{MatchExpressions: excludedNamespaces(m)},
+				&metav1.LabelSelector{MatchLabels: map[string]string{meshv1alpha1.LabelInject: injectEnabled}}),
+		},
 	}
 }
 

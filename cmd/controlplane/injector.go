@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 
 	"github.com/go-logr/logr"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	meshv1alpha1 "github.com/weftmesh/weft/api/v1alpha1"
@@ -32,6 +34,16 @@ func injectorConfig(mcp *meshv1alpha1.MeshControlPlane, o options) inject.Config
 	cfg.ControlPlaneAddress = "weft-controlplane-" + o.revision + "." + o.namespace + ".svc:" + port
 	if mcp == nil {
 		return cfg
+	}
+	if sel := mcp.Spec.Injection.NamespaceSelector; sel != nil {
+		// The API server validated the selector; one it still cannot parse
+		// selects nothing, so that no pod is injected against the user's
+		// intent (the missed-pods count shows them).
+		s, err := metav1.LabelSelectorAsSelector(sel)
+		if err != nil {
+			s = labels.Nothing()
+		}
+		cfg.NamespaceSelector = s
 	}
 	p := mcp.Spec.Proxy
 	if p.LogLevel != "" {

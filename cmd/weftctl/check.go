@@ -271,8 +271,10 @@ func checkWebhook(ctx context.Context, c client.Client, mcp *meshv1alpha1.MeshCo
 		if err := c.Get(ctx, client.ObjectKey{Name: name}, &n); err != nil {
 			continue
 		}
-		if selects(wh.NamespaceSelector, n.Labels) {
-			problems = append(problems, "namespaceSelector selects namespace "+name)
+		for _, w := range cfg.Webhooks {
+			if selects(w.NamespaceSelector, n.Labels) {
+				problems = append(problems, w.Name+": namespaceSelector selects namespace "+name)
+			}
 		}
 	}
 	if len(problems) > 0 {

@@ -10,14 +10,21 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/labels"
 )
 
 // Keys of the labels and annotations the injector reads and writes.
 const (
-	// LabelInject on a Namespace (value "enabled") injects all its pods.
+	// LabelInject on a Namespace (value "enabled") injects all its pods
+	// under the default namespace selector; "disabled" keeps the webhook
+	// away from the namespace whatever the selector. On a Pod (as a label,
+	// "enabled" or "disabled") it overrides the namespace's choice; the
+	// label is what lets a single pod opt in outside the selected
+	// namespaces, because a webhook's object selector only sees labels.
 	LabelInject = "mesh.weft.dev/inject"
 	// AnnotationInject on a Pod ("enabled" or "disabled") overrides the
-	// namespace's choice for that pod.
+	// namespace's choice for that pod, like the label; it wins over the
+	// label when both are set.
 	AnnotationInject = "mesh.weft.dev/inject"
 	// AnnotationInjected marks an injected pod; its value is the revision.
 	AnnotationInjected = "mesh.weft.dev/injected"
@@ -102,7 +109,11 @@ type Config struct {
 	// Revision of the control plane that injects (and that the proxy talks to).
 	Revision string
 	// MeshNamespace runs the control plane; its pods are never injected.
-	MeshNamespace       string
+	MeshNamespace string
+	// NamespaceSelector selects the namespaces whose pods are injected
+	// (MeshControlPlane spec.injection.namespaceSelector); nil means the
+	// default, namespaces labelled mesh.weft.dev/inject=enabled.
+	NamespaceSelector   labels.Selector
 	TrustDomain         string
 	ControlPlaneAddress string
 	// TokenAudience is the audience of the projected ServiceAccount token the

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
 )
 
 // Injectable decides whether pod gets the proxy, and says why in reasons
@@ -36,19 +37,37 @@ func Injectable(pod *corev1.Pod, ns *corev1.Namespace, cfg Config) (bool, []stri
 		return false, no
 	}
 
-	switch v := pod.Annotations[AnnotationInject]; v {
+	kind, v := "annotation", pod.Annotations[AnnotationInject]
+	if v == "" {
+		kind, v = "label", pod.Labels[LabelInject]
+	}
+	switch v {
 	case ValueDisabled:
-		return false, []string{fmt.Sprintf("pod annotation %s=%s", AnnotationInject, v)}
+		return false, []string{fmt.Sprintf("pod %s %s=%s", kind, AnnotationInject, v)}
 	case ValueEnabled:
-		return true, []string{fmt.Sprintf("pod annotation %s=%s", AnnotationInject, v)}
+		return true, []string{fmt.Sprintf("pod %s %s=%s", kind, AnnotationInject, v)}
 	case "":
 	default:
-		return false, []string{fmt.Sprintf("pod annotation %s has unknown value %q (want %s or %s)", AnnotationInject, v, ValueEnabled, ValueDisabled)}
+		return false, []string{fmt.Sprintf("pod %s %s has unknown value %q (want %s or %s)", kind, AnnotationInject, v, ValueEnabled, ValueDisabled)}
 	}
-	if ns != nil && ns.Labels[LabelInject] == ValueEnabled {
-		return true, []string{fmt.Sprintf("namespace label %s=%s", LabelInject, ValueEnabled)}
+	sel := cfg.namespaceSelector()
+	if ns != nil && ns.Labels[LabelInject] != ValueDisabled && sel.Matches(labels.Set(ns.Labels)) {
+		return true, []string{fmt.Sprintf("namespace %s matches the injection selector %s", ns.Name, sel)}
 	}
-	return false, []string{fmt.Sprintf("neither namespace label %s=%s nor pod annotation %s=%s", LabelInject, ValueEnabled, AnnotationInject, ValueEnabled)}
+	return false, []string{fmt.Sprintf("namespace does not match the injection selector %s and the pod has no %s=%s annotation or label", sel, AnnotationInject, ValueEnabled)}
+}
+
+// DefaultNamespaceSelector selects namespaces labelled
+// mesh.weft.dev/inject=enabled.
+func DefaultNamespaceSelector() labels.Selector {
+	return labels.SelectorFromSet(labels.Set{LabelInject: ValueEnabled})
+}
+
+func (c Config) namespaceSelector() labels.Selector {
+	if c.NamespaceSelector == nil {
+		return DefaultNamespaceSelector()
+	}
+	return c.NamespaceSelector
 }
 
 // injectedReason says why pod counts as injected already, or "".

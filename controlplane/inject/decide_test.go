@@ -6,34 +6,61 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 )
 
 func TestInjectable(t *testing.T) {
 	annotated := func(v string) *corev1.Pod {
 		return with(func(p *corev1.Pod) { p.Annotations = map[string]string{AnnotationInject: v} })
 	}
+	labelled := func(v string) *corev1.Pod {
+		return with(func(p *corev1.Pod) { p.Labels = map[string]string{LabelInject: v} })
+	}
+	team := func(labels map[string]string) *corev1.Namespace {
+		return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: labels}}
+	}
+	teamSelector := labels.SelectorFromSet(labels.Set{"team": "shop"})
 	for _, tc := range []struct {
 		name       string
 		pod        *corev1.Pod
 		ns         *corev1.Namespace
 		want       bool
 		wantReason string
+		selector   labels.Selector
 	}{
-		{"unknown namespace, pod opts in", annotated(ValueEnabled), nil, true, "pod annotation"},
-		{"unknown namespace, no opt-in", basePod(), nil, false, "neither"},
-		{"pod opt-out beats the namespace label", annotated(ValueDisabled), meshedNS(), false, "inject=disabled"},
-		{"unknown annotation value is not an opt-in", annotated("yes"), plainNS("shop"), false, `unknown value "yes"`},
-		{"namespace label other than enabled", basePod(),
-			&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{LabelInject: "true"}}}, false, "neither"},
-		{"namespace from the request when the pod has none", with(func(p *corev1.Pod) { p.Namespace = "" }),
-			&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kube-public", Labels: map[string]string{LabelInject: ValueEnabled}}}, false, "kube-public is a system namespace"},
-		{"every exclusion is reported", with(func(p *corev1.Pod) {
+		{name: "unknown namespace, pod opts in", pod: annotated(ValueEnabled), want: true, wantReason: "pod annotation"},
+		{name: "unknown namespace, no opt-in", pod: basePod(), wantReason: "does not match the injection selector mesh.weft.dev/inject=enabled"},
+		{name: "pod label opts in", pod: labelled(ValueEnabled), ns: plainNS("shop"), want: true, wantReason: "pod label mesh.weft.dev/inject=enabled"},
+		{name: "pod label opts out", pod: labelled(ValueDisabled), ns: meshedNS(), wantReason: "pod label mesh.weft.dev/inject=disabled"},
+		{name: "the annotation wins over the label", pod: with(func(p *corev1.Pod) {
+			p.Labels = map[string]string{LabelInject: ValueEnabled}
+			p.Annotations = map[string]string{AnnotationInject: ValueDisabled}
+		}), ns: meshedNS(), wantReason: "pod annotation mesh.weft.dev/inject=disabled"},
+		{name: "misspelt label", pod: labelled("true"), ns: plainNS("shop"), wantReason: `pod label mesh.weft.dev/inject has unknown value "true"`},
+		{name: "custom selector selects the namespace", pod: basePod(), ns: team(map[string]string{"team": "shop"}),
+			selector: teamSelector, want: true, wantReason: "matches the injection selector team=shop"},
+		{name: "custom selector: the default label alone does not select", pod: basePod(), ns: meshedNS(),
+			selector: teamSelector, wantReason: "does not match the injection selector team=shop"},
+		{name: "a namespace labelled disabled is never selected", pod: basePod(),
+			ns:       team(map[string]string{"team": "shop", LabelInject: ValueDisabled}),
+			selector: teamSelector, wantReason: "does not match"},
+		{name: "custom selector, pod opts in elsewhere", pod: annotated(ValueEnabled), ns: plainNS("other"),
+			selector: teamSelector, want: true, wantReason: "pod annotation"},
+		{name: "pod opt-out beats the namespace label", pod: annotated(ValueDisabled), ns: meshedNS(), wantReason: "inject=disabled"},
+		{name: "unknown annotation value is not an opt-in", pod: annotated("yes"), ns: plainNS("shop"), wantReason: `unknown value "yes"`},
+		{name: "namespace label other than enabled", pod: basePod(),
+			ns: &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{LabelInject: "true"}}}, wantReason: "does not match"},
+		{name: "namespace from the request when the pod has none", pod: with(func(p *corev1.Pod) { p.Namespace = "" }),
+			ns: &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kube-public", Labels: map[string]string{LabelInject: ValueEnabled}}}, wantReason: "kube-public is a system namespace"},
+		{name: "every exclusion is reported", pod: with(func(p *corev1.Pod) {
 			p.Namespace = "kube-system"
 			p.Spec.HostNetwork = true
-		}), nil, false, "system namespace|pod uses the host network"},
+		}), wantReason: "system namespace|pod uses the host network"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, reasons := Injectable(tc.pod, tc.ns, DefaultConfig())
+			cfg := DefaultConfig()
+			cfg.NamespaceSelector = tc.selector
+			got, reasons := Injectable(tc.pod, tc.ns, cfg)
 			if got != tc.want {
 				t.Errorf("Injectable() = %v (%v), want %v", got, reasons, tc.want)
 			}

@@ -36,9 +36,9 @@
 //
 // # failurePolicy
 //
-// We recommend Ignore, which config/webhook uses and the operator should
-// default to. With Fail, a control plane that is down or unreachable stops
-// every pod creation in every meshed namespace: no scale-up, no replacement
+// We recommend Ignore, the MeshControlPlane's default, which the operator
+// renders into its webhook configuration. With Fail, a control plane that
+// is down or unreachable stops every pod creation in every meshed namespace: no scale-up, no replacement
 // of pods lost with a node, no rollout, which turns a control-plane outage
 // into an application outage, the opposite of the mesh's promise that the
 // data plane keeps working without its control plane. With Ignore, a pod

@@ -204,7 +204,7 @@ func TestHandlerCannotDecide(t *testing.T) {
 func TestHandlerUnknownNamespace(t *testing.T) {
 	h := fakeHandler(t)
 	a := post(t, h, "POST", "application/json", reviewJSON(t, nil))
-	if r := a.review.Response; a.code != http.StatusOK || !r.Allowed || r.Patch != nil || !strings.Contains(r.AuditAnnotations[auditSkipped], "neither") {
+	if r := a.review.Response; a.code != http.StatusOK || !r.Allowed || r.Patch != nil || !strings.Contains(r.AuditAnnotations[auditSkipped], "does not match the injection selector") {
 		t.Errorf("pod in an unknown namespace: %d %s", a.code, a.body)
 	}
 	a = post(t, h, "POST", "application/json", reviewJSON(t, func(r *admissionv1.AdmissionReview) {

@@ -23,8 +23,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	"sigs.k8s.io/yaml"
 
+	meshv1alpha1 "github.com/weftmesh/weft/api/v1alpha1"
+	"github.com/weftmesh/weft/controllers"
 	"github.com/weftmesh/weft/controlplane/inject"
 	"github.com/weftmesh/weft/internal/testenv"
 )
@@ -68,7 +69,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "SKIP: these tests need a local API server:", err)
 		return 0
 	}
-	hook, err := sampleWebhook()
+	hook, err := registeredWebhook()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "FAIL:", err)
 		return 1
@@ -94,17 +95,15 @@ func run(m *testing.M) int {
 	return m.Run()
 }
 
-// sampleWebhook is config/webhook's registration, as the operator would
-// apply it.
-func sampleWebhook() (*admregv1.MutatingWebhookConfiguration, error) {
-	b, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "webhook", "manifests.yaml"))
-	if err != nil {
-		return nil, err
-	}
-	hook := &admregv1.MutatingWebhookConfiguration{}
-	if err := yaml.UnmarshalStrict(b, hook); err != nil {
-		return nil, fmt.Errorf("config/webhook/manifests.yaml: %w", err)
-	}
+// registeredWebhook is the webhook configuration the operator applies for a
+// mesh with default injection settings, so these tests exercise the real
+// namespace and object selectors.
+func registeredWebhook() (*admregv1.MutatingWebhookConfiguration, error) {
+	mesh := &meshv1alpha1.MeshControlPlane{}
+	mesh.Spec.Namespace = meshNS
+	mesh.Spec.Injection.FailurePolicy = meshv1alpha1.FailurePolicyIgnore
+	hook := controllers.RenderWebhook(mesh, "stable", nil)
+	hook.OwnerReferences = nil // the mesh object does not exist here
 	for i := range hook.Webhooks {
 		// envtest joins host and path with a slash of its own.
 		svc := hook.Webhooks[i].ClientConfig.Service

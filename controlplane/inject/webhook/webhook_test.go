@@ -67,8 +67,8 @@ func env(c corev1.Container, name string) string {
 }
 
 // TestInjectThroughAPIServer creates pods through the real API server, which
-// calls the injector as registered by config/webhook, and checks what is
-// stored.
+// calls the injector as the operator registers it (both webhooks), and
+// checks what is stored.
 func TestInjectThroughAPIServer(t *testing.T) {
 	ctx := context.Background()
 	warn := &warnings{}
@@ -162,18 +162,41 @@ func TestInjectThroughAPIServer(t *testing.T) {
 				t.Errorf("a pod that never asked for the mesh is annotated: %v", pod.Annotations)
 			}
 		}},
-		{name: "pod annotation opts in", pod: func() *corev1.Pod {
+		{name: "pod label opts in elsewhere", pod: func() *corev1.Pod {
 			p := testPod(plain, "opt-in")
-			p.Annotations = map[string]string{inject.AnnotationInject: inject.ValueEnabled}
+			p.Labels = map[string]string{inject.LabelInject: inject.ValueEnabled}
 			return p
 		}(), check: injected},
+		{name: "pod label in a selected namespace: injected once", pod: func() *corev1.Pod {
+			p := testPod(meshed, "both")
+			p.Labels = map[string]string{inject.LabelInject: inject.ValueEnabled}
+			return p
+		}(), check: injected},
+		{name: "pod annotation opts in only where the webhook is called", pod: func() *corev1.Pod {
+			// The API server picks webhooks by labels; an annotation
+			// alone in an unselected namespace never reaches the
+			// injector (the label does, above).
+			p := testPod(plain, "annotated")
+			p.Annotations = map[string]string{inject.AnnotationInject: inject.ValueEnabled}
+			return p
+		}(), check: untouched},
+		{name: "pod label opts out", pod: func() *corev1.Pod {
+			p := testPod(meshed, "label-opt-out")
+			p.Labels = map[string]string{inject.LabelInject: inject.ValueDisabled}
+			return p
+		}(), check: func(t *testing.T, pod *corev1.Pod) {
+			untouched(t, pod)
+			if _, ok := pod.Annotations[inject.AnnotationInjectSkipped]; ok {
+				t.Errorf("the webhook was called for a pod labelled disabled: %v", pod.Annotations)
+			}
+		}},
 		{name: "pod annotation opts out", pod: func() *corev1.Pod {
 			p := testPod(meshed, "opt-out")
 			p.Annotations = map[string]string{inject.AnnotationInject: inject.ValueDisabled}
 			return p
 		}(), check: skipped("mesh.weft.dev/inject=disabled")},
-		{name: "misspelt opt-in is reported", pod: func() *corev1.Pod {
-			p := testPod(plain, "typo")
+		{name: "misspelt annotation is reported", pod: func() *corev1.Pod {
+			p := testPod(meshed, "typo")
 			p.Annotations = map[string]string{inject.AnnotationInject: "true"}
 			return p
 		}(), check: skipped(`unknown value "true"`), wantWarning: `unknown value "true"`},
