@@ -3,6 +3,7 @@ package sidecar
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -13,6 +14,14 @@ func (p *Proxy) adminMux() *http.ServeMux {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(p.cfg.Registry, promhttp.HandlerOpts{}))
 	if len(p.cfg.AppProbes) > 0 {
 		mux.Handle(AppProbePathPrefix, NewAppProbeHandler(p.cfg.AppProbes, p.log))
+	}
+	if p.cfg.Pprof {
+		// Off by default: profiles show request data and cost CPU.
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
 	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("live\n")) })
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {

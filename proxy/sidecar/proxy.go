@@ -80,6 +80,9 @@ type Config struct {
 	// AppProbes are the application's probes the injector moved to the
 	// admin port (/app-probe/<container>/<kind>); see ParseAppProbes.
 	AppProbes []AppProbe
+	// Pprof serves Go's runtime profiles under /debug/pprof/ on the admin
+	// listener (off by default).
+	Pprof bool
 	// Registry receives the metrics (a new one when nil).
 	Registry *prometheus.Registry
 	// Log is the proxy's logger; AccessLog, when set, gets one line per

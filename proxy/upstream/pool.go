@@ -52,7 +52,8 @@ const (
 type Pool struct {
 	ids   *identity.Source // nil: plaintext only
 	proto MeshProtocol
-	h1    *http.Transport // plaintext HTTP/1.1 to any address
+	h1    *h1Client       // plaintext HTTP/1.1 to any address
+	h1t   *http.Transport // its fallback for streamed bodies and upgrades
 	h2c   *http.Transport // plaintext HTTP/2 prior knowledge
 	dial  net.Dialer
 
@@ -90,8 +91,9 @@ func New(o Options) *Pool {
 	}
 	p := &Pool{ids: o.Identity, proto: o.Mesh, mesh: map[meshKey]*http.Transport{}}
 	p.dial = net.Dialer{Timeout: o.ConnectTimeout, KeepAlive: 30 * time.Second}
-	p.h1 = p.transport(o.IdleTimeout)
-	p.h1.DialContext = p.dial.DialContext
+	p.h1t = p.transport(o.IdleTimeout)
+	p.h1t.DialContext = p.dial.DialContext
+	p.h1 = newH1Client(p.dial.DialContext, p.h1t, o.IdleTimeout)
 	p.h2c = p.transport(o.IdleTimeout)
 	p.h2c.DialContext = p.dial.DialContext
 	p.h2c.Protocols = new(http.Protocols)
@@ -162,7 +164,7 @@ func (p *Pool) Local(h2 bool) http.RoundTripper {
 	return p.h1
 }
 
-func (p *Pool) local(req *http.Request) *http.Transport {
+func (p *Pool) local(req *http.Request) http.RoundTripper {
 	if req.ProtoMajor == 2 {
 		return p.h2c
 	}
@@ -185,7 +187,7 @@ func (p *Pool) meshTransport(addr string, id spiffeid.ID, alpn string) *http.Tra
 	if t, ok := p.mesh[k]; ok {
 		return t
 	}
-	t := p.transport(p.h1.IdleConnTimeout)
+	t := p.transport(p.h1t.IdleConnTimeout)
 	t.ForceAttemptHTTP2 = alpn == identity.ALPNH2
 	t.DialTLSContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return p.dialTLS(ctx, addr, id, alpn)

@@ -88,6 +88,7 @@ func run(args []string) int {
 		reload    = fs.Duration("reload-interval", time.Second, "how often files are checked for changes")
 		gcPercent = fs.Int("gc-percent", 100, "GOGC for the proxy")
 		memLimit  = fs.Int64("memory-limit", 0, "soft memory limit in bytes (0: GOMEMLIMIT or none)")
+		pprofOn   = fs.Bool("pprof", false, "serve Go profiles under /debug/pprof/ on the admin listener")
 	)
 	fs.Var(&static, "static", "extra outbound listener with a fixed destination, listen=ip:port (repeatable)")
 	if err := fs.Parse(args); err != nil {
@@ -119,7 +120,7 @@ func run(args []string) int {
 		Static: static, InboundTarget: *target, OpaquePorts: ports,
 		Mesh: upstream.MeshProtocol(*mesh), MaxConns: *maxConns,
 		DetectTimeout: *detectTO, HeaderTimeout: *headerTO, IdleTimeout: *idleTO,
-		Registry: reg, Log: log,
+		Registry: reg, Log: log, Pprof: *pprofOn,
 		// HTTPRoute and TrafficSplit rules, retries, timeouts, balancing.
 		Forwarders: sidecar.RouteForwarders(),
 	}
