@@ -32,7 +32,15 @@ type options struct {
 	qps                          int
 	conns                        []int
 	protos                       []string
+	// compare adds one-hop weft setups started with other flags, for
+	// A/B runs of proxy settings ("name=flags").
+	compare []string
 }
+
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 func main() {
 	var o options
@@ -48,6 +56,7 @@ func main() {
 	flag.IntVar(&o.qps, "qps", 1000, "request rate")
 	flag.StringVar(&conns, "c", "8,16", "connection counts")
 	flag.StringVar(&protos, "protos", "HTTP/1.1,HTTP/2,gRPC,TCP", "protocols")
+	flag.Var((*listFlag)(&o.compare), "compare", "extra one-hop weft setup, name=flags (e.g. procs1=-procs 1); repeatable")
 	flag.Parse()
 	for _, c := range strings.Split(conns, ",") {
 		var n int
@@ -251,9 +260,10 @@ func cpuSeconds(pid int) float64 {
 	return total
 }
 
-// memKB reads VmRSS and VmHWM of a process, plus its children (nginx
-// workers, which do the work).
-func memKB(pid int) (rss, hwm int) {
+// memKB reads VmRSS, VmHWM and RssAnon (the private part of VmRSS; the rest
+// is mostly the executable's and libraries' pages from the page cache) of a
+// process, plus its children (nginx workers, which do the work).
+func memKB(pid int) (rss, hwm, anon int) {
 	pids := append([]int{pid}, children(pid)...)
 	for _, p := range pids {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p))
@@ -270,9 +280,13 @@ func memKB(pid int) (rss, hwm int) {
 				fmt.Sscan(strings.TrimPrefix(l, "VmHWM:"), &v)
 				hwm += v
 			}
+			if strings.HasPrefix(l, "RssAnon:") {
+				fmt.Sscan(strings.TrimPrefix(l, "RssAnon:"), &v)
+				anon += v
+			}
 		}
 	}
-	return rss, hwm
+	return rss, hwm, anon
 }
 
 func children(pid int) []int {

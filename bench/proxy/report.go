@@ -64,12 +64,13 @@ func render(o options, phases []*phase, took time.Duration) string {
 		}
 	}
 	p("### Memory per proxy process (KiB; nginx counts master and workers)\n\n")
-	p("| protocol | setup | process | VmRSS idle | VmRSS after load | VmHWM |\n|---|---|---|---:|---:|---:|\n")
+	p("RssAnon is the private part of VmRSS; the rest is file pages (the executable and shared libraries, from the page cache, shared by every process that maps them).\n\n")
+	p("| protocol | setup | process | VmRSS idle | VmRSS after load | VmHWM | RssAnon idle | RssAnon after load |\n|---|---|---|---:|---:|---:|---:|---:|\n")
 	for _, ph := range phases {
 		for _, s := range ph.setups {
 			for i, pr := range s.procs {
 				m := ph.mem[s.name][i]
-				p("| %s | %s | %s | %d | %d | %d |\n", ph.proto, s.name, pr.name, m.idle, m.loaded, m.hwm)
+				p("| %s | %s | %s | %d | %d | %d | %d | %d |\n", ph.proto, s.name, pr.name, m.idle, m.loaded, m.hwm, m.anonIdle, m.anonLoaded)
 			}
 		}
 	}

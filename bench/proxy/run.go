@@ -23,7 +23,7 @@ func (c cell) String() string {
 	return fmt.Sprintf("%d connections", c.conns)
 }
 
-type memory struct{ idle, loaded, hwm int }
+type memory struct{ idle, loaded, hwm, anonIdle, anonLoaded int }
 
 type phase struct {
 	proto   string
@@ -106,6 +106,15 @@ func runPhase(o options, proto, backend, certs string) (*phase, error) {
 		return nil, err
 	}
 	ph.setups = append(ph.setups, setup{name: "weft", addr: a, procs: []*proc{w1}})
+	for _, cmp := range o.compare {
+		name, flags, _ := strings.Cut(cmp, "=")
+		a := freePort()
+		w, err := launch("weft-"+name, weftArgs(append(strings.Fields(flags), "-static", a+"="+backend)...)...)
+		if err != nil {
+			return nil, err
+		}
+		ph.setups = append(ph.setups, setup{name: "weft " + name, addr: a, procs: []*proc{w}})
+	}
 	a = freePort()
 	h1, err := launch("haproxy-1hop", o.haproxy, "-db", "-f", writeFile(dir, "haproxy-1hop.cfg", haproxyOneHop(proto, a, backend)))
 	if err != nil {
@@ -162,8 +171,8 @@ func runPhase(o options, proto, backend, certs string) (*phase, error) {
 	time.Sleep(500 * time.Millisecond)
 	for _, s := range ph.setups {
 		for _, p := range s.procs {
-			rss, _ := memKB(p.cmd.Process.Pid)
-			ph.mem[s.name] = append(ph.mem[s.name], memory{idle: rss})
+			rss, _, anon := memKB(p.cmd.Process.Pid)
+			ph.mem[s.name] = append(ph.mem[s.name], memory{idle: rss, anonIdle: anon})
 		}
 	}
 	warm := o
@@ -201,8 +210,9 @@ func runPhase(o options, proto, backend, certs string) (*phase, error) {
 	}
 	for _, s := range ph.setups {
 		for i, p := range s.procs {
-			rss, hwm := memKB(p.cmd.Process.Pid)
-			ph.mem[s.name][i].loaded, ph.mem[s.name][i].hwm = rss, hwm
+			rss, hwm, anon := memKB(p.cmd.Process.Pid)
+			m := &ph.mem[s.name][i]
+			m.loaded, m.hwm, m.anonLoaded = rss, hwm, anon
 		}
 	}
 	return ph, nil

@@ -10,6 +10,7 @@ package metrics
 import (
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -38,6 +39,70 @@ type Metrics struct {
 
 	idMu sync.RWMutex
 	ids  map[string]struct{} // identities allowed as label values
+
+	// series caches the request collectors per label set, so that a
+	// request costs a map lookup instead of three label hashes and
+	// checks (WithLabelValues). Label values are bounded (see the package
+	// comment), and no series is ever deleted, so neither is this.
+	series cowMap[seriesKey, *series]
+	conns  cowMap[[2]string, *connSeries] // direction, protocol
+}
+
+type connSeries struct {
+	open, close prometheus.Counter
+	active      prometheus.Gauge
+}
+
+func (m *Metrics) connSeries(dir, proto string) *connSeries {
+	return m.conns.get([2]string{dir, proto}, func() *connSeries {
+		return &connSeries{
+			open:   m.tcpOpen.WithLabelValues(dir, proto),
+			close:  m.tcpClose.WithLabelValues(dir, proto),
+			active: m.tcpActive.WithLabelValues(dir),
+		}
+	})
+}
+
+// cowMap is a map read without locks and copied on write, for caches that
+// fill once and are then only read.
+type cowMap[K comparable, V any] struct {
+	mu sync.Mutex
+	m  atomic.Pointer[map[K]V]
+}
+
+// get returns the value for k, creating it with mk on the first call.
+func (c *cowMap[K, V]) get(k K, mk func() V) V {
+	if p := c.m.Load(); p != nil {
+		if v, ok := (*p)[k]; ok {
+			return v
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var old map[K]V
+	if p := c.m.Load(); p != nil {
+		if v, ok := (*p)[k]; ok {
+			return v
+		}
+		old = *p
+	}
+	next := make(map[K]V, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	v := mk()
+	next[k] = v
+	c.m.Store(&next)
+	return v
+}
+
+type seriesKey struct{ dir, svc, tls, peer string }
+
+type series struct {
+	requests prometheus.Counter
+	latency  prometheus.Observer
+	// responses by status code (0 for Other).
+	responses cowMap[int, prometheus.Counter]
 }
 
 // New registers the collectors on reg.
@@ -123,22 +188,36 @@ func tlsLabel(tls bool) string {
 // Request records one HTTP request and its response. peer must already be
 // bounded (Identity).
 func (m *Metrics) Request(dir, svc string, tls bool, peer string, code int, seconds float64) {
-	t := tlsLabel(tls)
-	m.requests.WithLabelValues(dir, svc, t, peer).Inc()
-	m.responses.WithLabelValues(dir, svc, t, peer, Status(code)).Inc()
-	m.latency.WithLabelValues(dir, svc).Observe(seconds)
+	k := seriesKey{dir, svc, tlsLabel(tls), peer}
+	s := m.series.get(k, func() *series {
+		return &series{
+			requests: m.requests.WithLabelValues(dir, svc, k.tls, peer),
+			latency:  m.latency.WithLabelValues(dir, svc),
+		}
+	})
+	s.requests.Inc()
+	i := code
+	if code < 100 || code > 599 {
+		i = 0
+	}
+	s.responses.get(i, func() prometheus.Counter {
+		return m.responses.WithLabelValues(dir, svc, k.tls, peer, Status(code))
+	}).Inc()
+	s.latency.Observe(seconds)
 }
 
 // ConnOpen records an accepted connection.
 func (m *Metrics) ConnOpen(dir, proto string) {
-	m.tcpOpen.WithLabelValues(dir, proto).Inc()
-	m.tcpActive.WithLabelValues(dir).Inc()
+	s := m.connSeries(dir, proto)
+	s.open.Inc()
+	s.active.Inc()
 }
 
 // ConnClose records a closed connection.
 func (m *Metrics) ConnClose(dir, proto string) {
-	m.tcpClose.WithLabelValues(dir, proto).Inc()
-	m.tcpActive.WithLabelValues(dir).Dec()
+	s := m.connSeries(dir, proto)
+	s.close.Inc()
+	s.active.Dec()
 }
 
 // TCPBytes records the bytes of one finished opaque connection.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -31,6 +32,7 @@ import (
 // 100-continue, protocol upgrades, request trailers) goes to fallback,
 // which streams both directions at once.
 type h1Client struct {
+	scheme   string // of the requests it serves: "http", or "https" when dial does TLS
 	dial     func(ctx context.Context, network, addr string) (net.Conn, error)
 	fallback http.RoundTripper
 	idleTime time.Duration
@@ -87,12 +89,12 @@ func (l *limitReader) Read(p []byte) (int, error) {
 var h1Buffers = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
 
 func newH1Client(dial func(ctx context.Context, network, addr string) (net.Conn, error), fallback http.RoundTripper, idle time.Duration) *h1Client {
-	return &h1Client{dial: dial, fallback: fallback, idleTime: idle, maxIdle: 256, idle: map[string][]*h1Conn{}}
+	return &h1Client{scheme: "http", dial: dial, fallback: fallback, idleTime: idle, maxIdle: 256, idle: map[string][]*h1Conn{}}
 }
 
 // inline says whether r is an exchange h1Client does itself.
-func inline(r *http.Request) bool {
-	if r.URL.Scheme != "http" || r.ProtoMajor == 2 || len(r.Trailer) > 0 || len(r.TransferEncoding) > 0 {
+func (c *h1Client) inline(r *http.Request) bool {
+	if r.URL.Scheme != c.scheme || r.ProtoMajor == 2 || len(r.Trailer) > 0 || len(r.TransferEncoding) > 0 {
 		return false
 	}
 	if _, ok := r.Header["Expect"]; ok {
@@ -118,7 +120,7 @@ func idempotentMethod(r *http.Request) bool {
 }
 
 func (c *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
-	if !inline(req) {
+	if !c.inline(req) {
 		return c.fallback.RoundTrip(req)
 	}
 	ctx := req.Context()
@@ -310,7 +312,13 @@ func (pc *h1Conn) alive() bool {
 	if pc.br.Buffered() > 0 {
 		return false
 	}
-	sc, ok := pc.nc.(syscall.Conn)
+	nc := pc.nc
+	if tc, ok := nc.(*tls.Conn); ok {
+		// Anything on the socket of an idle TLS connection is a close
+		// notification or something else we did not ask for.
+		nc = tc.NetConn()
+	}
+	sc, ok := nc.(syscall.Conn)
 	if !ok {
 		return true
 	}

@@ -58,7 +58,13 @@ type Pool struct {
 	dial  net.Dialer
 
 	mu   sync.Mutex
-	mesh map[meshKey]*http.Transport
+	mesh map[meshKey]meshRT
+}
+
+// meshRT is the pooled transport to one peer proxy.
+type meshRT interface {
+	http.RoundTripper
+	CloseIdleConnections()
 }
 
 type meshKey struct {
@@ -89,7 +95,7 @@ func New(o Options) *Pool {
 	if o.ConnectTimeout == 0 {
 		o.ConnectTimeout = 5 * time.Second
 	}
-	p := &Pool{ids: o.Identity, proto: o.Mesh, mesh: map[meshKey]*http.Transport{}}
+	p := &Pool{ids: o.Identity, proto: o.Mesh, mesh: map[meshKey]meshRT{}}
 	p.dial = net.Dialer{Timeout: o.ConnectTimeout, KeepAlive: 30 * time.Second}
 	p.h1t = p.transport(o.IdleTimeout)
 	p.h1t.DialContext = p.dial.DialContext
@@ -180,7 +186,7 @@ func isUpgrade(r *http.Request) bool {
 	return false
 }
 
-func (p *Pool) meshTransport(addr string, id spiffeid.ID, alpn string) *http.Transport {
+func (p *Pool) meshTransport(addr string, id spiffeid.ID, alpn string) meshRT {
 	k := meshKey{addr: addr, id: id.String(), alpn: alpn}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -189,11 +195,21 @@ func (p *Pool) meshTransport(addr string, id spiffeid.ID, alpn string) *http.Tra
 	}
 	t := p.transport(p.h1t.IdleConnTimeout)
 	t.ForceAttemptHTTP2 = alpn == identity.ALPNH2
-	t.DialTLSContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return p.dialTLS(ctx, addr, id, alpn)
 	}
-	p.mesh[k] = t
-	return t
+	t.DialTLSContext = dial
+	var rt meshRT = t
+	if alpn == identity.ALPNH1 {
+		// HTTP/1.1 between proxies: the same inline client as to the
+		// application, over mTLS; upgrades and streamed bodies go
+		// through t.
+		h := newH1Client(dial, t, p.h1t.IdleConnTimeout)
+		h.scheme = "https"
+		rt = h
+	}
+	p.mesh[k] = rt
+	return rt
 }
 
 // DialTCP opens an opaque stream to ep: plain TCP, or mTLS with ALPN

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -88,6 +89,7 @@ func run(args []string) int {
 		reload    = fs.Duration("reload-interval", time.Second, "how often files are checked for changes")
 		gcPercent = fs.Int("gc-percent", 100, "GOGC for the proxy")
 		memLimit  = fs.Int64("memory-limit", 0, "soft memory limit in bytes (0: GOMEMLIMIT or none)")
+		procs     = fs.Int("procs", 0, "threads running Go code (GOMAXPROCS); 0 keeps Go's default (the CPU limit or count)")
 		pprofOn   = fs.Bool("pprof", false, "serve Go profiles under /debug/pprof/ on the admin listener")
 	)
 	fs.Var(&static, "static", "extra outbound listener with a fixed destination, listen=ip:port (repeatable)")
@@ -106,6 +108,9 @@ func run(args []string) int {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	slog.SetDefault(log)
 	debug.SetGCPercent(*gcPercent)
+	if *procs > 0 {
+		runtime.GOMAXPROCS(*procs)
+	}
 	if *memLimit > 0 {
 		debug.SetMemoryLimit(*memLimit)
 	}
