@@ -65,9 +65,10 @@ demo: test-deps envtest-assets e2e-assets ## A whole mesh on a local API server,
 ##@ Development
 
 .PHONY: manifests
-manifests: $(CONTROLLER_GEN) ## Generate CRDs and RBAC from the Go markers.
+manifests: $(CONTROLLER_GEN) ## Generate CRDs and RBAC from the Go markers, and the reference webhook configuration.
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=config/crd/bases
 	$(CONTROLLER_GEN) rbac:roleName=weft-operator paths=./controllers/... output:rbac:artifacts:config=config/rbac
+	go run ./hack/webhook
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) proto ## Generate deepcopy and gRPC code.

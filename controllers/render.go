@@ -390,9 +390,11 @@ func webhookNamespaceSelector(m *meshv1alpha1.MeshControlPlane) *metav1.LabelSel
 // by the second. The injector applies the same rules again (inject.Injectable
 // with this selector), so an annotation can still opt a pod out.
 func RenderWebhook(m *meshv1alpha1.MeshControlPlane, activeRevision string, caBundle []byte) *admissionregistrationv1.MutatingWebhookConfiguration {
-	failure := admissionregistrationv1.Fail
-	if m.Spec.Injection.FailurePolicy == meshv1alpha1.FailurePolicyIgnore {
-		failure = admissionregistrationv1.Ignore
+	// Ignore unless Fail is asked for: the API's default, also when the
+	// field is empty (an object that was never through the API server).
+	failure := admissionregistrationv1.Ignore
+	if m.Spec.Injection.FailurePolicy == meshv1alpha1.FailurePolicyFail {
+		failure = admissionregistrationv1.Fail
 	}
 	hook := func(name string, namespaces, objects *metav1.LabelSelector) admissionregistrationv1.MutatingWebhook {
 		return admissionregistrationv1.MutatingWebhook{

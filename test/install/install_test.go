@@ -104,3 +104,14 @@ func TestSamplesAreAccepted(t *testing.T) {
 	}
 	apply(t, objs)
 }
+
+// TestWebhookReferenceIsAccepted: config/webhook, the injection webhook as
+// the operator renders it, is a valid object (the API server checks its
+// selectors, names and policies).
+func TestWebhookReferenceIsAccepted(t *testing.T) {
+	objs := build(t, "config/webhook")
+	if len(objs) != 1 || objs[0].GetKind() != "MutatingWebhookConfiguration" {
+		t.Fatalf("config/webhook builds %d objects, want the one webhook configuration", len(objs))
+	}
+	apply(t, objs)
+}
