@@ -1,6 +1,7 @@
 package compiler
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -15,6 +16,18 @@ import (
 type EncodedOutbound struct {
 	JSON    json.RawMessage
 	Sources map[string]int64
+	// Services are the encoded services, in the order of JSON (each a
+	// slice of JSON), and OpaquePorts the opaque ports: what a delta
+	// against another Outbound needs.
+	Services    []EncodedService
+	OpaquePorts []uint16
+}
+
+// EncodedService is one service of an EncodedOutbound.
+type EncodedService struct {
+	// Key is meshconfig.Service.Key.
+	Key  string
+	JSON json.RawMessage
 }
 
 // EncodedOutbound compiles and encodes the Outbound of clientNS, with the
@@ -51,9 +64,48 @@ func hasTCPPort(svc *corev1.Service) bool {
 // generation. It cannot see TrafficSplits without matches: use
 // World.EncodedOutbound.
 func EncodeOutbound(o meshconfig.Outbound) (*EncodedOutbound, error) {
-	b, err := json.Marshal(o)
-	if err != nil {
-		return nil, err
+	// Written as json.Marshal(o) writes it (a test checks), one service at
+	// a time so that each service's bytes are known.
+	var b bytes.Buffer
+	b.WriteByte('{')
+	bounds := make([]int, 0, len(o.Services)+1)
+	if len(o.Services) > 0 {
+		b.WriteString(`"services":[`)
+		for i := range o.Services {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			sj, err := json.Marshal(&o.Services[i])
+			if err != nil {
+				return nil, err
+			}
+			bounds = append(bounds, b.Len())
+			b.Write(sj)
+		}
+		bounds = append(bounds, b.Len())
+		b.WriteByte(']')
+	}
+	if len(o.OpaquePorts) > 0 {
+		if len(o.Services) > 0 {
+			b.WriteByte(',')
+		}
+		pj, err := json.Marshal(o.OpaquePorts)
+		if err != nil {
+			return nil, err
+		}
+		b.WriteString(`"opaquePorts":`)
+		b.Write(pj)
+	}
+	b.WriteByte('}')
+	all := b.Bytes()
+	eo := &EncodedOutbound{JSON: all, OpaquePorts: o.OpaquePorts, Services: make([]EncodedService, len(o.Services))}
+	for i := range o.Services {
+		// A comma separates two services: the next one starts one byte later.
+		end := bounds[i+1]
+		if i+1 < len(o.Services) {
+			end--
+		}
+		eo.Services[i] = EncodedService{Key: o.Services[i].Key(), JSON: all[bounds[i]:end:end]}
 	}
 	src := map[string]int64{}
 	for _, s := range o.Services {
@@ -63,7 +115,8 @@ func EncodeOutbound(o meshconfig.Outbound) (*EncodedOutbound, error) {
 			}
 		}
 	}
-	return &EncodedOutbound{JSON: b, Sources: src}, nil
+	eo.Sources = src
+	return eo, nil
 }
 
 // Snapshot is what is sent to one proxy.
@@ -103,12 +156,7 @@ func (w *World) SnapshotFor(pod *corev1.Pod, out *EncodedOutbound) (*Snapshot, e
 		Outbound:    out.JSON,
 		Inbound:     in,
 	}
-	h := sha256.New()
-	head, _ := json.Marshal(msg.Identity + "|" + msg.TrustDomain + "|" + string(msg.MTLSMode))
-	h.Write(head)
-	h.Write(out.JSON)
-	h.Write(inJSON)
-	msg.Version = hex.EncodeToString(h.Sum(nil)[:8])
+	msg.Version = snapshotVersion(msg.Identity, msg.TrustDomain, msg.MTLSMode, out.JSON, inJSON)
 	b, err := json.Marshal(msg)
 	if err != nil {
 		return nil, err
@@ -121,4 +169,20 @@ func (w *World) SnapshotFor(pod *corev1.Pod, out *EncodedOutbound) (*Snapshot, e
 		src["AuthorizationPolicy "+p.Source] = p.Generation
 	}
 	return &Snapshot{Version: msg.Version, JSON: b, Sources: src}, nil
+}
+
+// SnapshotVersion is the Version SnapshotFor gives pod's snapshot, from its
+// inbound config encoded (json.Marshal(w.Inbound(pod))), without building
+// the snapshot: a delta carries it.
+func (w *World) SnapshotVersion(pod *corev1.Pod, out *EncodedOutbound, inJSON []byte) string {
+	return snapshotVersion(w.PodIdentity(pod), w.Mesh.TrustDomain, w.Mesh.MTLSMode, out.JSON, inJSON)
+}
+
+func snapshotVersion(identity, trustDomain string, mode meshconfig.MTLSMode, outJSON, inJSON []byte) string {
+	h := sha256.New()
+	head, _ := json.Marshal(identity + "|" + trustDomain + "|" + string(mode))
+	h.Write(head)
+	h.Write(outJSON)
+	h.Write(inJSON)
+	return hex.EncodeToString(h.Sum(nil)[:8])
 }

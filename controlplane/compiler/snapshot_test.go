@@ -132,6 +132,55 @@ func TestWireMatchesSnapshot(t *testing.T) {
 	}
 }
 
+// TestEncodedOutboundParts checks that the per-service bytes deltas are made
+// of are exactly the services of the full encoding, and that SnapshotVersion
+// is SnapshotFor's version.
+func TestEncodedOutboundParts(t *testing.T) {
+	for name, o := range map[string]meshconfig.Outbound{
+		"empty":       {},
+		"opaque only": {OpaquePorts: []uint16{3306, 5432}},
+		"services":    newWorld(shopWeb(), webVersions(), httpRouteFull()).Outbound("shop"),
+		"both": {OpaquePorts: []uint16{25}, Services: []meshconfig.Service{
+			{Name: "a", Namespace: "x", Ports: []meshconfig.ServicePort{{Port: 1}}},
+			{Name: "b<&>", Namespace: "x", Ports: []meshconfig.ServicePort{{Port: 2}}},
+		}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			eo, err := EncodeOutbound(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, _ := json.Marshal(o)
+			if string(eo.JSON) != string(want) {
+				t.Errorf("EncodeOutbound wrote\n%s\njson.Marshal writes\n%s", eo.JSON, want)
+			}
+			if len(eo.Services) != len(o.Services) {
+				t.Fatalf("%d encoded services, want %d", len(eo.Services), len(o.Services))
+			}
+			for i, es := range eo.Services {
+				sj, _ := json.Marshal(o.Services[i])
+				if string(es.JSON) != string(sj) || es.Key != o.Services[i].Key() {
+					t.Errorf("service %d: %s %s, want %s %s", i, es.Key, es.JSON, o.Services[i].Key(), sj)
+				}
+			}
+		})
+	}
+	w := newWorld(shopWeb(), webVersions(), httpRouteFull())
+	p := w.Pods[key{"shop", "web-1"}]
+	out, err := w.EncodedOutbound("shop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := w.SnapshotFor(p, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, _ := json.Marshal(w.Inbound(p))
+	if v := w.SnapshotVersion(p, out, in); v != snap.Version {
+		t.Errorf("SnapshotVersion = %s, SnapshotFor's version %s", v, snap.Version)
+	}
+}
+
 // TestSplitPrecedence pins the precedence documented on activeSplit.
 func TestSplitPrecedence(t *testing.T) {
 	canary := func() *meshv1alpha1.TrafficSplit {

@@ -70,6 +70,14 @@ type Hub struct {
 	sendSem  chan struct{}
 	ready    chan struct{}
 	snaps    *snapCache
+	// deltas shares built deltas like snaps shares snapshots.
+	deltas *snapCache
+	// bases remembers recently acknowledged snapshots by version, so that
+	// a proxy reconnecting with one of them gets a delta.
+	bases *baseCache
+	// versions caches the version of each view fingerprint: computing it
+	// hashes the namespace's whole outbound config.
+	versions versionCache
 
 	mu       sync.Mutex
 	world    *compiler.World
@@ -83,6 +91,8 @@ type Hub struct {
 type nsOutbound struct {
 	enc *compiler.EncodedOutbound
 	sum [32]byte
+	// outline is what a delta against this config needs of it.
+	outline *outline
 }
 
 // view is what one proxy should hold: enough to build its snapshot when it
@@ -133,6 +143,8 @@ func (h *Hub) init() {
 			cacheBytes = 16 << 20
 		}
 		h.snaps = newSnapCache(cacheBytes)
+		h.deltas = newSnapCache(cacheBytes / 4)
+		h.bases = newBaseCache(maxBases)
 		h.ready = make(chan struct{})
 		h.outbound = map[string]*nsOutbound{}
 		h.proxies = map[*proxy]struct{}{}
@@ -510,7 +522,7 @@ func encodeNamespace(w *compiler.World, ns string, prev *nsOutbound) (*nsOutboun
 	if prev != nil && prev.sum == sum && sameSources(prev.enc.Sources, enc.Sources) {
 		return prev, nil
 	}
-	return &nsOutbound{enc: enc, sum: sum}, nil
+	return &nsOutbound{enc: enc, sum: sum, outline: newOutline(enc)}, nil
 }
 
 func sameSources(a, b map[string]int64) bool {
@@ -531,17 +543,19 @@ func newView(w *compiler.World, pod *corev1.Pod, out *nsOutbound) (*view, error)
 	if err != nil {
 		return nil, err
 	}
-	pi := &inboundPart{sum: sha256.Sum256(inJSON), policies: make(map[string]int64, len(in.Policies))}
+	pi := &inboundPart{sum: sha256.Sum256(inJSON), json: inJSON, policies: make(map[string]int64, len(in.Policies))}
 	for _, p := range in.Policies {
 		pi.policies["AuthorizationPolicy "+p.Source] = p.Generation
 	}
 	return viewWithInbound(w, pod, out, pi), nil
 }
 
-// inboundPart is what a view keeps of its inbound config: enough to tell
-// whether it changed and which policies it carries.
+// inboundPart is what a view keeps of its inbound config: its encoding (a
+// delta carries it when it changed; it is small), whether it changed and
+// which policies it carries.
 type inboundPart struct {
 	sum      [32]byte
+	json     []byte
 	policies map[string]int64
 }
 

@@ -6,6 +6,7 @@ import "github.com/prometheus/client_golang/prometheus"
 type Metrics struct {
 	connected      prometheus.Gauge
 	snapshotsSent  prometheus.Counter
+	deltasSent     prometheus.Counter
 	bytesSent      prometheus.Counter
 	acks           *prometheus.CounterVec
 	compileSeconds prometheus.Histogram
@@ -22,6 +23,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		snapshotsSent: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "weft_controlplane_snapshots_sent_total",
 			Help: "Configuration snapshots sent to proxies.",
+		}),
+		deltasSent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "weft_controlplane_snapshot_deltas_sent_total",
+			Help: "Snapshots sent to proxies as a delta against one they held (counted in weft_controlplane_snapshots_sent_total too).",
 		}),
 		bytesSent: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "weft_controlplane_snapshot_bytes_sent_total",
@@ -42,6 +47,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		m.connected = register(reg, m.connected)
 		m.snapshotsSent = register(reg, m.snapshotsSent)
+		m.deltasSent = register(reg, m.deltasSent)
 		m.bytesSent = register(reg, m.bytesSent)
 		m.acks = register(reg, m.acks)
 		m.compileSeconds = register(reg, m.compileSeconds)

@@ -32,19 +32,34 @@ type Server struct {
 	TrustDomain spiffeid.TrustDomain
 }
 
+// bigDelta is the size from which a delta, like a full snapshot, takes an
+// in-flight slot (Hub.MaxInFlight): smaller ones cannot pin much memory.
+const bigDelta = 64 << 10
+
 // proxy is one connected stream.
 type proxy struct {
 	namespace, pod, proxyVersion string
 	id                           spiffeid.ID
-	notify                       chan struct{}
+	// deltas: the proxy said it accepts deltas.
+	deltas bool
+	notify chan struct{}
 
-	mu           sync.Mutex
-	cur          *view
-	pending      map[string]*carried
-	order        []string
-	sentVersion  string
-	sentFP       [32]byte
-	acked        *carried
+	mu          sync.Mutex
+	cur         *view
+	pending     map[string]*held
+	order       []string
+	sentVersion string
+	sentFP      [32]byte
+	// answered says the proxy answered the last response sent, or did not
+	// within the ack timeout. A proxy that accepts deltas is sent nothing
+	// new until then: its answer says which snapshot it holds, the base of
+	// the next delta. (Changes meanwhile are folded into one response.)
+	answered bool
+	// resendFull says the proxy rejected a delta: it is sent its current
+	// snapshot whole.
+	resendFull   bool
+	ackTimer     *time.Timer
+	acked        *held
 	ackedVersion string
 	ackErr       string
 	// slots release the in-flight slots of snapshots not yet acked.
@@ -88,42 +103,129 @@ func (p *proxy) update(v *view) bool {
 	p.cur = v
 	p.mu.Unlock()
 	if changed {
+		p.wake()
+	}
+	return changed
+}
+
+func (p *proxy) wake() {
+	select {
+	case p.notify <- struct{}{}:
+	default:
+	}
+}
+
+// next says whether the proxy is to be sent its current view now.
+func (p *proxy) next() (v *view, send bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	need := p.sentVersion == "" || p.cur.fp != p.sentFP || p.resendFull
+	wait := p.deltas && p.sentVersion != "" && !p.answered
+	return p.cur, need && !wait
+}
+
+// deltaBase is the snapshot the proxy holds that a delta can be made
+// against, or nil: the last it acknowledged, else the one it said in Hello
+// it holds, if this replica knows what that is.
+func (p *proxy) deltaBase(bases *baseCache, hello string) *held {
+	if !p.deltas {
+		return nil
+	}
+	p.mu.Lock()
+	base, resend := p.acked, p.resendFull
+	p.mu.Unlock()
+	if resend {
+		return nil
+	}
+	if base == nil && hello != "" {
+		base = bases.get(hello)
+	}
+	if base == nil || base.out == nil {
+		return nil
+	}
+	return base
+}
+
+func (p *proxy) recordSent(h *held) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.pending[h.version]; !ok {
+		p.order = append(p.order, h.version)
+	}
+	p.pending[h.version] = h
+	for len(p.order) > maxPending {
+		delete(p.pending, p.order[0])
+		p.order = p.order[1:]
+	}
+	p.sentVersion = h.version
+	p.sentFP = h.fp
+	p.answered = false
+	if !h.delta {
+		p.resendFull = false
+	}
+}
+
+// setAckTimer arms the ack timeout of the response just sent.
+func (p *proxy) setAckTimer(t *time.Timer) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ackTimer != nil {
+		p.ackTimer.Stop()
+	}
+	p.ackTimer = t
+}
+
+// ackTimedOut gives up waiting for the answer to version: the next change
+// is sent anyway (as a delta against the last acked snapshot: a proxy that
+// holds another rejects it and is sent the full snapshot).
+func (p *proxy) ackTimedOut(version string) {
+	p.mu.Lock()
+	fire := p.sentVersion == version && !p.answered
+	if fire {
+		p.answered = true
+	}
+	p.mu.Unlock()
+	if fire {
+		p.wake()
+	}
+}
+
+func (p *proxy) stop() {
+	p.mu.Lock()
+	if p.ackTimer != nil {
+		p.ackTimer.Stop()
+	}
+	p.mu.Unlock()
+	p.releaseSlots()
+}
+
+// ack records an Ack; it reports false for a version this proxy was not
+// sent (or was sent too long ago to remember), and the snapshot acked.
+func (p *proxy) ack(version, errMsg string) (known bool, acked *held) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c, ok := p.pending[version]
+	if !ok && version != p.ackedVersion {
+		return false, nil
+	}
+	if version == p.sentVersion && !p.answered {
+		p.answered = true
+		if p.ackTimer != nil {
+			p.ackTimer.Stop()
+			p.ackTimer = nil
+		}
+		// The loop may be waiting for this answer.
 		select {
 		case p.notify <- struct{}{}:
 		default:
 		}
 	}
-	return changed
-}
-
-func (p *proxy) recordSent(version string, v *view) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	c := v.carried
-	if _, ok := p.pending[version]; !ok {
-		p.order = append(p.order, version)
-	}
-	p.pending[version] = &c
-	for len(p.order) > maxPending {
-		delete(p.pending, p.order[0])
-		p.order = p.order[1:]
-	}
-	p.sentVersion = version
-	p.sentFP = v.fp
-}
-
-// ack records an Ack; it reports false for a version this proxy was not
-// sent (or was sent too long ago to remember).
-func (p *proxy) ack(version, errMsg string) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	c, ok := p.pending[version]
-	if !ok && version != p.ackedVersion {
-		return false
-	}
 	if errMsg != "" {
 		p.ackErr = errMsg
-		return true
+		if ok && c.delta && version == p.sentVersion {
+			p.resendFull = true
+		}
+		return true, nil
 	}
 	if ok {
 		p.acked = c
@@ -140,7 +242,7 @@ func (p *proxy) ack(version, errMsg string) bool {
 	}
 	p.ackedVersion = version
 	p.ackErr = ""
-	return true
+	return true, p.acked
 }
 
 // Stream serves one proxy: Hello, a snapshot, acks, newer snapshots.
@@ -182,7 +284,8 @@ func (s *Server) Stream(stream meshapiv1.Config_StreamServer) error {
 	}
 	p := &proxy{
 		namespace: pod.Namespace, pod: pod.Name, proxyVersion: hello.GetProxyVersion(), id: id,
-		notify: make(chan struct{}, 1), pending: map[string]*carried{}, cur: v,
+		deltas: hello.GetAcceptsDeltas(),
+		notify: make(chan struct{}, 1), pending: map[string]*held{}, cur: v,
 	}
 	if h.add(p, v) {
 		if nv, err := h.viewFor(pod); err == nil {
@@ -190,26 +293,23 @@ func (s *Server) Stream(stream meshapiv1.Config_StreamServer) error {
 		}
 	}
 	defer h.remove(p)
-	defer p.releaseSlots()
-	log.Info("Proxy connected", "lastVersion", hello.GetLastVersion())
+	defer p.stop()
+	log.Info("Proxy connected", "lastVersion", hello.GetLastVersion(), "deltas", p.deltas)
 	defer log.Info("Proxy disconnected")
 
 	// A reconnecting proxy that holds the current snapshot is not sent it
-	// again.
-	held := hello.GetLastVersion()
+	// again; one that holds an older one that this replica knows may be
+	// sent a delta.
+	lastVersion := hello.GetLastVersion()
 	recvErr := make(chan error, 1)
 	go func() { recvErr <- s.receive(stream, p, log) }()
 
 	for {
-		p.mu.Lock()
-		v := p.cur
-		need := p.sentVersion == "" || v.fp != p.sentFP
-		p.mu.Unlock()
-		if need {
-			if err := s.send(stream, p, v, held); err != nil {
+		if v, need := p.next(); need {
+			if err := s.send(stream, p, v, lastVersion); err != nil {
 				return err
 			}
-			held = ""
+			lastVersion = ""
 		}
 		select {
 		case <-ctx.Done():
@@ -221,51 +321,83 @@ func (s *Server) Stream(stream meshapiv1.Config_StreamServer) error {
 	}
 }
 
-// send builds v's snapshot and sends it, unless its version is held (what
-// the proxy said it has). Snapshots are built here, under the semaphore, and
-// dropped after: with a thousand services each is megabytes, and a thousand
-// proxies connecting at once must not hold one each.
-func (s *Server) send(stream meshapiv1.Config_StreamServer, p *proxy, v *view, held string) error {
+// send sends v's snapshot, unless its version is held (what the proxy said
+// it has): as a delta when the proxy accepts them and holds a snapshot this
+// replica can diff against, else whole. Full snapshots are built here,
+// under the semaphore, and dropped after: with a thousand services each is
+// megabytes, and a thousand proxies connecting at once must not hold one
+// each.
+func (s *Server) send(stream meshapiv1.Config_StreamServer, p *proxy, v *view, hello string) error {
 	h := s.Hub
-	select {
-	case h.sendSem <- struct{}{}:
-	case <-stream.Context().Done():
-		return status.FromContextError(stream.Context().Err()).Err()
-	}
-	var once sync.Once
-	release := func() { once.Do(func() { <-h.sendSem }) }
-	sent := false
-	defer func() {
-		if !sent {
-			release()
-		}
-	}()
-	snap, err := h.snaps.get(v)
-	if err != nil {
-		return status.Errorf(codes.Internal, "cannot build the snapshot: %v", err)
-	}
-	if held != "" && snap.Version == held {
-		p.recordSent(snap.Version, v)
-		p.ack(snap.Version, "")
+	version := h.versionOf(v)
+	if hello != "" && version == hello {
+		p.recordSent(heldOf(version, v, false))
+		_, acked := p.ack(version, "")
+		h.bases.put(acked)
 		h.signal()
 		return nil
 	}
-	resp := &meshapiv1.ConfigResponse{Version: snap.Version, Snapshot: snap.JSON}
+	resp := &meshapiv1.ConfigResponse{Version: version}
+	base := p.deltaBase(h.bases, hello)
+	if base != nil {
+		d, err := h.deltas.getOrBuild(cacheKey{base: base.fp, fp: v.fp}, func() (*compiler.Snapshot, error) {
+			b, err := buildDelta(base, v, version)
+			return &compiler.Snapshot{Version: version, JSON: b}, err
+		})
+		if err != nil {
+			return status.Errorf(codes.Internal, "cannot build the delta: %v", err)
+		}
+		resp.Delta, resp.BaseVersion = d.JSON, base.version
+	}
+
+	var release func()
+	if base == nil || len(resp.Delta) > bigDelta {
+		select {
+		case h.sendSem <- struct{}{}:
+		case <-stream.Context().Done():
+			return status.FromContextError(stream.Context().Err()).Err()
+		}
+		var once sync.Once
+		release = func() { once.Do(func() { <-h.sendSem }) }
+	}
+	sent := false
+	defer func() {
+		if !sent && release != nil {
+			release()
+		}
+	}()
+	if base == nil {
+		snap, err := h.snaps.get(v)
+		if err != nil {
+			return status.Errorf(codes.Internal, "cannot build the snapshot: %v", err)
+		}
+		resp.Version, resp.Snapshot = snap.Version, snap.JSON
+	}
 	if h.TrustBundle != nil {
 		resp.TrustBundle = h.TrustBundle()
 	}
 	// Recorded before Send so an ack racing the return of Send is known.
-	p.recordSent(snap.Version, v)
+	p.recordSent(heldOf(resp.Version, v, base != nil))
 	if err := stream.Send(resp); err != nil {
 		return err
 	}
 	sent = true
-	// The slot is freed by the proxy's next ack, the end of its stream, or
-	// the timeout, whichever comes first.
-	t := time.AfterFunc(h.AckTimeout, release)
-	p.holdSlot(func() { t.Stop(); release() })
+	// An in-flight slot is freed by the proxy's next ack, the end of its
+	// stream, or the timeout, whichever comes first.
+	p.setAckTimer(time.AfterFunc(h.AckTimeout, func() {
+		if release != nil {
+			release()
+		}
+		p.ackTimedOut(resp.Version)
+	}))
+	if release != nil {
+		p.holdSlot(release)
+	}
 	h.Metrics.snapshotsSent.Inc()
-	h.Metrics.bytesSent.Add(float64(len(resp.Snapshot)))
+	if base != nil {
+		h.Metrics.deltasSent.Inc()
+	}
+	h.Metrics.bytesSent.Add(float64(len(resp.Snapshot) + len(resp.Delta)))
 	h.signal()
 	return nil
 }
@@ -282,9 +414,13 @@ func (s *Server) receive(stream meshapiv1.Config_StreamServer, p *proxy, log log
 			return status.Error(codes.InvalidArgument, "only Acks may follow the Hello")
 		}
 		p.releaseSlots()
-		if !p.ack(a.GetVersion(), a.GetError()) {
+		known, acked := p.ack(a.GetVersion(), a.GetError())
+		if !known {
 			log.V(1).Info("Ignoring an ack for a version this proxy was not sent", "version", a.GetVersion())
 			continue
+		}
+		if acked != nil {
+			h.bases.put(acked)
 		}
 		if a.GetError() != "" {
 			h.Metrics.acks.WithLabelValues("nack").Inc()

@@ -42,8 +42,8 @@ func TestSnapCacheSharesEqualViewsAndStaysBounded(t *testing.T) {
 	if sb == s1 || sb.Version == s1.Version {
 		t.Errorf("a different identity got the same snapshot")
 	}
-	if len(c.byFP) != 1 || c.bytes != len(sb.JSON) {
-		t.Errorf("cache holds %d entries, %d bytes; want only the newest (%d bytes)", len(c.byFP), c.bytes, len(sb.JSON))
+	if len(c.byKey) != 1 || c.bytes != len(sb.JSON) {
+		t.Errorf("cache holds %d entries, %d bytes; want only the newest (%d bytes)", len(c.byKey), c.bytes, len(sb.JSON))
 	}
 	if s3, _ := c.get(a1); s3 == s1 || s3.Version != s1.Version {
 		t.Errorf("an evicted view must be rebuilt, to the same version")

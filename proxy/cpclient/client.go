@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	meshapiv1 "github.com/weftmesh/weft/pkg/meshapi/v1"
+	"github.com/weftmesh/weft/pkg/meshconfig"
 )
 
 // Client keeps a proxy's certificate and snapshot current. Create with New,
@@ -25,6 +26,8 @@ type Client struct {
 
 	mu          sync.Mutex
 	lastVersion string // last snapshot applied, sent in Hello on reconnect
+	// current is the last snapshot applied: the base of the next delta.
+	current *meshconfig.Snapshot
 }
 
 // New checks cfg; every problem with it is reported at once.

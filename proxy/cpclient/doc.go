@@ -1,9 +1,9 @@
 // Package cpclient is the proxy's client of the Weft control plane. It gets
 // the workload certificate from the Identity service (the key is generated in
 // memory and never leaves the process), renews it before it expires, and
-// holds the Config stream open: each snapshot is decoded, applied to the
-// proxy and acknowledged, or rejected with the reason while the last good one
-// keeps serving. Trust bundles that come with snapshots replace the proxy's
+// holds the Config stream open: each snapshot (or delta against the one it
+// holds) is decoded, applied to the proxy and acknowledged, or rejected with
+// the reason while the last good one keeps serving. Trust bundles that come with snapshots replace the proxy's
 // roots, so an anchor rotation needs no restart.
 //
 // While the control plane is unreachable the proxy keeps serving with what it

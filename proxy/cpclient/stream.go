@@ -61,6 +61,7 @@ func (c *Client) streamOnce(ctx context.Context, cli meshapiv1.ConfigClient, log
 	hello := &meshapiv1.Hello{
 		PodName: c.s.PodName, PodNamespace: c.s.PodNamespace,
 		ProxyVersion: c.s.ProxyVersion, LastVersion: c.LastVersion(),
+		AcceptsDeltas: true,
 	}
 	if err := stream.Send(&meshapiv1.ConfigRequest{Kind: &meshapiv1.ConfigRequest_Hello{Hello: hello}}); err != nil {
 		return false, err
@@ -88,7 +89,8 @@ func (c *Client) streamOnce(ctx context.Context, cli meshapiv1.ConfigClient, log
 }
 
 // handle checks a response whole before changing anything: a response with
-// a bad snapshot or a bad bundle is refused as a unit.
+// a bad snapshot, a delta that does not apply to the snapshot held, or a
+// bad bundle is refused as a unit.
 func (c *Client) handle(resp *meshapiv1.ConfigResponse) error {
 	if resp.GetVersion() == "" {
 		return errors.New("response has no version")
@@ -96,13 +98,16 @@ func (c *Client) handle(resp *meshapiv1.ConfigResponse) error {
 	if len(resp.GetSnapshot()) > maxSnapshot {
 		return fmt.Errorf("snapshot of %d bytes is larger than %d", len(resp.GetSnapshot()), maxSnapshot)
 	}
+	if len(resp.GetDelta()) > maxSnapshot {
+		return fmt.Errorf("delta of %d bytes is larger than %d", len(resp.GetDelta()), maxSnapshot)
+	}
 	bundle := resp.GetTrustBundle()
 	if len(bundle) > 0 {
 		if _, err := identity.ParseBundle(c.s.id.TrustDomain(), bundle); err != nil {
 			return err
 		}
 	}
-	snap, err := meshconfig.Decode(resp.GetSnapshot())
+	snap, err := c.decode(resp)
 	if err != nil {
 		return err
 	}
@@ -117,11 +122,41 @@ func (c *Client) handle(resp *meshapiv1.ConfigResponse) error {
 	}
 	c.mu.Lock()
 	c.lastVersion = snap.Version
+	c.current = snap
 	c.mu.Unlock()
 	if len(bundle) > 0 {
 		c.setBundle(bundle)
 	}
 	return nil
+}
+
+// decode reads the snapshot a response sends: whole, or as a delta applied
+// to the snapshot held, which must be the delta's base.
+func (c *Client) decode(resp *meshapiv1.ConfigResponse) (*meshconfig.Snapshot, error) {
+	if len(resp.GetDelta()) == 0 {
+		return meshconfig.Decode(resp.GetSnapshot())
+	}
+	if len(resp.GetSnapshot()) > 0 {
+		return nil, errors.New("response carries both a snapshot and a delta")
+	}
+	c.mu.Lock()
+	base := c.current
+	c.mu.Unlock()
+	if base == nil || base.Version != resp.GetBaseVersion() {
+		held := ""
+		if base != nil {
+			held = base.Version
+		}
+		return nil, fmt.Errorf("delta applies to version %q, but this proxy holds %q", resp.GetBaseVersion(), held)
+	}
+	d, err := meshconfig.DecodeDelta(resp.GetDelta())
+	if err != nil {
+		return nil, err
+	}
+	if d.BaseVersion != resp.GetBaseVersion() {
+		return nil, fmt.Errorf("delta says base version %q, response says %q", d.BaseVersion, resp.GetBaseVersion())
+	}
+	return d.Apply(base)
 }
 
 // setBundle installs a checked trust bundle. If the proxy's own certificate

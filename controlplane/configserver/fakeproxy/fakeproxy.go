@@ -1,14 +1,16 @@
 // Package fakeproxy is a minimal Config stream client for tests and the
 // control-plane benchmark: it says Hello, acknowledges (or rejects) every
 // snapshot, remembers the last one it applied and reconnects with backoff.
-// It does not parse snapshots beyond JSON validity; proxy/cpclient is the
-// real client.
+// With Deltas it accepts deltas and rejects one whose base is not the
+// version it holds. It does not parse snapshots beyond JSON validity unless
+// it keeps them; proxy/cpclient is the real client.
 package fakeproxy
 
 import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"sync"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	meshapiv1 "github.com/weftmesh/weft/pkg/meshapi/v1"
+	"github.com/weftmesh/weft/pkg/meshconfig"
 )
 
 // Client is one fake proxy.
@@ -30,8 +33,11 @@ type Client struct {
 	// SkipValidation does not check that snapshots are JSON (the benchmark
 	// measures the control plane, not the load process's JSON scanner).
 	SkipValidation bool
-	// KeepSnapshot keeps the last applied snapshot for Snapshot.
+	// KeepSnapshot keeps the last applied snapshot for Snapshot (deltas are
+	// applied with meshconfig, as a proxy does).
 	KeepSnapshot bool
+	// Deltas says in Hello that the proxy accepts deltas.
+	Deltas bool
 	// Received, if set, is called after each snapshot is answered.
 	Received func(version string, at time.Time)
 
@@ -40,6 +46,8 @@ type Client struct {
 	versions []string
 	bundle   []byte
 	snapshot []byte
+	decoded  *meshconfig.Snapshot
+	deltas   int
 	err      error
 	conn     *grpc.ClientConn
 }
@@ -49,6 +57,13 @@ func (c *Client) Versions() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return append([]string(nil), c.versions...)
+}
+
+// DeltasReceived counts the responses that were deltas.
+func (c *Client) DeltasReceived() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.deltas
 }
 
 // Last is the version last applied.
@@ -141,7 +156,7 @@ func (c *Client) Once(ctx context.Context) (got bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	hello := &meshapiv1.Hello{PodName: c.Pod, PodNamespace: c.Namespace, ProxyVersion: c.ProxyVersion, LastVersion: c.Last()}
+	hello := &meshapiv1.Hello{PodName: c.Pod, PodNamespace: c.Namespace, ProxyVersion: c.ProxyVersion, LastVersion: c.Last(), AcceptsDeltas: c.Deltas}
 	if err := stream.Send(&meshapiv1.ConfigRequest{Kind: &meshapiv1.ConfigRequest_Hello{Hello: hello}}); err != nil {
 		return false, err
 	}
@@ -151,20 +166,15 @@ func (c *Client) Once(ctx context.Context) (got bool, err error) {
 			return got, err
 		}
 		got = true
-		reason := ""
-		if !c.SkipValidation && !json.Valid(resp.GetSnapshot()) {
-			reason = "snapshot is not JSON"
-		} else if c.Reject != nil {
-			reason = c.Reject(resp.GetVersion())
-		}
+		reason := c.check(resp)
 		c.mu.Lock()
 		c.versions = append(c.versions, resp.GetVersion())
+		if resp.GetDelta() != nil {
+			c.deltas++
+		}
 		if reason == "" {
 			c.last = resp.GetVersion()
 			c.bundle = resp.GetTrustBundle()
-			if c.KeepSnapshot {
-				c.snapshot = resp.GetSnapshot()
-			}
 		}
 		c.mu.Unlock()
 		ack := &meshapiv1.Ack{Version: resp.GetVersion(), Error: reason}
@@ -175,4 +185,59 @@ func (c *Client) Once(ctx context.Context) (got bool, err error) {
 			c.Received(resp.GetVersion(), time.Now())
 		}
 	}
+}
+
+// check decides the ack of resp, and keeps its snapshot if it is applied.
+func (c *Client) check(resp *meshapiv1.ConfigResponse) string {
+	isDelta := resp.GetDelta() != nil
+	if isDelta {
+		if !c.Deltas {
+			return "this proxy does not accept deltas"
+		}
+		if last := c.Last(); resp.GetBaseVersion() != last {
+			return fmt.Sprintf("delta applies to version %q, this proxy holds %q", resp.GetBaseVersion(), last)
+		}
+	}
+	data := resp.GetSnapshot()
+	if isDelta {
+		data = resp.GetDelta()
+	}
+	if !c.SkipValidation && !json.Valid(data) {
+		return "response is not JSON"
+	}
+	if c.Reject != nil {
+		if r := c.Reject(resp.GetVersion()); r != "" {
+			return r
+		}
+	}
+	if !c.KeepSnapshot {
+		return ""
+	}
+	var snap *meshconfig.Snapshot
+	var err error
+	if isDelta {
+		var d *meshconfig.Delta
+		if d, err = meshconfig.DecodeDelta(data); err == nil {
+			c.mu.Lock()
+			base := c.decoded
+			c.mu.Unlock()
+			snap, err = d.Apply(base)
+		}
+	} else {
+		snap, err = meshconfig.Decode(data)
+	}
+	if err == nil && snap.Version != resp.GetVersion() {
+		err = fmt.Errorf("snapshot says version %q, response says %q", snap.Version, resp.GetVersion())
+	}
+	if err != nil {
+		return err.Error()
+	}
+	enc, err := meshconfig.Encode(snap)
+	if err != nil {
+		return err.Error()
+	}
+	c.mu.Lock()
+	c.decoded, c.snapshot = snap, enc
+	c.mu.Unlock()
+	return ""
 }
