@@ -65,7 +65,13 @@ var copyBuffers = &bufPool{}
 // DATA frame, so the grpc-status lands in headers instead of trailers and
 // the client fails with "server closed the stream without sending
 // trailers".
-func newReverseProxy(rt http.RoundTripper, rewrite func(*httputil.ProxyRequest)) *httputil.ReverseProxy {
+func newReverseProxy(rt http.RoundTripper, rewrite func(*httputil.ProxyRequest)) http.Handler {
+	return &relay{rt: rt, rewrite: rewrite, upgrade: newUpgradeProxy(rt, rewrite)}
+}
+
+// newUpgradeProxy is httputil.ReverseProxy set up like relay, for requests
+// that upgrade the connection.
+func newUpgradeProxy(rt http.RoundTripper, rewrite func(*httputil.ProxyRequest)) *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = "http"
