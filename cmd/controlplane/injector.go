@@ -45,6 +45,9 @@ func injectorConfig(mcp *meshv1alpha1.MeshControlPlane, o options) inject.Config
 		}
 		cfg.NamespaceSelector = s
 	}
+	if mcp.Spec.Observability.ScrapeAnnotations == "Disabled" {
+		cfg.ScrapeAnnotations = false
+	}
 	p := mcp.Spec.Proxy
 	if p.LogLevel != "" {
 		cfg.LogLevel = string(p.LogLevel)

@@ -28,3 +28,15 @@ func TestInjectorConfigNamespaceSelector(t *testing.T) {
 		t.Errorf("an unparsable selector gives %v, want one that selects nothing", cfg.NamespaceSelector)
 	}
 }
+
+func TestInjectorConfigScrapeAnnotations(t *testing.T) {
+	o := options{revision: "v1-0-0", namespace: "weft-system", grpcAddr: ":8090"}
+	mcp := &meshv1alpha1.MeshControlPlane{}
+	if !injectorConfig(nil, o).ScrapeAnnotations || !injectorConfig(mcp, o).ScrapeAnnotations {
+		t.Error("scrape annotations are off by default, want on (the API's default is Enabled)")
+	}
+	mcp.Spec.Observability.ScrapeAnnotations = "Disabled"
+	if injectorConfig(mcp, o).ScrapeAnnotations {
+		t.Error("observability.scrapeAnnotations: Disabled is ignored")
+	}
+}

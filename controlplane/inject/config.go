@@ -47,6 +47,12 @@ const (
 	// value says why. The missed-pods controller need not report such pods.
 	AnnotationInjectSkipped = "mesh.weft.dev/inject-skipped"
 
+	// The de-facto Prometheus annotations that a stock Prometheus
+	// kubernetes_sd scrape config reads; see Config.ScrapeAnnotations.
+	AnnotationPrometheusScrape = "prometheus.io/scrape"
+	AnnotationPrometheusPort   = "prometheus.io/port"
+	AnnotationPrometheusPath   = "prometheus.io/path"
+
 	ValueEnabled  = "enabled"
 	ValueDisabled = "disabled"
 )
@@ -125,6 +131,10 @@ type Config struct {
 	SkipInboundPorts  []string
 	SkipOutboundPorts []string
 	SkipOutboundCIDRs []string
+	// ScrapeAnnotations announces the proxy's metrics (admin port,
+	// /metrics) with the prometheus.io annotations, unless the pod has
+	// prometheus.io annotations of its own.
+	ScrapeAnnotations bool
 	// TrustAnchorsPEM are the mesh's trust anchors (PEM CA certificates,
 	// several during a rotation), given to the proxy in WEFT_TRUST_ANCHORS.
 	// The webhook server fills it from the trust bundle for every request;
@@ -143,6 +153,8 @@ func DefaultConfig() Config {
 		OutboundPort:    4140,
 		AdminPort:       4191,
 		LogLevel:        "info",
+		// The MeshControlPlane's default (observability.scrapeAnnotations).
+		ScrapeAnnotations: true,
 		Resources: corev1.ResourceRequirements{
 			Requests: corev1.ResourceList{
 				corev1.ResourceCPU:    resource.MustParse("50m"),

@@ -137,6 +137,12 @@ var goldenCases = []struct {
 		p.Annotations = map[string]string{AnnotationRewriteProbes: "no"}
 	})},
 	{name: "trust-anchors", ns: meshedNS(), pod: basePod(), cfg: func(c *Config) { c.TrustAnchorsPEM = trustAnchors() }},
+	// The application announces its own metrics: those stay, the proxy's
+	// are not announced.
+	{name: "app-scrape-annotations", ns: meshedNS(), pod: with(func(p *corev1.Pod) {
+		p.Annotations = map[string]string{"prometheus.io/scrape": "true", "prometheus.io/port": "9102"}
+	})},
+	{name: "scrape-annotations-disabled", ns: meshedNS(), pod: basePod(), cfg: func(c *Config) { c.ScrapeAnnotations = false }},
 	{name: "resource-overrides", ns: meshedNS(), pod: with(func(p *corev1.Pod) {
 		p.Annotations = map[string]string{
 			AnnotationProxyCPURequest:    "200m",

@@ -88,20 +88,44 @@ func Inject(pod *corev1.Pod, cfg Config) (Patch, error) {
 		add("/spec/volumes/-", vol)
 	}
 
-	addToMap := func(base string, m map[string]string, key, value string) {
+	addToMap := func(base string, m map[string]string, kv ...string) {
 		// Empty counts as missing: an empty map is omitted from the JSON
-		// the patch applies to.
+		// the patch applies to, and a missing map must be added whole
+		// (adding a key under a path that does not exist fails the patch).
 		if len(m) == 0 {
-			add(base, map[string]string{key: value})
+			whole := map[string]string{}
+			for i := 0; i+1 < len(kv); i += 2 {
+				whole[kv[i]] = kv[i+1]
+			}
+			add(base, whole)
 			return
 		}
-		add(base+"/"+escape(key), value)
+		for i := 0; i+1 < len(kv); i += 2 {
+			add(base+"/"+escape(kv[i]), kv[i+1])
+		}
 	}
-	// A missing map must be added whole: adding a key under a path that does
-	// not exist fails the patch.
-	addToMap("/metadata/annotations", pod.Annotations, AnnotationInjected, cfg.Revision)
+	annotations := []string{AnnotationInjected, cfg.Revision}
+	if cfg.ScrapeAnnotations && !hasScrapeAnnotations(pod) {
+		annotations = append(annotations,
+			AnnotationPrometheusScrape, "true",
+			AnnotationPrometheusPort, strconv.Itoa(int(cfg.AdminPort)),
+			AnnotationPrometheusPath, "/metrics")
+	}
+	addToMap("/metadata/annotations", pod.Annotations, annotations...)
 	addToMap("/metadata/labels", pod.Labels, LabelRevision, cfg.Revision)
 	return p, nil
+}
+
+// hasScrapeAnnotations: the application already tells Prometheus where its
+// own metrics are. Those win; the proxy's metrics are then not announced
+// (a scrape config of its own can still find port 4191).
+func hasScrapeAnnotations(pod *corev1.Pod) bool {
+	for _, k := range []string{AnnotationPrometheusScrape, AnnotationPrometheusPort, AnnotationPrometheusPath} {
+		if _, ok := pod.Annotations[k]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 // escape encodes a map key as a JSON pointer token (RFC 6901).
