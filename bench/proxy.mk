@@ -12,7 +12,7 @@ bin/weft-proxy:
 
 .PHONY: bench-proxy
 bench-proxy: bin/fortio bin/weft-proxy ## Proxy vs direct vs haproxy vs nginx (needs haproxy nginx libnginx-mod-stream).
-	go run ./bench/proxy $(BENCH_PROXY_FLAGS)
+	go run ./bench/proxy -results bench/proxy/RESULTS.md $(BENCH_PROXY_FLAGS)
 
 # A quick smoke run of the harness (one short round).
 .PHONY: bench-proxy-quick

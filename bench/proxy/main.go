@@ -50,7 +50,7 @@ func main() {
 	flag.StringVar(&o.haproxy, "haproxy", "haproxy", "haproxy binary (apt-get install -y haproxy)")
 	flag.StringVar(&o.nginx, "nginx", "nginx", "nginx binary (apt-get install -y nginx libnginx-mod-stream)")
 	flag.StringVar(&o.out, "out", "bench/out/proxy", "work directory (configs, logs, raw fortio JSON)")
-	flag.StringVar(&o.results, "results", "bench/RESULTS.md", "Markdown file whose proxy section is replaced")
+	flag.StringVar(&o.results, "results", "bench/proxy/RESULTS.md", "Markdown file whose proxy section is replaced")
 	flag.IntVar(&o.rounds, "rounds", 5, "rounds per cell")
 	flag.DurationVar(&o.dur, "t", 2*time.Second, "duration of one fortio run")
 	flag.IntVar(&o.qps, "qps", 1000, "request rate")

@@ -12,12 +12,13 @@ import (
 // render writes the Markdown section. Added latency is computed per round
 // (setup minus direct in the same round and cell) and then the median over
 // rounds is taken, so drift between rounds on a shared machine cancels out.
-func render(o options, phases []*phase, took time.Duration) string {
+func render(o options, phases []*phase, took time.Duration, loadStart, loadEnd string) string {
 	var b strings.Builder
 	p := func(f string, a ...any) { fmt.Fprintf(&b, f, a...) }
 	p("## Proxy data plane (issue 3)\n\n")
 	p("Measured %s by `make bench-proxy` (bench/proxy) in %s on %d vCPUs shared with other work; %s, %s.\n",
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), took.Round(time.Second), runtime.NumCPU(), version(o.haproxy, "-v"), version(o.nginx, "-v"))
+	p("Load average (1/5/15 min) %s at the start, %s at the end: other work ran on the machine, which is why setups run side by side in rotating order and ratios are computed per round.\n", loadStart, loadEnd)
 	p("fortio %d rps, 1 KiB bodies (echoed back), %s per run, %d rounds per cell, setups in rotating order each round.\n",
 		o.qps, o.dur, o.rounds)
 	p("Latencies are medians over rounds; *added* is that round's percentile minus the direct run's, then the median over rounds (µs).\n")

@@ -57,6 +57,7 @@ func run(o options) error {
 	backends := map[string]string{pHTTP1: httpB, pH2: httpB, pGRPC: grpcB, pTCP: tcpB}
 	var phases []*phase
 	start := time.Now()
+	load0 := loadavg()
 	for _, proto := range o.protos {
 		ph, err := runPhase(o, proto, backends[proto], certs)
 		if err != nil {
@@ -64,7 +65,7 @@ func run(o options) error {
 		}
 		phases = append(phases, ph)
 	}
-	report := render(o, phases, time.Since(start))
+	report := render(o, phases, time.Since(start), load0, loadavg())
 	os.WriteFile(filepath.Join(o.out, "results.md"), []byte(report), 0o644)
 	fmt.Print(report)
 	return replaceSection(o.results, "## Proxy data plane (issue 3)", report)
@@ -238,4 +239,17 @@ func replaceSection(file, heading, body string) error {
 		end = i + len(heading) + j + 1
 	}
 	return os.WriteFile(file, []byte(s[:i]+body+s[end:]), 0o644)
+}
+
+// loadavg is /proc/loadavg's 1, 5 and 15 minute averages.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
 }

@@ -3,7 +3,8 @@ package sidecar
 import (
 	"encoding/json"
 	"net/http"
-	"net/http/pprof"
+	"runtime/pprof"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -17,11 +18,7 @@ func (p *Proxy) adminMux() *http.ServeMux {
 	}
 	if p.cfg.Pprof {
 		// Off by default: profiles show request data and cost CPU.
-		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("GET /debug/pprof/{name}", serveProfile)
 	}
 	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("live\n")) })
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
@@ -57,4 +54,42 @@ func (p *Proxy) adminMux() *http.ServeMux {
 		json.NewEncoder(w).Encode(out)
 	})
 	return mux
+}
+
+// serveProfile writes a runtime profile for `go tool pprof`: "profile" is
+// CPU for ?seconds= (default 30), other names are runtime/pprof's (heap,
+// allocs, goroutine, ...; ?debug=1 for text). It uses runtime/pprof rather
+// than net/http/pprof, whose index page would link html/template into the
+// binary (half a megabyte of resident memory).
+func serveProfile(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if name == "profile" {
+		sec, err := strconv.Atoi(r.FormValue("seconds"))
+		if err != nil || sec <= 0 {
+			sec = 30
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		if err := pprof.StartCPUProfile(w); err != nil {
+			http.Error(w, err.Error(), http.StatusConflict)
+			return
+		}
+		select {
+		case <-time.After(time.Duration(sec) * time.Second):
+		case <-r.Context().Done():
+		}
+		pprof.StopCPUProfile()
+		return
+	}
+	prof := pprof.Lookup(name)
+	if prof == nil {
+		http.Error(w, "unknown profile", http.StatusNotFound)
+		return
+	}
+	debug, _ := strconv.Atoi(r.FormValue("debug"))
+	if debug == 0 {
+		w.Header().Set("Content-Type", "application/octet-stream")
+	} else {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	}
+	prof.WriteTo(w, debug)
 }

@@ -10,6 +10,7 @@ import (
 	"net/textproto"
 	"net/url"
 	"strings"
+	"sync"
 )
 
 // relay is the proxy's reverse proxy. It forwards a request the way
@@ -53,15 +54,13 @@ func (rl *relay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// 1xx responses go to the client as they come.
 	wh := w.Header()
-	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, header textproto.MIMEHeader) error {
-		for k, vv := range header {
-			wh[k] = append(wh[k], vv...)
-		}
-		w.WriteHeader(code)
-		clear(wh)
-		return nil
-	}}
-	o := r.WithContext(httptrace.WithClientTrace(r.Context(), trace))
+	it := informationals.Get().(*informational)
+	it.w = w
+	defer func() {
+		it.w = nil
+		informationals.Put(it)
+	}()
+	o := r.WithContext(httptrace.WithClientTrace(r.Context(), &it.trace))
 	u := *r.URL
 	o.URL = &u
 	if r.ContentLength == 0 {
@@ -151,6 +150,35 @@ func (rl *relay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			wh.Add(k, v)
 		}
 	}
+}
+
+// informational forwards 1xx responses to w. It is pooled: a ClientTrace
+// and its closure per request were a tenth of the relay's allocations. No
+// 1xx can arrive once RoundTrip has returned the final response, and the
+// relay returns only after that.
+type informational struct {
+	trace httptrace.ClientTrace
+	w     http.ResponseWriter
+}
+
+var informationals = sync.Pool{New: func() any {
+	it := new(informational)
+	it.trace.Got1xxResponse = it.got1xx
+	return it
+}}
+
+func (it *informational) got1xx(code int, header textproto.MIMEHeader) error {
+	w := it.w
+	if w == nil {
+		return nil
+	}
+	wh := w.Header()
+	for k, vv := range header {
+		wh[k] = append(wh[k], vv...)
+	}
+	w.WriteHeader(code)
+	clear(wh)
+	return nil
 }
 
 // flushEachWrite: bodies of unknown length and event streams go out as they

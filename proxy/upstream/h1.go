@@ -145,8 +145,16 @@ func (c *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
 			h1Buffers.Put(bp)
 		}
 	}()
+	addr := req.URL.Host
+	if req.URL.Port() == "" {
+		port := "80"
+		if c.scheme == "https" {
+			port = "443"
+		}
+		addr = net.JoinHostPort(req.URL.Hostname(), port)
+	}
 	for try := 0; ; try++ {
-		pc, err := c.get(ctx, req.URL.Host)
+		pc, err := c.get(ctx, addr)
 		if err != nil {
 			return nil, err
 		}

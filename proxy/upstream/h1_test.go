@@ -105,6 +105,19 @@ func TestH1ReusesOneConnection(t *testing.T) {
 	}
 }
 
+// A host without a port gets the scheme's default, as with http.Transport.
+func TestH1DefaultPort(t *testing.T) {
+	var got string
+	c := newH1Client(func(ctx context.Context, network, addr string) (net.Conn, error) {
+		got = addr
+		return nil, errors.New("no dialing in this test")
+	}, http.DefaultTransport, time.Minute)
+	req, _ := http.NewRequest(http.MethodGet, "http://backend.example/x", nil)
+	if _, err := c.RoundTrip(req); err == nil || got != "backend.example:80" {
+		t.Errorf("dialed %q (err %v), want backend.example:80", got, err)
+	}
+}
+
 func TestH1StreamedAndUpgradeRequestsUseTheFallback(t *testing.T) {
 	c, fb := newTestH1(t)
 	ts, _ := echoServer(t, nil)
