@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	cmv1 "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
@@ -64,6 +65,11 @@ type MeshControlPlaneReconciler struct {
 	Recorder  recorder.EventRecorder
 	// Now is the clock; tests move it to expire certificates and batches.
 	Now func() time.Time
+
+	// uninjected is the last count of pods without a proxy (see
+	// observeUninjected).
+	uninjectedMu sync.Mutex
+	uninjected   uninjectedCount
 }
 
 // CacheOptions limits what the operator caches: Weft's own Secrets and

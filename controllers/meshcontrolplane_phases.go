@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -280,18 +281,48 @@ func (r *MeshControlPlaneReconciler) observeProxies(ctx context.Context, mesh *m
 // observeUninjected counts running pods in injected namespaces that have no
 // proxy and did not opt out: pods created while the injector was down (with
 // failurePolicy Ignore) or before the namespace was labelled. Only metadata
-// is listed, uncached, since the cache holds meshed pods only.
+// is listed, uncached, since the cache holds meshed pods only: one List per
+// injected namespace. During a rollout every event of a restarted workload
+// reconciles, so the count is then refreshed at most once per resyncInterval
+// and the last one is reused in between.
 func (r *MeshControlPlaneReconciler) observeUninjected(ctx context.Context, mesh *meshv1alpha1.MeshControlPlane, obs *observation) {
-	log := logf.FromContext(ctx)
 	obs.uninjected = -1
+	now := r.Now()
+	rolling := mesh.Status.Upgrade != nil && mesh.Status.Upgrade.Phase != phaseComplete
+	r.uninjectedMu.Lock()
+	last := r.uninjected
+	r.uninjectedMu.Unlock()
+	if rolling && last.mesh == mesh.UID && !now.Before(last.at) && now.Sub(last.at) < resyncInterval {
+		obs.uninjected = last.n
+		return
+	}
+	n, ok := r.countUninjected(ctx, mesh)
+	if !ok {
+		return
+	}
+	r.uninjectedMu.Lock()
+	r.uninjected = uninjectedCount{mesh: mesh.UID, at: now, n: n}
+	r.uninjectedMu.Unlock()
+	obs.uninjected = n
+}
+
+// uninjectedCount is the last count of observeUninjected.
+type uninjectedCount struct {
+	mesh types.UID
+	at   time.Time
+	n    int32
+}
+
+func (r *MeshControlPlaneReconciler) countUninjected(ctx context.Context, mesh *meshv1alpha1.MeshControlPlane) (int32, bool) {
+	log := logf.FromContext(ctx)
 	sel, err := metav1.LabelSelectorAsSelector(injectionSelector(mesh))
 	if err != nil {
-		return
+		return 0, false
 	}
 	var nsList corev1.NamespaceList
 	if err := r.Client.List(ctx, &nsList, client.MatchingLabelsSelector{Selector: sel}); err != nil {
 		log.Error(err, "Listing injected namespaces")
-		return
+		return 0, false
 	}
 	unmeshed, _ := labels.NewRequirement(meshv1alpha1.LabelRevision, selection.DoesNotExist, nil)
 	var n int32
@@ -303,7 +334,7 @@ func (r *MeshControlPlaneReconciler) observeUninjected(ctx context.Context, mesh
 		pods.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PodList"))
 		if err := r.APIReader.List(ctx, pods, client.InNamespace(ns.Name), client.MatchingLabelsSelector{Selector: labels.NewSelector().Add(*unmeshed)}); err != nil {
 			log.Error(err, "Listing pods without a proxy", "namespace", ns.Name)
-			return
+			return 0, false
 		}
 		for _, p := range pods.Items {
 			if p.DeletionTimestamp != nil || p.Labels[meshv1alpha1.LabelInject] == "disabled" || p.Annotations[meshv1alpha1.LabelInject] == "disabled" {
@@ -312,5 +343,5 @@ func (r *MeshControlPlaneReconciler) observeUninjected(ctx context.Context, mesh
 			n++
 		}
 	}
-	obs.uninjected = n
+	return n, true
 }
