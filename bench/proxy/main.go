@@ -56,7 +56,7 @@ func main() {
 	flag.IntVar(&o.qps, "qps", 1000, "request rate")
 	flag.StringVar(&conns, "c", "8,16", "connection counts")
 	flag.StringVar(&protos, "protos", "HTTP/1.1,HTTP/2,gRPC,TCP", "protocols")
-	flag.Var((*listFlag)(&o.compare), "compare", "extra one-hop weft setup, name=flags (e.g. procs1=-procs 1); repeatable")
+	flag.Var((*listFlag)(&o.compare), "compare", "extra one-hop weft setup, name[@binary]=flags (e.g. procs1=-procs 1, before@/tmp/old-weft-proxy=); repeatable")
 	flag.Parse()
 	for _, c := range strings.Split(conns, ",") {
 		var n int

@@ -109,8 +109,13 @@ func runPhase(o options, proto, backend, certs string) (*phase, error) {
 	ph.setups = append(ph.setups, setup{name: "weft", addr: a, procs: []*proc{w1}})
 	for _, cmp := range o.compare {
 		name, flags, _ := strings.Cut(cmp, "=")
+		name, bin, _ := strings.Cut(name, "@")
 		a := freePort()
-		w, err := launch("weft-"+name, weftArgs(append(strings.Fields(flags), "-static", a+"="+backend)...)...)
+		args := weftArgs(append(strings.Fields(flags), "-static", a+"="+backend)...)
+		if bin != "" {
+			args[0] = bin
+		}
+		w, err := launch("weft-"+name, args...)
 		if err != nil {
 			return nil, err
 		}
