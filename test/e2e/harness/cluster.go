@@ -45,6 +45,10 @@ type Cluster struct {
 
 	buildMu sync.Mutex
 	builds  map[string]*buildResult
+
+	svcMu   sync.Mutex
+	svcAt   time.Time
+	svcList []corev1.Service
 }
 
 // Binaries built for a run: image repository → main package. An image's

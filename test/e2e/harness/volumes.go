@@ -194,12 +194,12 @@ func writeAtomic(path string, b []byte) error {
 // in its own namespace, name. The file is rewritten in place, not renamed:
 // it is bind-mounted onto /etc/hosts.
 func (r *podRun) writeHosts() error {
-	svcs, err := r.k.c.Kube.CoreV1().Services("").List(context.Background(), metav1.ListOptions{})
+	svcs, err := r.k.c.services()
 	if err != nil {
 		return err
 	}
 	lines := []string{"127.0.0.1 localhost", r.ip + " " + r.pod.Name}
-	for _, s := range svcs.Items {
+	for _, s := range svcs {
 		if s.Spec.ClusterIP == "" || s.Spec.ClusterIP == corev1.ClusterIPNone {
 			continue
 		}
@@ -238,4 +238,20 @@ users:
     tokenFile: %s/token
 `, NodeIP, r.k.c.apiPort(), r.k.c.caFile, apiTokenPath)
 	return writeAtomic(filepath.Join(r.dir, "kubeconfig"), []byte(kc))
+}
+
+// services lists the cluster's Services for the pods' /etc/hosts, at most
+// once a second however many pods refresh their volumes.
+func (c *Cluster) services() ([]corev1.Service, error) {
+	c.svcMu.Lock()
+	defer c.svcMu.Unlock()
+	if time.Since(c.svcAt) < time.Second {
+		return c.svcList, nil
+	}
+	l, err := c.Kube.CoreV1().Services("").List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	c.svcList, c.svcAt = l.Items, time.Now()
+	return c.svcList, nil
 }
