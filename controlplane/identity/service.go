@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -46,11 +47,29 @@ type Service struct {
 	Auth        Authenticator
 	Issuers     IssuerSource
 	// LeafTTL is the lifetime of workload certificates (24h by default).
+	// SetLeafTTL changes it while the service runs.
 	LeafTTL time.Duration
+	// leafTTL, when not zero, is what SetLeafTTL last set; it wins over
+	// LeafTTL.
+	leafTTL atomic.Int64
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Signed, if set, is told of every certificate issued (metrics, logs).
 	Signed func(id spiffeid.ID, notAfter time.Time)
+}
+
+// SetLeafTTL sets the lifetime of the certificates issued from now on
+// (spec.identity.leafLifetime of the MeshControlPlane); 0 restores LeafTTL.
+func (s *Service) SetLeafTTL(d time.Duration) { s.leafTTL.Store(int64(d)) }
+
+func (s *Service) ttl() time.Duration {
+	if d := time.Duration(s.leafTTL.Load()); d > 0 {
+		return d
+	}
+	if s.LeafTTL > 0 {
+		return s.LeafTTL
+	}
+	return 24 * time.Hour
 }
 
 // maxCSRSize bounds what is parsed before anything is authenticated.
@@ -105,10 +124,7 @@ func (s *Service) Certify(ctx context.Context, req *meshapiv1.CertifyRequest) (*
 	if s.Now != nil {
 		now = s.Now()
 	}
-	ttl := s.LeafTTL
-	if ttl <= 0 {
-		ttl = 24 * time.Hour
-	}
+	ttl := s.ttl()
 	chain, notAfter, err := iss.Sign(pub, LeafTemplate{ID: want, TTL: ttl, Now: now})
 	if err != nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "cannot sign: %v", err)

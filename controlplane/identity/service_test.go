@@ -383,3 +383,41 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// The leaf lifetime follows the MeshControlPlane while the service runs,
+// and never reaches past the issuer.
+func TestCertifyLeafLifetime(t *testing.T) {
+	ca := newRoot(t, 10*24*time.Hour)
+	svc := newService(t, ca.mustIssuer(t, 5*24*time.Hour))
+	token, _ := serviceAccount(t, "shop", "ttl", Audience)
+	lifetime := func() time.Duration {
+		t.Helper()
+		resp, err := svc.Certify(context.Background(), &meshapiv1.CertifyRequest{
+			Token: token, Csr: csrFor(t, mustKey(t), nil, "spiffe://cluster.local/ns/shop/sa/ttl"),
+		})
+		if err != nil {
+			t.Fatalf("Certify: %v", err)
+		}
+		c, err := x509.ParseCertificate(resp.CertChain[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.NotAfter.Sub(c.NotBefore)
+	}
+	near := func(got, want time.Duration) bool { return got > want-2*time.Minute && got <= want+2*time.Minute }
+	if got := lifetime(); !near(got, 24*time.Hour) {
+		t.Errorf("default lifetime %s, want 24h", got)
+	}
+	svc.SetLeafTTL(2 * time.Hour)
+	if got := lifetime(); !near(got, 2*time.Hour) {
+		t.Errorf("after SetLeafTTL(2h): %s", got)
+	}
+	svc.SetLeafTTL(7 * 24 * time.Hour)
+	if got := lifetime(); got > 5*24*time.Hour+2*time.Minute {
+		t.Errorf("lifetime %s reaches past the issuer's 5 days", got)
+	}
+	svc.SetLeafTTL(0)
+	if got := lifetime(); !near(got, 24*time.Hour) {
+		t.Errorf("SetLeafTTL(0): %s, want the default again", got)
+	}
+}
