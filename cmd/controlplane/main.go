@@ -151,6 +151,9 @@ func run(ctx context.Context, o options, cfg *rest.Config, log logr.Logger) erro
 			// status) only in its own namespace, and its RBAC says so.
 			ByObject: map[client.Object]cache.ByObject{
 				&corev1.ConfigMap{}: {Namespaces: map[string]cache.Config{o.namespace: {}}},
+				// Of a Pod only metadata, ServiceAccount and container ports
+				// are read.
+				&corev1.Pod{}: {Transform: configserver.TransformPod},
 			},
 		},
 		Metrics:                       metricsserver.Options{BindAddress: o.metricsAddr},

@@ -97,7 +97,9 @@ func EncodeOutbound(o meshconfig.Outbound) (*EncodedOutbound, error) {
 		b.Write(pj)
 	}
 	b.WriteByte('}')
-	all := b.Bytes()
+	// Kept as long as the namespace's config is current: without the
+	// buffer's spare capacity (up to as much again).
+	all := bytes.Clone(b.Bytes())
 	eo := &EncodedOutbound{JSON: all, OpaquePorts: o.OpaquePorts, Services: make([]EncodedService, len(o.Services))}
 	for i := range o.Services {
 		// A comma separates two services: the next one starts one byte later.

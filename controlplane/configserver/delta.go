@@ -12,20 +12,29 @@ import (
 
 // maxBases bounds the acknowledged snapshots remembered for reconnecting
 // proxies. Entries of one namespace share their outline.
-const maxBases = 64
+const maxBases = 16
 
 // outline is what a delta against an outbound config needs of it: a hash
 // of each service, not its bytes, so that remembering what every proxy
 // holds costs little.
 type outline struct {
-	services map[string][32]byte
+	services map[string]sum128
 	opaque   []uint16
 }
 
+// sum128 is a service's hash: half a SHA-256 is plenty to tell versions of
+// one service apart, and a thousand services times the namespaces are kept.
+type sum128 [16]byte
+
+func sumOf(b []byte) sum128 {
+	s := sha256.Sum256(b)
+	return sum128(s[:16])
+}
+
 func newOutline(enc *compiler.EncodedOutbound) *outline {
-	o := &outline{services: make(map[string][32]byte, len(enc.Services)), opaque: enc.OpaquePorts}
+	o := &outline{services: make(map[string]sum128, len(enc.Services)), opaque: enc.OpaquePorts}
 	for _, s := range enc.Services {
-		o.services[s.Key] = sha256.Sum256(s.JSON)
+		o.services[s.Key] = sumOf(s.JSON)
 	}
 	return o
 }

@@ -164,7 +164,10 @@ func TestReconnectWithOlderVersion(t *testing.T) {
 	cp.Stop()
 	cp2 := startControlPlane(t, addr)
 	setWeights(t, "front12", "backend", 45, 55)
-	waitUntil(t, "web-2 acked the change", func() bool { s, _ := state(cp2.Hub, "front12/web-2"); return s.Acked != "" && s.Acked != v2 && s.Acked == s.Sent })
+	waitUntil(t, "web-2 acked the change", func() bool {
+		s, _ := state(cp2.Hub, "front12/web-2")
+		return s.Acked != "" && s.Acked != v2 && s.Acked == s.Sent
+	})
 	stop = runFor(web1)
 	defer stop()
 	converged(t, cp2.Hub, "web-1 caught up after the restart", web1, web2, "front12/web-1", "front12/web-2", v2)

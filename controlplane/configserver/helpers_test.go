@@ -107,7 +107,8 @@ type controlPlane struct {
 // startControlPlane serves on addr ("127.0.0.1:0" for any port).
 func startControlPlane(t *testing.T, addr string) *controlPlane {
 	t.Helper()
-	c, err := cache.New(env.Config, cache.Options{Scheme: scheme.New(), DefaultTransform: cache.TransformStripManagedFields()})
+	c, err := cache.New(env.Config, cache.Options{Scheme: scheme.New(), DefaultTransform: cache.TransformStripManagedFields(),
+		ByObject: map[client.Object]cache.ByObject{&corev1.Pod{}: {Transform: TransformPod}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -82,8 +82,10 @@ type Hub struct {
 	mu       sync.Mutex
 	world    *compiler.World
 	outbound map[string]*nsOutbound
-	proxies  map[*proxy]struct{}
-	dirty    dirty
+	// compiling are the namespaces outboundFor is compiling.
+	compiling map[string]*flight
+	proxies   map[*proxy]struct{}
+	dirty     dirty
 }
 
 // nsOutbound is one namespace's encoded outbound config with its hash, so a
@@ -319,11 +321,17 @@ func (h *Hub) changeFunc(kind client.Object) func(any) {
 	}
 }
 
-// sameForMesh says whether a Pod update leaves everything the compiler reads
-// of a Pod unchanged (labels, annotations, ServiceAccount, container ports):
-// the kubelet's status updates, most of a cluster's Pod events, then cost
-// no compilation.
+// sameForMesh says whether an update leaves everything the compiler reads
+// unchanged. Of a Pod that is its labels, annotations, ServiceAccount and
+// container ports: the kubelet's status updates, most of a cluster's Pod
+// events, then cost no compilation. Of a route, split or policy it is all
+// but the status: the status writers' own updates (applied by N of M
+// proxies, which move while proxies connect) must not recompile the mesh.
 func sameForMesh(o, n any) bool {
+	switch o.(type) {
+	case *gatewayv1.HTTPRoute, *meshv1alpha1.TrafficSplit, *meshv1alpha1.AuthorizationPolicy:
+		return statusOnly(o, n)
+	}
 	op, ok1 := o.(*corev1.Pod)
 	np, ok2 := n.(*corev1.Pod)
 	if !ok1 || !ok2 {
@@ -339,6 +347,16 @@ func sameForMesh(o, n any) bool {
 		}
 	}
 	return true
+}
+
+// statusOnly says whether an update of an object whose generation follows
+// its spec changed at most its status.
+func statusOnly(o, n any) bool {
+	om, ok1 := o.(client.Object)
+	nm, ok2 := n.(client.Object)
+	return ok1 && ok2 && om.GetGeneration() != 0 && om.GetGeneration() == nm.GetGeneration() &&
+		maps.Equal(om.GetLabels(), nm.GetLabels()) && maps.Equal(om.GetAnnotations(), nm.GetAnnotations()) &&
+		(om.GetDeletionTimestamp() == nil) == (nm.GetDeletionTimestamp() == nil)
 }
 
 // consumerOnly says whether every Service parent of r is in another
@@ -587,29 +605,54 @@ func (h *Hub) viewFor(pod *corev1.Pod) (*view, error) {
 
 // outboundFor returns namespace ns's outbound config compiled from w,
 // compiling it if no proxy of ns was connected when w was compiled. It is
-// shared only while w is the current world.
+// shared only while w is the current world; proxies of one namespace that
+// connect together wait for one compilation.
 func (h *Hub) outboundFor(w *compiler.World, ns string) (*nsOutbound, error) {
 	h.mu.Lock()
-	out := h.outbound[ns]
-	current := h.world == w
-	h.mu.Unlock()
-	if out != nil && current {
-		return out, nil
-	}
-	out, err := encodeNamespace(w, ns, nil)
-	if err != nil {
-		return nil, err
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
 	if h.world != w {
+		h.mu.Unlock()
+		return encodeNamespace(w, ns, nil)
+	}
+	if out := h.outbound[ns]; out != nil {
+		h.mu.Unlock()
 		return out, nil
 	}
-	if cur := h.outbound[ns]; cur != nil {
-		return cur, nil
+	if f := h.compiling[ns]; f != nil && f.world == w {
+		h.mu.Unlock()
+		<-f.done
+		return f.out, f.err
 	}
-	h.outbound[ns] = out
-	return out, nil
+	f := &flight{world: w, done: make(chan struct{})}
+	if h.compiling == nil {
+		h.compiling = map[string]*flight{}
+	}
+	h.compiling[ns] = f
+	h.mu.Unlock()
+
+	f.out, f.err = encodeNamespace(w, ns, nil)
+	h.mu.Lock()
+	if h.compiling[ns] == f {
+		delete(h.compiling, ns)
+	}
+	if f.err == nil && h.world == w {
+		if cur := h.outbound[ns]; cur != nil {
+			f.out = cur
+		} else {
+			h.outbound[ns] = f.out
+		}
+	}
+	h.mu.Unlock()
+	close(f.done)
+	return f.out, f.err
+}
+
+// flight is one compilation of a namespace's outbound config for
+// outboundFor.
+type flight struct {
+	world *compiler.World
+	done  chan struct{}
+	out   *nsOutbound
+	err   error
 }
 
 // add registers a proxy. It reports whether a compilation finished since

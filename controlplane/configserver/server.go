@@ -58,7 +58,6 @@ type proxy struct {
 	// resendFull says the proxy rejected a delta: it is sent its current
 	// snapshot whole.
 	resendFull   bool
-	ackTimer     *time.Timer
 	acked        *held
 	ackedVersion string
 	ackErr       string
@@ -165,16 +164,6 @@ func (p *proxy) recordSent(h *held) {
 	}
 }
 
-// setAckTimer arms the ack timeout of the response just sent.
-func (p *proxy) setAckTimer(t *time.Timer) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ackTimer != nil {
-		p.ackTimer.Stop()
-	}
-	p.ackTimer = t
-}
-
 // ackTimedOut gives up waiting for the answer to version: the next change
 // is sent anyway (as a delta against the last acked snapshot: a proxy that
 // holds another rejects it and is sent the full snapshot).
@@ -190,15 +179,6 @@ func (p *proxy) ackTimedOut(version string) {
 	}
 }
 
-func (p *proxy) stop() {
-	p.mu.Lock()
-	if p.ackTimer != nil {
-		p.ackTimer.Stop()
-	}
-	p.mu.Unlock()
-	p.releaseSlots()
-}
-
 // ack records an Ack; it reports false for a version this proxy was not
 // sent (or was sent too long ago to remember), and the snapshot acked.
 func (p *proxy) ack(version, errMsg string) (known bool, acked *held) {
@@ -210,10 +190,6 @@ func (p *proxy) ack(version, errMsg string) (known bool, acked *held) {
 	}
 	if version == p.sentVersion && !p.answered {
 		p.answered = true
-		if p.ackTimer != nil {
-			p.ackTimer.Stop()
-			p.ackTimer = nil
-		}
 		// The loop may be waiting for this answer.
 		select {
 		case p.notify <- struct{}{}:
@@ -293,7 +269,7 @@ func (s *Server) Stream(stream meshapiv1.Config_StreamServer) error {
 		}
 	}
 	defer h.remove(p)
-	defer p.stop()
+	defer p.releaseSlots()
 	log.Info("Proxy connected", "lastVersion", hello.GetLastVersion(), "deltas", p.deltas)
 	defer log.Info("Proxy disconnected")
 
@@ -383,15 +359,17 @@ func (s *Server) send(stream meshapiv1.Config_StreamServer, p *proxy, v *view, h
 	}
 	sent = true
 	// An in-flight slot is freed by the proxy's next ack, the end of its
-	// stream, or the timeout, whichever comes first.
-	p.setAckTimer(time.AfterFunc(h.AckTimeout, func() {
+	// stream, or the timeout, whichever comes first. The timeout also ends
+	// the wait for this response's answer.
+	version = resp.Version
+	t := time.AfterFunc(h.AckTimeout, func() {
 		if release != nil {
 			release()
 		}
-		p.ackTimedOut(resp.Version)
-	}))
+		p.ackTimedOut(version)
+	})
 	if release != nil {
-		p.holdSlot(release)
+		p.holdSlot(func() { t.Stop(); release() })
 	}
 	h.Metrics.snapshotsSent.Inc()
 	if base != nil {

@@ -2,6 +2,7 @@ package configserver
 
 import (
 	"sync"
+	"time"
 
 	"github.com/weftmesh/weft/controlplane/compiler"
 )
@@ -9,14 +10,18 @@ import (
 // snapCache shares built snapshots and deltas between proxies whose views
 // are equal (the replicas of one Deployment: same identity, same ports,
 // same namespace), so a change sent to a hundred replicas is built once. It
-// is bounded in bytes and forgets the oldest entry first: entries are only
-// useful while one compilation's sends are under way.
+// is bounded in bytes and forgets the oldest entry first, and forgets
+// entries unused for idle: they are only useful while one compilation's
+// sends (or a burst of connections) are under way, and between bursts
+// nothing should pin megabytes of snapshots.
 type snapCache struct {
 	mu       sync.Mutex
 	maxBytes int
+	idle     time.Duration
 	bytes    int
 	byKey    map[cacheKey]*cacheEntry
 	order    []cacheKey
+	sweeper  *time.Timer
 }
 
 // cacheKey is a view's fingerprint, and for a delta the fingerprint of the
@@ -30,10 +35,15 @@ type cacheEntry struct {
 	snap *compiler.Snapshot
 	err  error
 	size int
+	used time.Time
 }
 
+// defaultCacheIdle is how long an unused entry is kept: the sends of one
+// compilation, or of a burst of connections, follow each other closely.
+const defaultCacheIdle = time.Second
+
 func newSnapCache(maxBytes int) *snapCache {
-	return &snapCache{maxBytes: maxBytes, byKey: map[cacheKey]*cacheEntry{}}
+	return &snapCache{maxBytes: maxBytes, idle: defaultCacheIdle, byKey: map[cacheKey]*cacheEntry{}}
 }
 
 // get returns v's full snapshot, building it at most once while it is
@@ -54,6 +64,10 @@ func (c *snapCache) getOrBuild(k cacheKey, build func() (*compiler.Snapshot, err
 		c.byKey[k] = e
 		c.order = append(c.order, k)
 	}
+	e.used = time.Now()
+	if c.sweeper == nil {
+		c.sweeper = time.AfterFunc(c.idle, c.sweep)
+	}
 	c.mu.Unlock()
 	e.once.Do(func() {
 		e.snap, e.err = build()
@@ -63,8 +77,12 @@ func (c *snapCache) getOrBuild(k cacheKey, build func() (*compiler.Snapshot, err
 			e.size = len(e.snap.JSON)
 		}
 		c.mu.Lock()
-		c.bytes += e.size
-		c.evict()
+		// Unless it was dropped meanwhile (a build slower than the idle
+		// time, on a starved machine): then it is no longer counted.
+		if c.byKey[k] == e {
+			c.bytes += e.size
+			c.evict()
+		}
 		c.mu.Unlock()
 	})
 	if e.err != nil {
@@ -75,6 +93,34 @@ func (c *snapCache) getOrBuild(k cacheKey, build func() (*compiler.Snapshot, err
 		c.mu.Unlock()
 	}
 	return e.snap, e.err
+}
+
+// sweep forgets the entries unused for c.idle, and comes back while any
+// are left.
+func (c *snapCache) sweep() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cut := time.Now().Add(-c.idle)
+	kept := c.order[:0]
+	for _, k := range c.order {
+		e, ok := c.byKey[k]
+		if !ok {
+			continue
+		}
+		if e.used.Before(cut) {
+			c.bytes -= e.size
+			delete(c.byKey, k)
+			continue
+		}
+		kept = append(kept, k)
+	}
+	c.order = kept
+	if len(c.order) == 0 {
+		c.order = nil
+		c.sweeper = nil
+		return
+	}
+	c.sweeper.Reset(c.idle)
 }
 
 // evict drops the oldest entries until the cache fits, keeping the newest

@@ -2,6 +2,7 @@ package configserver
 
 import (
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -47,5 +48,23 @@ func TestSnapCacheSharesEqualViewsAndStaysBounded(t *testing.T) {
 	}
 	if s3, _ := c.get(a1); s3 == s1 || s3.Version != s1.Version {
 		t.Errorf("an evicted view must be rebuilt, to the same version")
+	}
+}
+
+func TestSnapCacheForgetsIdleEntries(t *testing.T) {
+	c := newSnapCache(1 << 20)
+	c.idle = 10 * time.Millisecond
+	build := func() (*compiler.Snapshot, error) { return &compiler.Snapshot{Version: "v", JSON: []byte("{}")}, nil }
+	if _, err := c.getOrBuild(cacheKey{fp: [32]byte{1}}, build); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the idle entry is forgotten", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.byKey) == 0 && c.bytes == 0 && c.sweeper == nil
+	})
+	// And the cache still works after.
+	if s, err := c.getOrBuild(cacheKey{fp: [32]byte{2}}, build); err != nil || s.Version != "v" {
+		t.Fatalf("get after a sweep: %v, %v", s, err)
 	}
 }
