@@ -36,6 +36,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -58,6 +59,7 @@ var (
 	out        = flag.String("out", "bench/controlplane/RESULTS.md", "results file")
 	cpBinary   = flag.String("controlplane", "bin/weft-controlplane", "weft-controlplane binary")
 	memLimit   = flag.String("cp-gomemlimit", "", "GOMEMLIMIT of the control plane process (e.g. 100MiB); empty leaves Go's default")
+	deltas     = flag.Bool("deltas", true, "fake proxies accept deltas (false: every response is a full snapshot, as to proxies before deltas)")
 )
 
 const cpNS = "weft-system"
@@ -107,7 +109,7 @@ func run() error {
 	defer os.Remove(kubeconfig)
 	grpcAddr, healthAddr, metricsAddr := freeAddr(), freeAddr(), freeAddr()
 	cp := exec.Command(*cpBinary, "--mesh-name=mesh", "--namespace="+cpNS, "--revision=bench", "--version=bench",
-		"--trust-domain=cluster.local", "--grpc-addr="+grpcAddr, "--health-addr="+healthAddr, "--metrics-addr="+metricsAddr, "--zap-log-level=error")
+		"--trust-domain=cluster.local", "--grpc-addr="+grpcAddr, "--health-addr="+healthAddr, "--metrics-addr="+metricsAddr, "--webhook-addr=0", "--zap-log-level=error")
 	cp.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "POD_NAME=weft-controlplane-bench-0")
 	if *memLimit != "" {
 		cp.Env = append(cp.Env, "GOMEMLIMIT="+*memLimit)
@@ -121,7 +123,7 @@ func run() error {
 		return err
 	}
 	pid := cp.Process.Pid
-	res := results{}
+	res := results{loadStart: loadAvg()}
 	res.idleRSS = rssMiB(pid, "VmRSS")
 
 	// Connect every proxy and wait for every first ack.
@@ -138,7 +140,7 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		cl := &fakeproxy.Client{Addr: grpcAddr, TLS: tlsCfg, Namespace: ns, Pod: pod, ProxyVersion: "bench", SkipValidation: true}
+		cl := &fakeproxy.Client{Addr: grpcAddr, TLS: tlsCfg, Namespace: ns, Pod: pod, ProxyVersion: "bench", SkipValidation: true, Deltas: *deltas}
 		id := i
 		cl.Received = func(v string, at time.Time) { rec.received(id, v, at) }
 		clients[i] = cl
@@ -164,6 +166,7 @@ func run() error {
 
 	// One consumer route: only its namespace's proxies are affected.
 	affected := nsProxies(3 % *namespaces)
+	m0 := scrape(metricsAddr)
 	before := rec.counts(all(*proxies))
 	cpu0 = cpuSeconds(pid)
 	for r := range *rounds {
@@ -183,6 +186,7 @@ func run() error {
 		time.Sleep(100 * time.Millisecond)
 	}
 	res.routeCPU = cpuSeconds(pid) - cpu0
+	res.routeSends = sendsBetween(m0, scrape(metricsAddr))
 	after := rec.counts(all(*proxies))
 	for i := range after {
 		if i%*namespaces != 3%*namespaces {
@@ -193,6 +197,7 @@ func run() error {
 
 	// A producer route every proxy applies.
 	everyone := all(*proxies)
+	m0 = scrape(metricsAddr)
 	cpu0 = cpuSeconds(pid)
 	for r := range *allRounds {
 		base := rec.counts(everyone)
@@ -212,6 +217,8 @@ func run() error {
 	res.peakRSS = rssMiB(pid, "VmHWM")
 	res.finalRSS = rssMiB(pid, "VmRSS")
 	res.metrics = scrape(metricsAddr)
+	res.allSends = sendsBetween(m0, res.metrics)
+	res.loadEnd = loadAvg()
 	logf("all-proxies change: p50 %s p99 %s max %s; peak RSS %.0f MiB", pct(res.all, 50), pct(res.all, 99), pct(res.all, 100), res.peakRSS)
 	return res.write(*out)
 }
@@ -310,14 +317,18 @@ func benchRoute(ns, name, svc string) *gatewayv1.HTTPRoute {
 	}
 }
 
+// setWeights updates the route's weights, again if the control plane's
+// status writer updated the route in between.
 func setWeights(ctx context.Context, c client.Client, ns, name string, w1, w2 int32) error {
-	var r gatewayv1.HTTPRoute
-	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &r); err != nil {
-		return err
-	}
-	r.Spec.Rules[0].BackendRefs[0].Weight = ptr.To(w1)
-	r.Spec.Rules[0].BackendRefs[1].Weight = ptr.To(w2)
-	return c.Update(ctx, &r)
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		var r gatewayv1.HTTPRoute
+		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &r); err != nil {
+			return err
+		}
+		r.Spec.Rules[0].BackendRefs[0].Weight = ptr.To(w1)
+		r.Spec.Rules[0].BackendRefs[1].Weight = ptr.To(w2)
+		return c.Update(ctx, &r)
+	})
 }
 
 func createAll(ctx context.Context, c client.Client, objs []client.Object, workers int) error {
@@ -432,6 +443,8 @@ type results struct {
 	idleRSS, steadyRSS, peakRSS, finalRSS float64
 	unaffectedSends                       int64
 	metrics, steadyMetrics                map[string]float64
+	routeSends, allSends                  sends
+	loadStart, loadEnd                    string
 }
 
 // scrape reads the control plane's own counters of compilations and sends.
@@ -456,6 +469,33 @@ func scrape(addr string) map[string]float64 {
 	return out
 }
 
+// sends are the responses sent in a phase of the run.
+type sends struct {
+	n, deltas, bytes float64
+}
+
+func sendsBetween(a, b map[string]float64) sends {
+	d := func(k string) float64 { return b[k] - a[k] }
+	return sends{n: d("weft_controlplane_snapshots_sent_total"), deltas: d("weft_controlplane_snapshot_deltas_sent_total"), bytes: d("weft_controlplane_snapshot_bytes_sent_total")}
+}
+
+func (s sends) String() string {
+	if s.n == 0 {
+		return "none"
+	}
+	return fmt.Sprintf("%.0f (%.0f deltas), mean %.1f KiB", s.n, s.deltas, s.bytes/s.n/1024)
+}
+
+// loadAvg is the 1, 5 and 15 minute load averages.
+func loadAvg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
 func (r results) write(path string) error {
 	var b strings.Builder
 	host, _ := os.Hostname()
@@ -468,6 +508,12 @@ func (r results) write(path string) error {
 	if *memLimit != "" {
 		fmt.Fprintf(&b, "The control plane ran with GOMEMLIMIT=%s.\n\n", *memLimit)
 	}
+	if *deltas {
+		fmt.Fprintf(&b, "The fake proxies accept deltas. ")
+	} else {
+		fmt.Fprintf(&b, "The fake proxies do not accept deltas (`-deltas=false`): every response is a full snapshot. ")
+	}
+	fmt.Fprintf(&b, "Load average (1, 5, 15 min) at the start: %s; at the end: %s.\n\n", r.loadStart, r.loadEnd)
 	fmt.Fprintf(&b, "| measurement | p50 | p99 | max | goal |\n|---|---|---|---|---|\n")
 	fmt.Fprintf(&b, "| one consumer HTTPRoute weight, per affected proxy (%d proxies × %d changes) | %s | %s | %s | p99 ≤ 100 ms |\n",
 		len(r.route)/max(1, len(r.routeAll)), len(r.routeAll), pct(r.route, 50), pct(r.route, 99), pct(r.route, 100))
@@ -492,6 +538,8 @@ func (r results) write(path string) error {
 	if n := m["weft_controlplane_snapshots_sent_total"]; n > 0 {
 		fmt.Fprintf(&b, "| snapshots sent / mean size | %.0f / %.2f MiB | |\n", n, m["weft_controlplane_snapshot_bytes_sent_total"]/n/(1<<20))
 	}
+	fmt.Fprintf(&b, "| responses sent for the consumer-route changes | %s | |\n", r.routeSends)
+	fmt.Fprintf(&b, "| responses sent for the all-proxies changes | %s | |\n", r.allSends)
 	fmt.Fprintf(&b, "| CPU per consumer-route change | %.0f ms | |\n", 1000*r.routeCPU/float64(max(1, len(r.routeAll))))
 	fmt.Fprintf(&b, "| CPU per all-proxies change | %.0f ms | |\n", 1000*r.allCPU/float64(max(1, len(r.allAll))))
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
