@@ -11,4 +11,10 @@
 // value rejects the whole snapshot, so that a proxy never half-applies a config
 // written by a newer control plane it does not understand (fail closed, keep the
 // last good one).
+//
+// A change can also travel as a Delta against a snapshot the proxy holds:
+// the outbound services that changed (by Service.Key; services are listed
+// in key order), those removed, and the inbound part when it changed.
+// Delta.Apply gives the same snapshot as sending it whole, validated the
+// same way.
 package meshconfig
