@@ -51,8 +51,6 @@ const (
 	maxResponseHeader = 10 << 20
 	// max1xx bounds the informational responses before the final one.
 	max1xx = 5
-	// recentlyUsed: a pooled connection idle for less is not checked.
-	recentlyUsed = 50 * time.Millisecond
 )
 
 var errTooMany1xx = errors.New("upstream: too many 1xx informational responses")
@@ -299,11 +297,11 @@ func (c *h1Client) get(ctx context.Context, addr string) (*h1Conn, error) {
 		list[len(list)-1] = nil
 		c.idle[addr] = list[:len(list)-1]
 		c.mu.Unlock()
-		idle := now.Sub(pc.idleAt)
-		// A connection idle for a few milliseconds (the usual case under
-		// load) skips the liveness check: no server times out idle
-		// connections that fast, and the check costs a system call.
-		if idle < c.idleTime && (idle < recentlyUsed || pc.alive()) {
+		// Checked every time, however briefly idle: a server may close a
+		// connection right after a response (shutting down, a request
+		// cap) without saying so, and a POST sent on it could not be
+		// replayed.
+		if now.Sub(pc.idleAt) < c.idleTime && pc.alive() {
 			pc.reused = true
 			return pc, nil
 		}

@@ -210,9 +210,6 @@ func TestH1ServerClosedIdleConnection(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	c.mu.Lock()
-	c.idle[addr][0].idleAt = time.Now().Add(-time.Second) // old enough to be checked
-	c.mu.Unlock()
 	if resp, body := do(t, c, http.MethodPost, ts.URL, "again"); resp.StatusCode != 200 || body != "again" {
 		t.Fatalf("POST after the server closed: %d %q", resp.StatusCode, body)
 	}
