@@ -16,6 +16,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -127,6 +128,7 @@ func run(ctx context.Context) error {
 	b := &bench{track: newTracker()}
 	b.res.started = time.Now()
 	b.res.loadStart = loadAverage()
+	b.res.commit = gitCommit()
 	defer b.stop()
 	if err := b.start(ctx, stages); err != nil {
 		return err
@@ -151,15 +153,11 @@ func run(ctx context.Context) error {
 }
 
 func kwokStageFiles() ([]string, error) {
-	dir := os.Getenv("GOMODCACHE")
-	if dir == "" {
-		gopath := os.Getenv("GOPATH")
-		if gopath == "" {
-			home, _ := os.UserHomeDir()
-			gopath = filepath.Join(home, "go")
-		}
-		dir = filepath.Join(strings.Split(gopath, string(os.PathListSeparator))[0], "pkg", "mod")
+	modcache, err := exec.Command("go", "env", "GOMODCACHE").Output()
+	if err != nil {
+		return nil, fmt.Errorf("go env GOMODCACHE: %w", err)
 	}
+	dir := strings.TrimSpace(string(modcache))
 	base := filepath.Join(dir, "sigs.k8s.io", "kwok@"+*kwokVersion, "kustomize", "stage")
 	files := []string{
 		"node/fast/node-initialize.yaml",
@@ -714,4 +712,12 @@ func (b *bench) scrapeAPIServer(ctx context.Context) []series {
 		return nil
 	}
 	return parseMetrics(strings.NewReader(string(raw)))
+}
+
+func gitCommit() string {
+	out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "?"
+	}
+	return strings.TrimSpace(string(out))
 }

@@ -16,6 +16,7 @@ type results struct {
 	started            time.Time
 	loadStart, loadEnd string
 	install, populate  time.Duration
+	commit             string
 	opStart            procStat
 	runs               []runResult
 }
@@ -53,6 +54,7 @@ type batchTimes struct {
 	n                         int
 	durations, gaps           []time.Duration
 	overlaps, unfinished      int
+	maxOverlap                time.Duration
 	firstStart, lastEnd       time.Time
 	minSize, maxSize, sizeSum int
 }
@@ -80,6 +82,7 @@ func summarizeBatches(bs []batchStat) batchTimes {
 			gap := b.start.Sub(bs[i-1].end)
 			if gap < 0 {
 				t.overlaps++
+				t.maxOverlap = max(t.maxOverlap, -gap)
 			} else {
 				t.gaps = append(t.gaps, gap)
 			}
@@ -160,11 +163,11 @@ func (res *results) write(path string) error {
 	}
 	fmt.Fprintf(&b, ".\n\n")
 	fmt.Fprintf(&b, "Setup: kube-apiserver + etcd (envtest binaries, v%s), kube-controller-manager (deployment, replicaset and garbage-collector controllers, --kube-api-qps=%d), "+
-		"kwok %s playing the kubelet of %d fake nodes, and the operator as the real `bin/manager` process (default flags, leader election off). "+
+		"kwok %s playing the kubelet of %d fake nodes, and the operator as the real `%s` process (default flags, leader election off; checkout %s). "+
 		"%d meshed Deployments (%d replica each, default RollingUpdate strategy) in %d namespaces labelled for injection. "+
 		"The bench plays the scheduler and the injector at pod admission (see bench/upgrade/admission.go). "+
 		"Mesh installed (Ready) in %s; the %d Deployments were available %s after their creation started.\n\n",
-		testenv.KubernetesVersion, *kcmQPS, *kwokVersion, *nNodes, *nDeployments, *nReplicas, *nNamespaces, dur(res.install), *nDeployments, dur(res.populate))
+		testenv.KubernetesVersion, *kcmQPS, *kwokVersion, *nNodes, *managerBin, res.commit, *nDeployments, *nReplicas, *nNamespaces, dur(res.install), *nDeployments, dur(res.populate))
 
 	fmt.Fprintf(&b, "## Headline\n\n")
 	fmt.Fprintf(&b, "| upgrade | batch (setting → effective) | maxUnavailable | total time | batches | per batch p50 / p90 / max | most mid-rollout at once | most with unavailable replicas | ≤ setting? | restarted twice | operator CPU | operator RSS before / peak / after |\n")
@@ -192,8 +195,17 @@ func (res *results) write(path string) error {
 	for _, r := range res.runs {
 		res.writeRun(&b, r)
 	}
+	// A hand-written reading of the numbers is kept across runs; it names
+	// the run it was written for.
+	if old, err := os.ReadFile(path); err == nil {
+		if i := strings.Index(string(old), "\n"+notesHeading); i >= 0 {
+			b.WriteString(string(old[i+1:]))
+		}
+	}
 	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
+
+const notesHeading = "## Reading these numbers"
 
 func (res *results) writeRun(b *strings.Builder, r runResult) {
 	bt := summarizeBatches(r.snap.batches)
@@ -220,7 +232,7 @@ func (res *results) writeRun(b *strings.Builder, r runResult) {
 		dur(mean(bt.durations)), dur(pct(bt.durations, 0.5)), dur(pct(bt.durations, 0.9)), dur(pct(bt.durations, 1)))
 	fmt.Fprintf(b, "| gap (batch rolled out → next batch restarted) mean / p50 / p90 / max | %s / %s / %s / %s |\n",
 		dur(mean(bt.gaps)), dur(pct(bt.gaps, 0.5)), dur(pct(bt.gaps, 0.9)), dur(pct(bt.gaps, 1)))
-	fmt.Fprintf(b, "| batches restarted before the previous one was rolled out | %d |\n", bt.overlaps)
+	fmt.Fprintf(b, "| batches restarted before the previous one was seen rolled out (by the bench's watch) / by at most | %d / %s |\n", bt.overlaps, dur(bt.maxOverlap))
 	if bt.unfinished > 0 {
 		fmt.Fprintf(b, "| batches not rolled out at the end | %d |\n", bt.unfinished)
 	}

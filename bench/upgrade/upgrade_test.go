@@ -1,7 +1,10 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +17,7 @@ import (
 
 	meshv1alpha1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/controllers"
+	"github.com/weftmesh/weft/internal/testenv"
 )
 
 // These tests cover the bench's bookkeeping; the bench itself runs with
@@ -85,7 +89,7 @@ func TestSummarizeBatchesOverlapAndUnfinished(t *testing.T) {
 		{start: t0.Add(2 * time.Second), end: t0.Add(6 * time.Second), size: 5, done: 5},
 		{start: t0.Add(7 * time.Second), size: 5, done: 3},
 	})
-	if bt.overlaps != 1 || bt.unfinished != 1 || len(bt.gaps) != 0 || bt.minSize != 5 || bt.sizeSum != 15 {
+	if bt.overlaps != 1 || bt.maxOverlap != 2*time.Second || bt.unfinished != 1 || len(bt.gaps) != 0 || bt.minSize != 5 || bt.sizeSum != 15 {
 		t.Errorf("%+v", bt)
 	}
 }
@@ -155,5 +159,60 @@ func TestEffectiveBatch(t *testing.T) {
 	m.Spec.Upgrade.MaxUnavailable = intstr.FromInt32(3)
 	if n, _ := effectiveBatch(m, 50, 1000); n != 3 {
 		t.Errorf("maxUnavailable 3: %d", n)
+	}
+}
+
+func TestResultsKeepNotes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "RESULTS.md")
+	if err := os.WriteFile(path, []byte("# old tables\n\n"+notesHeading+"\n\nWhat they mean.\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res := &results{started: time.Now(), runs: []runResult{{from: "v1.0.0", to: "v1.1.0", workloads: 1, completed: true}}}
+	if err := res.write(path); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(path)
+	if strings.Contains(string(b), "old tables") || !strings.HasSuffix(string(b), "\n"+notesHeading+"\n\nWhat they mean.\n") || !strings.Contains(string(b), "| v1.0.0 → v1.1.0 |") {
+		t.Errorf("results:\n%s", b)
+	}
+}
+
+// TestSmoke runs the whole bench at a small scale. It starts an API server,
+// kube-controller-manager, kwok and the operator, so it runs only when asked:
+//
+//	make kube-controller-manager kwok bin/manager
+//	WEFT_BENCH_SMOKE=1 go test -run TestSmoke ./bench/upgrade
+func TestSmoke(t *testing.T) {
+	if os.Getenv("WEFT_BENCH_SMOKE") == "" {
+		t.Skip("set WEFT_BENCH_SMOKE=1 to run the bench at a small scale (needs make kube-controller-manager kwok bin/manager)")
+	}
+	root := testenv.RepoRoot()
+	kwok := filepath.Join(root, "bin", "kwok-"+*kwokVersion)
+	manager := filepath.Join(root, "bin", "manager")
+	assets, err := testenv.AssetsDir()
+	if err != nil {
+		t.Skip(err)
+	}
+	for _, bin := range []string{kwok, manager, filepath.Join(assets, "kube-controller-manager")} {
+		if _, err := os.Stat(bin); err != nil {
+			t.Skipf("%v: build it with make kube-controller-manager kwok bin/manager", err)
+		}
+	}
+	dir := t.TempDir()
+	*nDeployments, *nNamespaces, *nNodes = 20, 2, 2
+	*batchSizes, *settle, *runTimeout = "0", time.Second, 5*time.Minute
+	*out, *logDir, *kwokBin, *managerBin = filepath.Join(dir, "RESULTS.md"), dir, kwok, manager
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	if err := run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(*out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The operator never had more workloads mid-rollout than its batch.
+	if !strings.Contains(string(b), "| v1.0.0 → v1.1.0 | default → 5 | 25% (= 5 of 20) |") || !strings.Contains(string(b), "| yes |") {
+		t.Errorf("results:\n%s", b)
 	}
 }
