@@ -205,7 +205,7 @@ func run(ctx context.Context, o options, cfg *rest.Config, log logr.Logger) erro
 			return nil
 		},
 	}
-	meshWatch := &meshWatcher{cache: mgr.GetCache(), name: o.meshName, hub: hub, trustDomain: o.trustDomain, log: log.WithName("mesh")}
+	meshWatch := &meshWatcher{cache: mgr.GetCache(), name: o.meshName, hub: hub, certify: certify, trustDomain: o.trustDomain, log: log.WithName("mesh")}
 
 	grpcSrv := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(configserver.ServerTLS(serving.Cert, serving.Roots))),
@@ -323,6 +323,7 @@ type meshWatcher struct {
 	cache       cache.Cache
 	name        string
 	hub         *configserver.Hub
+	certify     *identity.Service
 	trustDomain string
 	log         logr.Logger
 }
@@ -358,6 +359,10 @@ func (m *meshWatcher) sync(ctx context.Context) {
 	m.hub.SetMesh(meshSettings(&mcp, m.trustDomain))
 	if m.injector != nil {
 		m.injector.update(&mcp)
+	}
+	if m.certify != nil {
+		// Leaves issued from now on; running proxies get theirs at renewal.
+		m.certify.SetLeafTTL(mcp.Spec.Identity.LeafLifetime.Duration)
 	}
 }
 

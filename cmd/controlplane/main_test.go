@@ -94,6 +94,8 @@ func TestControlPlaneServesIdentityAndConfig(t *testing.T) {
 	}
 	mcp := &meshv1alpha1.MeshControlPlane{ObjectMeta: metav1.ObjectMeta{Name: "mesh"}, Spec: meshv1alpha1.MeshControlPlaneSpec{Version: "v0.1.0"}}
 	mcp.Spec.MTLS.Mode = meshv1alpha1.MTLSPermissive
+	mcp.Spec.Identity.BuiltInCA = &meshv1alpha1.BuiltInCASpec{}
+	mcp.Spec.Identity.LeafLifetime = metav1.Duration{Duration: 2 * time.Hour}
 	if err := env.Client.Create(ctx, mcp); err != nil {
 		t.Fatal(err)
 	}
@@ -177,6 +179,23 @@ func TestControlPlaneServesIdentityAndConfig(t *testing.T) {
 	got, _, err := x509svid.Verify(certs, x509bundle.FromX509Authorities(spiffeid.RequireTrustDomainFromString("cluster.local"), []*x509.Certificate{root}))
 	if err != nil || got.String() != id {
 		t.Fatalf("x509svid.Verify: %v, %v", got, err)
+	}
+	// spec.identity.leafLifetime reaches the identity service (the
+	// MeshControlPlane is read asynchronously too).
+	for life := certs[0].NotAfter.Sub(certs[0].NotBefore); life > 3*time.Hour; {
+		if time.Now().After(deadline) {
+			t.Fatalf("leaves live %s, want the MeshControlPlane's 2h", life)
+		}
+		time.Sleep(50 * time.Millisecond)
+		r, err := meshapiv1.NewIdentityClient(conn).Certify(ctx, &meshapiv1.CertifyRequest{Token: tr.Status.Token, Csr: csr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf, err := x509.ParseCertificate(r.GetCertChain()[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		life = leaf.NotAfter.Sub(leaf.NotBefore)
 	}
 
 	proxyTLS := serverTLS.Clone()
