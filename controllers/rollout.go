@@ -427,7 +427,12 @@ func (r *MeshControlPlaneReconciler) podWorkload(ctx context.Context, p *corev1.
 	}
 	switch {
 	case ref.Kind == "ReplicaSet" && strings.HasPrefix(ref.APIVersion, "apps/"):
-		rs, err := get(&appsv1.ReplicaSet{}, ref.Name)
+		// Only the owner reference is needed: the cache then holds the
+		// metadata of ReplicaSets, not every pod template of every
+		// revision of every Deployment in the cluster.
+		meta := &metav1.PartialObjectMetadata{}
+		meta.SetGroupVersionKind(appsv1.SchemeGroupVersion.WithKind("ReplicaSet"))
+		rs, err := get(meta, ref.Name)
 		if rs == nil || err != nil {
 			return nil, err
 		}
