@@ -6,10 +6,14 @@ import (
 	"slices"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/weftmesh/weft/controlplane/configserver/fakeproxy"
+	meshapiv1 "github.com/weftmesh/weft/pkg/meshapi/v1"
 )
 
 // sameSnapshot checks that a proxy that applies deltas holds exactly what
@@ -175,4 +179,39 @@ func TestReconnectWithOlderVersion(t *testing.T) {
 		t.Errorf("after reconnecting to a restarted replica with %s: %d responses, %d deltas; want one more full snapshot", v2, len(web1.Versions()), web1.DeltasReceived())
 	}
 	sameSnapshot(t, web1, web2)
+}
+
+func TestUnansweredResponseDoesNotHoldBackTheNext(t *testing.T) {
+	shopFixture(t, "shop13", "front13")
+	cp := startControlPlaneWith(t, "127.0.0.1:0", func(h *Hub) { h.AckTimeout = 200 * time.Millisecond })
+	conn, err := grpc.NewClient(cp.Addr, grpc.WithTransportCredentials(credentials.NewTLS(workloadTLS(t, "front13", "web"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	stream, err := meshapiv1.NewConfigClient(conn).Stream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hello := &meshapiv1.Hello{PodName: "web-1", PodNamespace: "front13", AcceptsDeltas: true}
+	if err := stream.Send(&meshapiv1.ConfigRequest{Kind: &meshapiv1.ConfigRequest_Hello{Hello: hello}}); err != nil {
+		t.Fatal(err)
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// This proxy never answers. The next change still reaches it, after the
+	// ack timeout, and whole: no ack said which snapshot it holds.
+	setWeights(t, "front13", "backend", 60, 40)
+	second, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.GetVersion() == first.GetVersion() || len(second.GetSnapshot()) == 0 || len(second.GetDelta()) != 0 {
+		t.Errorf("after %s went unanswered, got version %s with a %d-byte snapshot and a %d-byte delta; want a new full snapshot",
+			first.GetVersion(), second.GetVersion(), len(second.GetSnapshot()), len(second.GetDelta()))
+	}
 }

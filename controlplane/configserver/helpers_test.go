@@ -107,6 +107,12 @@ type controlPlane struct {
 // startControlPlane serves on addr ("127.0.0.1:0" for any port).
 func startControlPlane(t *testing.T, addr string) *controlPlane {
 	t.Helper()
+	return startControlPlaneWith(t, addr, nil)
+}
+
+// startControlPlaneWith lets configure change the hub before it starts.
+func startControlPlaneWith(t *testing.T, addr string, configure func(*Hub)) *controlPlane {
+	t.Helper()
 	c, err := cache.New(env.Config, cache.Options{Scheme: scheme.New(), DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{&corev1.Pod{}: {Transform: TransformPod}}})
 	if err != nil {
@@ -118,6 +124,9 @@ func startControlPlane(t *testing.T, addr string) *controlPlane {
 		Mesh:        compiler.Mesh{TrustDomain: td.Name()},
 		Metrics:     NewMetrics(prometheus.NewRegistry()),
 		TrustBundle: func() []byte { return issuer(t).BundlePEM() },
+	}
+	if configure != nil {
+		configure(hub)
 	}
 	serving, err := issuer(t).ServingCertificate(spiffeid.RequireFromPath(td, "/ns/weft-system/sa/weft-controlplane"),
 		[]string{"weft-controlplane-1.weft-system.svc"}, time.Hour)
