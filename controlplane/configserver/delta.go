@@ -115,6 +115,9 @@ func newBaseCache(n int) *baseCache {
 }
 
 func (c *baseCache) put(b *held) {
+	if b == nil {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.byVer[b.version]; ok {
