@@ -104,4 +104,18 @@ func TestDeltasAppliedAndRejected(t *testing.T) {
 		t.Fatalf("ack = %v, want v6 applied", a)
 	}
 	serves("v6", "shop/db")
+
+	// Across a reconnect the snapshot held stays the base: Hello names it,
+	// and a delta against it applies.
+	n := len(h.cp.helloList())
+	h.cp.restart()
+	eventually(t, "Hello after the restart", func() bool { return len(h.cp.helloList()) > n })
+	if hello := h.cp.helloList()[n]; hello.GetLastVersion() != "v6" || !hello.GetAcceptsDeltas() {
+		t.Errorf("Hello after the restart = %v, want last_version v6 and deltas accepted", hello)
+	}
+	h.cp.publish(deltaResp(t, "v7", "v6", meshconfig.Delta{RemovedServices: []string{"shop/db"}}))
+	if a := h.cp.nextAck(t); a.GetVersion() != "v7" || a.GetError() != "" {
+		t.Fatalf("ack = %v, want v7 applied", a)
+	}
+	serves("v7")
 }
