@@ -11,7 +11,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	meshv1alpha1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/controlplane/configserver/fakeproxy"
 	meshapiv1 "github.com/weftmesh/weft/pkg/meshapi/v1"
 )
@@ -213,5 +216,37 @@ func TestUnansweredResponseDoesNotHoldBackTheNext(t *testing.T) {
 	if second.GetVersion() == first.GetVersion() || len(second.GetSnapshot()) == 0 || len(second.GetDelta()) != 0 {
 		t.Errorf("after %s went unanswered, got version %s with a %d-byte snapshot and a %d-byte delta; want a new full snapshot",
 			first.GetVersion(), second.GetVersion(), len(second.GetSnapshot()), len(second.GetDelta()))
+	}
+}
+
+func TestPolicyChangeAsDelta(t *testing.T) {
+	shopFixture(t, "shop14", "front14")
+	create(t, pod("shop14", "api-2", "api", true, map[string]string{"app": "backend"}))
+	cp := startControlPlane(t, "127.0.0.1:0")
+	api1 := cp.proxy(t, "shop14", "api-1", "api")
+	api1.Deltas, api1.KeepSnapshot = true, true
+	api2 := cp.proxy(t, "shop14", "api-2", "api")
+	api2.KeepSnapshot = true
+	run(t, api1)
+	run(t, api2)
+	v1 := acked(t, cp.Hub, "shop14/api-1").Acked
+	acked(t, cp.Hub, "shop14/api-2")
+
+	ap := &meshv1alpha1.AuthorizationPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop14", Name: "allow-front"},
+		Spec: meshv1alpha1.AuthorizationPolicySpec{
+			TargetRef: gatewayv1.LocalPolicyTargetReference{Group: "", Kind: "Service", Name: "backend"},
+			Action:    meshv1alpha1.ActionAllow,
+			Rules:     []meshv1alpha1.AuthorizationRule{{From: []meshv1alpha1.AuthorizationSource{{Namespaces: []string{"front14"}}}}},
+		},
+	}
+	create(t, ap)
+	converged(t, cp.Hub, "both acked the policy", api1, api2, "shop14/api-1", "shop14/api-2", v1)
+	if api1.DeltasReceived() != 1 || !bytes.Contains(api1.Snapshot(), []byte("shop14/allow-front")) {
+		t.Errorf("%d deltas received; snapshot %s; want the policy by a delta", api1.DeltasReceived(), api1.Snapshot())
+	}
+	sameSnapshot(t, api1, api2)
+	if a, n := cp.Hub.Applied("AuthorizationPolicy shop14/allow-front", ap.Generation); a != 2 || n != 2 {
+		t.Errorf("Applied = %d of %d, want 2 of 2", a, n)
 	}
 }
