@@ -38,7 +38,11 @@ type observation struct {
 	// uninjected counts pods in injected namespaces without a proxy; -1
 	// when they could not be counted.
 	uninjected int32
-	upgrade    *meshv1alpha1.UpgradeStatus
+	// missedPods are (up to maxMissedPods of) those pods, when they were
+	// listed this time (missedCounted).
+	missedPods    []metav1.PartialObjectMetadata
+	missedCounted bool
+	upgrade       *meshv1alpha1.UpgradeStatus
 	// upgradeMessage explains the rollout's current step to a person.
 	upgradeMessage string
 	batchFailed    bool
@@ -131,6 +135,9 @@ func (r *MeshControlPlaneReconciler) reconcilePhases(ctx context.Context, mesh *
 
 	res, err := r.reconcileRollout(ctx, mesh, obs)
 	if err != nil {
+		return res, err
+	}
+	if err := r.reconcileMissedPods(ctx, mesh, obs); err != nil {
 		return res, err
 	}
 	obs.reconciled = true
@@ -296,10 +303,11 @@ func (r *MeshControlPlaneReconciler) observeUninjected(ctx context.Context, mesh
 		obs.uninjected = last.n
 		return
 	}
-	n, ok := r.countUninjected(ctx, mesh)
+	n, missed, ok := r.countUninjected(ctx, mesh)
 	if !ok {
 		return
 	}
+	obs.missedPods, obs.missedCounted = missed, true
 	r.uninjectedMu.Lock()
 	r.uninjected = uninjectedCount{mesh: mesh.UID, at: now, n: n}
 	r.uninjectedMu.Unlock()
@@ -313,35 +321,45 @@ type uninjectedCount struct {
 	n    int32
 }
 
-func (r *MeshControlPlaneReconciler) countUninjected(ctx context.Context, mesh *meshv1alpha1.MeshControlPlane) (int32, bool) {
+func (r *MeshControlPlaneReconciler) countUninjected(ctx context.Context, mesh *meshv1alpha1.MeshControlPlane) (int32, []metav1.PartialObjectMetadata, bool) {
 	log := logf.FromContext(ctx)
 	sel, err := metav1.LabelSelectorAsSelector(injectionSelector(mesh))
 	if err != nil {
-		return 0, false
+		return 0, nil, false
 	}
 	var nsList corev1.NamespaceList
 	if err := r.Client.List(ctx, &nsList, client.MatchingLabelsSelector{Selector: sel}); err != nil {
 		log.Error(err, "Listing injected namespaces")
-		return 0, false
+		return 0, nil, false
 	}
 	unmeshed, _ := labels.NewRequirement(meshv1alpha1.LabelRevision, selection.DoesNotExist, nil)
 	var n int32
+	var missed []metav1.PartialObjectMetadata
 	for _, ns := range nsList.Items {
-		if ns.Name == meshNamespace(mesh) || ns.Name == "kube-system" || ns.Name == "kube-public" {
+		if ns.Name == meshNamespace(mesh) || ns.Name == "kube-system" || ns.Name == "kube-public" || ns.Labels[meshv1alpha1.LabelInject] == "disabled" {
 			continue
 		}
 		pods := &metav1.PartialObjectMetadataList{}
 		pods.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PodList"))
 		if err := r.APIReader.List(ctx, pods, client.InNamespace(ns.Name), client.MatchingLabelsSelector{Selector: labels.NewSelector().Add(*unmeshed)}); err != nil {
 			log.Error(err, "Listing pods without a proxy", "namespace", ns.Name)
-			return 0, false
+			return 0, nil, false
 		}
 		for _, p := range pods.Items {
 			if p.DeletionTimestamp != nil || p.Labels[meshv1alpha1.LabelInject] == "disabled" || p.Annotations[meshv1alpha1.LabelInject] == "disabled" {
 				continue
 			}
+			// The injector saw this pod and said why it left it out
+			// (host network, an exclusion): another admission would
+			// decide the same, so it is neither counted nor restarted.
+			if _, skipped := p.Annotations[annotationInjectSkipped]; skipped {
+				continue
+			}
 			n++
+			if len(missed) < maxMissedPods {
+				missed = append(missed, p)
+			}
 		}
 	}
-	return n, true
+	return n, missed, true
 }
