@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -249,4 +250,42 @@ func TestPolicyChangeAsDelta(t *testing.T) {
 	if a, n := cp.Hub.Applied("AuthorizationPolicy shop14/allow-front", ap.Generation); a != 2 || n != 2 {
 		t.Errorf("Applied = %d of %d, want 2 of 2", a, n)
 	}
+}
+
+func TestTrustBundleChangeReachesProxies(t *testing.T) {
+	shopFixture(t, "shop15", "front15")
+	var mu sync.Mutex
+	bundle := issuer(t).BundlePEM()
+	cp := startControlPlaneWith(t, "127.0.0.1:0", func(h *Hub) {
+		h.BundleInterval = 20 * time.Millisecond
+		h.TrustBundle = func() []byte {
+			mu.Lock()
+			defer mu.Unlock()
+			return bundle
+		}
+	})
+	web1 := cp.proxy(t, "front15", "web-1", "web")
+	web1.Deltas = true
+	web2 := cp.proxy(t, "front15", "web-2", "web")
+	run(t, web1)
+	run(t, web2)
+	v1 := acked(t, cp.Hub, "front15/web-1").Acked
+	acked(t, cp.Hub, "front15/web-2")
+
+	// A rotation adds a root: running proxies are sent it with the
+	// snapshot they hold (an empty delta to one that accepts deltas).
+	rotated := append(append([]byte{}, bundle...), "# a second root\n"...)
+	mu.Lock()
+	bundle = rotated
+	mu.Unlock()
+	waitUntil(t, "both proxies hold the new bundle", func() bool {
+		return bytes.Equal(web1.TrustBundle(), rotated) && bytes.Equal(web2.TrustBundle(), rotated)
+	})
+	if got := web1.Versions(); !slices.Equal(got, []string{v1, v1}) || web1.DeltasReceived() != 1 {
+		t.Errorf("web-1 received %v with %d deltas; want %s again as a delta", got, web1.DeltasReceived(), v1)
+	}
+	if got := web2.Versions(); !slices.Equal(got, []string{v1, v1}) || web2.DeltasReceived() != 0 {
+		t.Errorf("web-2 received %v with %d deltas; want %s again whole", got, web2.DeltasReceived(), v1)
+	}
+	waitUntil(t, "nothing stale", func() bool { r := cp.Hub.Report(); return r.Stale == 0 && r.Connected == 2 })
 }

@@ -17,6 +17,7 @@ import (
 	"reflect"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -51,8 +52,12 @@ type Hub struct {
 	// Window is the coalescing window (DefaultWindow when zero).
 	Window time.Duration
 	// TrustBundle returns the current trust bundle PEM, sent with every
-	// snapshot; nil sends none.
+	// snapshot; nil sends none. When it changes (a trust-anchor rotation)
+	// every proxy is sent its snapshot again with the new bundle.
 	TrustBundle func() []byte
+	// BundleInterval is how often TrustBundle is checked for a change (2s
+	// when zero).
+	BundleInterval time.Duration
 	// SnapshotCacheBytes bounds the snapshots kept to share between proxies
 	// with equal views (16 MiB when zero).
 	SnapshotCacheBytes int
@@ -67,11 +72,13 @@ type Hub struct {
 	AckTimeout time.Duration
 
 	initOnce sync.Once
-	kick     chan struct{}
-	changed  chan struct{}
-	sendSem  chan struct{}
-	ready    chan struct{}
-	snaps    *snapCache
+	// bundleSum is the hash of the trust bundle proxies are to hold.
+	bundleSum atomic.Pointer[[32]byte]
+	kick      chan struct{}
+	changed   chan struct{}
+	sendSem   chan struct{}
+	ready     chan struct{}
+	snaps     *snapCache
 	// deltas shares built deltas like snaps shares snapshots.
 	deltas *snapCache
 	// bases remembers recently acknowledged snapshots by version, so that
@@ -215,6 +222,7 @@ func (h *Hub) Start(ctx context.Context) error {
 	}
 	close(h.ready)
 	h.Log.Info("Config hub ready")
+	go h.watchBundle(ctx)
 	window := h.Window
 	if window <= 0 {
 		window = DefaultWindow
@@ -771,4 +779,56 @@ func (h *Hub) Proxies() []ProxyState {
 		p.mu.Unlock()
 	}
 	return out
+}
+
+// bundle returns the current trust bundle and its hash.
+func (h *Hub) bundle() ([]byte, [32]byte) {
+	if h.TrustBundle == nil {
+		return nil, [32]byte{}
+	}
+	b := h.TrustBundle()
+	return b, sha256.Sum256(b)
+}
+
+// wantBundle is the hash of the trust bundle proxies are to hold.
+func (h *Hub) wantBundle() [32]byte {
+	if s := h.bundleSum.Load(); s != nil {
+		return *s
+	}
+	_, sum := h.bundle()
+	h.bundleSum.CompareAndSwap(nil, &sum)
+	return *h.bundleSum.Load()
+}
+
+// watchBundle wakes every proxy when the trust bundle changes, so that
+// running proxies learn a new root during a trust-anchor rotation: a
+// response goes out otherwise only when a proxy's view changes.
+func (h *Hub) watchBundle(ctx context.Context) {
+	if h.TrustBundle == nil {
+		return
+	}
+	every := h.BundleInterval
+	if every <= 0 {
+		every = 2 * time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		_, sum := h.bundle()
+		if sum == h.wantBundle() {
+			continue
+		}
+		h.bundleSum.Store(&sum)
+		h.Log.Info("The trust bundle changed; sending it to every proxy")
+		h.mu.Lock()
+		for p := range h.proxies {
+			p.wake()
+		}
+		h.mu.Unlock()
+	}
 }

@@ -50,6 +50,8 @@ type proxy struct {
 	order       []string
 	sentVersion string
 	sentFP      [32]byte
+	// sentBundle is the hash of the trust bundle last sent.
+	sentBundle [32]byte
 	// answered says the proxy answered the last response sent, or did not
 	// within the ack timeout. A proxy that accepts deltas is sent nothing
 	// new until then: its answer says which snapshot it holds, the base of
@@ -114,11 +116,12 @@ func (p *proxy) wake() {
 	}
 }
 
-// next says whether the proxy is to be sent its current view now.
-func (p *proxy) next() (v *view, send bool) {
+// next says whether the proxy is to be sent its current view now, given
+// the hash of the trust bundle it is to hold.
+func (p *proxy) next(bundle [32]byte) (v *view, send bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	need := p.sentVersion == "" || p.cur.fp != p.sentFP || p.resendFull
+	need := p.sentVersion == "" || p.cur.fp != p.sentFP || p.resendFull || p.sentBundle != bundle
 	wait := p.deltas && p.sentVersion != "" && !p.answered
 	return p.cur, need && !wait
 }
@@ -145,9 +148,10 @@ func (p *proxy) deltaBase(bases *baseCache, hello string) *held {
 	return base
 }
 
-func (p *proxy) recordSent(h *held) {
+func (p *proxy) recordSent(h *held, bundle [32]byte) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.sentBundle = bundle
 	if _, ok := p.pending[h.version]; !ok {
 		p.order = append(p.order, h.version)
 	}
@@ -281,7 +285,7 @@ func (s *Server) Stream(stream meshapiv1.Config_StreamServer) error {
 	go func() { recvErr <- s.receive(stream, p, log) }()
 
 	for {
-		if v, need := p.next(); need {
+		if v, need := p.next(h.wantBundle()); need {
 			if err := s.send(stream, p, v, lastVersion); err != nil {
 				return err
 			}
@@ -306,8 +310,9 @@ func (s *Server) Stream(stream meshapiv1.Config_StreamServer) error {
 func (s *Server) send(stream meshapiv1.Config_StreamServer, p *proxy, v *view, hello string) error {
 	h := s.Hub
 	version := h.versionOf(v)
-	if hello != "" && version == hello {
-		p.recordSent(heldOf(version, v, false))
+	bundle, bundleSum := h.bundle()
+	if hello != "" && version == hello && bundleSum == h.wantBundle() {
+		p.recordSent(heldOf(version, v, false), bundleSum)
 		_, acked := p.ack(version, "")
 		h.bases.put(acked)
 		h.signal()
@@ -349,11 +354,9 @@ func (s *Server) send(stream meshapiv1.Config_StreamServer, p *proxy, v *view, h
 		}
 		resp.Version, resp.Snapshot = snap.Version, snap.JSON
 	}
-	if h.TrustBundle != nil {
-		resp.TrustBundle = h.TrustBundle()
-	}
+	resp.TrustBundle = bundle
 	// Recorded before Send so an ack racing the return of Send is known.
-	p.recordSent(heldOf(resp.Version, v, base != nil))
+	p.recordSent(heldOf(resp.Version, v, base != nil), bundleSum)
 	if err := stream.Send(resp); err != nil {
 		return err
 	}
