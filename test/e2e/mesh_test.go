@@ -132,6 +132,7 @@ func TestMesh(t *testing.T) {
 		{"Authorization", testAuthorization},
 		{"GoldenMetrics", testGoldenMetrics},
 		{"ControlPlaneDown", testControlPlaneDown},
+		{"TrustAnchorRotation", testTrustAnchorRotation},
 		{"Upgrade", testUpgrade},
 	} {
 		if !t.Run(sc.name, func(t *testing.T) { sc.run(t, m) }) {
