@@ -181,10 +181,10 @@ func TestInstall(t *testing.T) {
 		wh.ObjectSelector.MatchExpressions[0].Key != meshv1alpha1.LabelInject || wh.ObjectSelector.MatchExpressions[0].Values[0] != "disabled" {
 		t.Errorf("webhook selectors = %+v / %+v", wh.NamespaceSelector, wh.ObjectSelector)
 	}
-	// The second webhook takes pods that opt in by label elsewhere.
+	// The second webhook takes the pods of the other namespaces, which may
+	// opt in one by one.
 	if len(mwc.Webhooks) != 2 || mwc.Webhooks[1].Name != WebhookPodOptInName ||
-		mwc.Webhooks[1].ObjectSelector.MatchLabels[meshv1alpha1.LabelInject] != "enabled" ||
-		len(mwc.Webhooks[1].NamespaceSelector.MatchLabels) != 0 {
+		len(mwc.Webhooks[1].NamespaceSelector.MatchLabels) != 0 || *mwc.Webhooks[1].FailurePolicy != admissionregistrationv1.Ignore {
 		t.Errorf("webhooks = %+v", mwc.Webhooks)
 	}
 

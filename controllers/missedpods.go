@@ -118,4 +118,3 @@ func recentlyRestartedForMissedPods(w client.Object, now time.Time) bool {
 	at, err := time.Parse(time.RFC3339Nano, tmpl.Annotations[AnnotationRestartedAt])
 	return err == nil && now.Sub(at) < missedPodsCooldown
 }
-

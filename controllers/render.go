@@ -370,6 +370,35 @@ func excludedNamespaces(m *meshv1alpha1.MeshControlPlane) []metav1.LabelSelector
 	}}
 }
 
+// notDisabled selects pods not labelled mesh.weft.dev/inject=disabled.
+func notDisabled() *metav1.LabelSelector {
+	return &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
+		Key:      meshv1alpha1.LabelInject,
+		Operator: metav1.LabelSelectorOpNotIn,
+		Values:   []string{"disabled"},
+	}}}
+}
+
+// podOptInNamespaceSelector is every namespace but the excluded ones and,
+// when the injection selector is a single label (the default), the selected
+// ones, whose pods the first webhook takes.
+func podOptInNamespaceSelector(m *meshv1alpha1.MeshControlPlane) *metav1.LabelSelector {
+	sel := &metav1.LabelSelector{MatchExpressions: excludedNamespaces(m)}
+	in := injectionSelector(m)
+	if len(in.MatchLabels) == 1 && len(in.MatchExpressions) == 0 {
+		for k, v := range in.MatchLabels {
+			if k == meshv1alpha1.LabelInject {
+				// Merge with the exclusion of "disabled" on the same key.
+				sel.MatchExpressions[1].Values = []string{v, "disabled"}
+				continue
+			}
+			sel.MatchExpressions = append(sel.MatchExpressions, metav1.LabelSelectorRequirement{
+				Key: k, Operator: metav1.LabelSelectorOpNotIn, Values: []string{v}})
+		}
+	}
+	return sel
+}
+
 // webhookNamespaceSelector is the user's selector with the exclusions.
 func webhookNamespaceSelector(m *meshv1alpha1.MeshControlPlane) *metav1.LabelSelector {
 	sel := injectionSelector(m).DeepCopy()
@@ -382,13 +411,18 @@ func webhookNamespaceSelector(m *meshv1alpha1.MeshControlPlane) *metav1.LabelSel
 // anchor rotates; the operator owns the whole object (it is not in users'
 // Git), so a GitOps tool never sees it drift.
 //
-// Two webhooks, so that the API server only calls the injector for pods that
-// may get a proxy: WebhookName for every pod in the selected namespaces
-// (unless the pod is labelled mesh.weft.dev/inject=disabled), and
-// WebhookPodOptInName for pods labelled mesh.weft.dev/inject=enabled in any
-// other namespace. A pod both select is injected by the first and left alone
-// by the second. The injector applies the same rules again (inject.Injectable
-// with this selector), so an annotation can still opt a pod out.
+// Two webhooks. WebhookName takes every pod of the selected namespaces
+// (unless the pod is labelled mesh.weft.dev/inject=disabled), with the
+// mesh's failurePolicy. WebhookPodOptInName takes the pods of every other
+// namespace (bar the excluded ones), because a single pod may opt in with
+// the annotation mesh.weft.dev/inject: enabled, which an object selector
+// cannot see; the injector leaves the others alone. Its failurePolicy is
+// always Ignore: an injector outage must not stop pod creation in
+// namespaces that never asked for the mesh. When the selector is a single
+// label, the second webhook leaves out the selected namespaces, so each pod
+// is sent once; with another selector a pod of a selected namespace is sent
+// twice and the second call finds it injected. The injector applies the
+// same rules again (inject.Injectable with this selector).
 func RenderWebhook(m *meshv1alpha1.MeshControlPlane, activeRevision string, caBundle []byte) *admissionregistrationv1.MutatingWebhookConfiguration {
 	// Ignore unless Fail is asked for: the API's default, also when the
 	// field is empty (an object that was never through the API server).
@@ -396,7 +430,7 @@ func RenderWebhook(m *meshv1alpha1.MeshControlPlane, activeRevision string, caBu
 	if m.Spec.Injection.FailurePolicy == meshv1alpha1.FailurePolicyFail {
 		failure = admissionregistrationv1.Fail
 	}
-	hook := func(name string, namespaces, objects *metav1.LabelSelector) admissionregistrationv1.MutatingWebhook {
+	hook := func(name string, namespaces, objects *metav1.LabelSelector, failure admissionregistrationv1.FailurePolicyType) admissionregistrationv1.MutatingWebhook {
 		return admissionregistrationv1.MutatingWebhook{
 			Name: name,
 			ClientConfig: admissionregistrationv1.WebhookClientConfig{
@@ -433,13 +467,8 @@ func RenderWebhook(m *meshv1alpha1.MeshControlPlane, activeRevision string, caBu
 		TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "MutatingWebhookConfiguration"},
 		ObjectMeta: meta,
 		Webhooks: []admissionregistrationv1.MutatingWebhook{
-			hook(WebhookName, webhookNamespaceSelector(m), &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
-				Key:      meshv1alpha1.LabelInject,
-				Operator: metav1.LabelSelectorOpNotIn,
-				Values:   []string{"disabled"},
-			}}}),
-			hook(WebhookPodOptInName, &metav1.LabelSelector{MatchExpressions: excludedNamespaces(m)},
-				&metav1.LabelSelector{MatchLabels: map[string]string{meshv1alpha1.LabelInject: injectEnabled}}),
+			hook(WebhookName, webhookNamespaceSelector(m), notDisabled(), failure),
+			hook(WebhookPodOptInName, podOptInNamespaceSelector(m), notDisabled(), admissionregistrationv1.Ignore),
 		},
 	}
 }

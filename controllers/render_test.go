@@ -8,7 +8,10 @@ import (
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -94,10 +97,57 @@ func TestWebhookFailurePolicy(t *testing.T) {
 	}{{"", "Ignore"}, {meshv1alpha1.FailurePolicyFail, "Fail"}, {meshv1alpha1.FailurePolicyIgnore, "Ignore"}} {
 		m := goldenMesh()
 		m.Spec.Injection.FailurePolicy = tt.spec
-		for _, wh := range RenderWebhook(m, "v1-1-0", nil).Webhooks {
-			if got := string(*wh.FailurePolicy); got != tt.want {
-				t.Errorf("%s: failurePolicy %q → %s, want %s (the API's default is Ignore)", wh.Name, tt.spec, got, tt.want)
-			}
+		hooks := RenderWebhook(m, "v1-1-0", nil).Webhooks
+		if got := string(*hooks[0].FailurePolicy); got != tt.want {
+			t.Errorf("%s: failurePolicy %q → %s, want %s (the API's default is Ignore)", hooks[0].Name, tt.spec, got, tt.want)
 		}
+		// Pods of namespaces that never asked for the mesh are never
+		// blocked by an injector outage.
+		if got := *hooks[1].FailurePolicy; got != admissionregistrationv1.Ignore {
+			t.Errorf("%s: failurePolicy %s with spec %q, want Ignore", hooks[1].Name, got, tt.spec)
+		}
+	}
+}
+
+// Which namespaces each webhook takes: the selected ones go to the first,
+// every other one (bar the excluded) to the second, each only once when the
+// selector is a single label.
+func TestWebhookNamespaceSelectors(t *testing.T) {
+	nsLabels := func(name string, l map[string]string) labels.Set {
+		out := labels.Set{corev1.LabelMetadataName: name}
+		for k, v := range l {
+			out[k] = v
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name     string
+		selector *metav1.LabelSelector
+		ns       labels.Set
+		want     []bool // first, second webhook
+	}{
+		{"default, selected", nil, nsLabels("shop", map[string]string{meshv1alpha1.LabelInject: "enabled"}), []bool{true, false}},
+		{"default, other", nil, nsLabels("shop", nil), []bool{false, true}},
+		{"default, disabled", nil, nsLabels("shop", map[string]string{meshv1alpha1.LabelInject: "disabled"}), []bool{false, false}},
+		{"kube-system", nil, nsLabels("kube-system", map[string]string{meshv1alpha1.LabelInject: "enabled"}), []bool{false, false}},
+		{"mesh namespace", nil, nsLabels("weft-system", nil), []bool{false, false}},
+		{"one custom label, selected", &metav1.LabelSelector{MatchLabels: map[string]string{"team": "a"}}, nsLabels("shop", map[string]string{"team": "a"}), []bool{true, false}},
+		{"one custom label, other", &metav1.LabelSelector{MatchLabels: map[string]string{"team": "a"}}, nsLabels("shop", map[string]string{"team": "b"}), []bool{false, true}},
+		{"custom label but disabled", &metav1.LabelSelector{MatchLabels: map[string]string{"team": "a"}}, nsLabels("shop", map[string]string{"team": "a", meshv1alpha1.LabelInject: "disabled"}), []bool{false, false}},
+		{"two requirements, selected: sent to both", &metav1.LabelSelector{MatchLabels: map[string]string{"team": "a", "env": "prod"}}, nsLabels("shop", map[string]string{"team": "a", "env": "prod"}), []bool{true, true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := goldenMesh()
+			m.Spec.Injection.NamespaceSelector = tc.selector
+			for i, wh := range RenderWebhook(m, "v1-1-0", nil).Webhooks {
+				sel, err := metav1.LabelSelectorAsSelector(wh.NamespaceSelector)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := sel.Matches(tc.ns); got != tc.want[i] {
+					t.Errorf("%s (%s) selects %v: %v, want %v", wh.Name, sel, tc.ns, got, tc.want[i])
+				}
+			}
+		})
 	}
 }

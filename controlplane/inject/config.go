@@ -18,9 +18,8 @@ const (
 	// LabelInject on a Namespace (value "enabled") injects all its pods
 	// under the default namespace selector; "disabled" keeps the webhook
 	// away from the namespace whatever the selector. On a Pod (as a label,
-	// "enabled" or "disabled") it overrides the namespace's choice; the
-	// label is what lets a single pod opt in outside the selected
-	// namespaces, because a webhook's object selector only sees labels.
+	// "enabled" or "disabled") it overrides the namespace's choice like the
+	// annotation; "disabled" as a label also keeps the webhook away.
 	LabelInject = "mesh.weft.dev/inject"
 	// AnnotationInject on a Pod ("enabled" or "disabled") overrides the
 	// namespace's choice for that pod, like the label; it wins over the

@@ -172,14 +172,16 @@ func TestInjectThroughAPIServer(t *testing.T) {
 			p.Labels = map[string]string{inject.LabelInject: inject.ValueEnabled}
 			return p
 		}(), check: injected},
-		{name: "pod annotation opts in only where the webhook is called", pod: func() *corev1.Pod {
-			// The API server picks webhooks by labels; an annotation
-			// alone in an unselected namespace never reaches the
-			// injector (the label does, above).
+		{name: "pod annotation opts in elsewhere", pod: func() *corev1.Pod {
 			p := testPod(plain, "annotated")
 			p.Annotations = map[string]string{inject.AnnotationInject: inject.ValueEnabled}
 			return p
-		}(), check: untouched},
+		}(), check: injected},
+		{name: "misspelt annotation elsewhere is reported", pod: func() *corev1.Pod {
+			p := testPod(plain, "typo-elsewhere")
+			p.Annotations = map[string]string{inject.AnnotationInject: "yes"}
+			return p
+		}(), check: skipped(`unknown value "yes"`), wantWarning: `unknown value "yes"`},
 		{name: "pod label opts out", pod: func() *corev1.Pod {
 			p := testPod(meshed, "label-opt-out")
 			p.Labels = map[string]string{inject.LabelInject: inject.ValueDisabled}
