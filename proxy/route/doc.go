@@ -57,7 +57,10 @@
 // connection failures and Retry.Codes; POST and other non-idempotent methods
 // retry only when the request never reached the backend (connection refused);
 // exponential backoff with jitter; a RetryBudget keeps retries at ≤ 20% of
-// requests plus a small burst.
+// requests plus a small burst. Without a rule Retry, a request with no body
+// that never reached the backend (connection refused) is still retried on
+// another pick, twice at most, under the same budget: an endpoint that went
+// away before the proxy heard of it costs no error.
 //
 // # Not supported
 //

@@ -16,6 +16,9 @@ import (
 //
 //   - Only rules with a Retry are retried, at most Retry.Attempts times
 //     (0 means 1), while the request timeout allows and the budget has a token.
+//     The one exception: without a Retry, a replayable request that provably
+//     never reached the backend (refused connection, ErrNotSent) is retried
+//     on another pick up to unsentRetries times, under the same budget.
 //   - The request body must be replayable: no body, or one that fit the replay
 //     buffer. A larger body was streamed to the first attempt and is gone.
 //   - An idempotent method (RFC 9110 §9.2.2: GET, HEAD, OPTIONS, TRACE, PUT,
@@ -31,6 +34,10 @@ import (
 // request reached the backend, which makes even a POST safe to retry. Dial
 // errors (*net.OpError with Op "dial") are recognised without it.
 var ErrNotSent = errors.New("request not sent")
+
+// unsentRetries is how often a request that never reached a backend is
+// retried when its rule has no retry policy.
+const unsentRetries = 2
 
 type retryPolicy struct {
 	codes    [10]uint64 // bitset of status codes 0-639

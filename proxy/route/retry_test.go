@@ -49,7 +49,8 @@ func TestRetries(t *testing.T) {
 		method, body string
 		retry        *meshconfig.Retry
 		first, later http.HandlerFunc
-		refuseFirst  bool // the first dial goes to a port where nothing listens
+		refuseFirst  bool  // the first dial goes to a port where nothing listens
+		refuseAll    int64 // so do the first refuseAll dials
 		replayBuffer int
 		wantStatus   int
 		wantHits     int64
@@ -64,7 +65,11 @@ func TestRetries(t *testing.T) {
 		{name: "POST not retried after it reached the backend", method: "POST", body: "data", retry: connOnly, first: reset, later: ok, wantStatus: 502, wantHits: 1},
 		{name: "POST retried when the connection was refused", method: "POST", body: "data", retry: connOnly, later: ok, refuseFirst: true, wantStatus: 200, wantHits: 1},
 		{name: "POST over the replay buffer not retried", method: "POST", body: strings.Repeat("x", 100), replayBuffer: 16, retry: connOnly, later: ok, refuseFirst: true, wantStatus: 502, wantHits: 0},
-		{name: "refused without retry policy", method: "GET", later: ok, refuseFirst: true, wantStatus: 502, wantHits: 0},
+		{name: "refused without retry policy: retried, it never left", method: "GET", later: ok, refuseFirst: true, wantStatus: 200, wantHits: 1},
+		{name: "POST refused without retry policy: retried, it never left", method: "POST", later: ok, refuseAll: 1, wantStatus: 200, wantHits: 1},
+		{name: "refused three times without retry policy: 502", method: "GET", later: ok, refuseAll: 3, wantStatus: 502, wantHits: 0},
+		{name: "POST with a body, no retry policy: not kept, not retried", method: "POST", body: "data", later: ok, refuseFirst: true, wantStatus: 502, wantHits: 0},
+		{name: "broken after it arrived, no retry policy: not retried", method: "GET", first: reset, later: ok, wantStatus: 502, wantHits: 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -81,7 +86,8 @@ func TestRetries(t *testing.T) {
 			// Fresh connections only: http.Transport itself retries some
 			// requests on reused connections, which would blur the count.
 			tr := &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				if tt.refuseFirst && dials.Add(1) == 1 {
+				n := dials.Add(1)
+				if (tt.refuseFirst && n == 1) || n <= tt.refuseAll {
 					addr = refused
 				}
 				return (&net.Dialer{}).DialContext(ctx, network, addr)

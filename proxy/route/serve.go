@@ -162,6 +162,13 @@ func (t *Table) serve(w http.ResponseWriter, r *http.Request, e *entry, ru *rule
 				}
 				continue
 			}
+			if ru.retry == nil && notSent(err) && t.mayRetryUnsent(attempt, replayable) {
+				if !sleep(ctx, t.unsent.delay(attempt)) {
+					t.ended(w, r, res)
+					return
+				}
+				continue
+			}
 			t.fail(w, res, status, outcome)
 			return
 		}
@@ -189,6 +196,16 @@ func (t *Table) serve(w http.ResponseWriter, r *http.Request, e *entry, ru *rule
 		}
 		return
 	}
+}
+
+// mayRetryUnsent: a rule without a retry policy still retries a request
+// that provably never reached the backend (the endpoint refused the
+// connection: a pod shutting down, a stale endpoint), on another pick, up to
+// unsentRetries times, under the same budget. No application can tell, and
+// it is what keeps a rolling restart free of errors while the endpoint list
+// catches up.
+func (t *Table) mayRetryUnsent(attempt int, replayable bool) bool {
+	return attempt <= t.unsent.attempts && replayable && t.budget.withdraw()
 }
 
 // mayRetry applies the attempt limit, replayability and the budget; the

@@ -53,6 +53,9 @@ type Table struct {
 	port   uint16
 	opts   Options
 	budget *RetryBudget
+	// unsent retries requests that never reached a backend when the rule
+	// has no retry policy (see mayRetryUnsent).
+	unsent retryPolicy
 
 	exact  map[string][]*entry // by exact path
 	prefix map[string][]*entry // by normalised prefix
@@ -143,6 +146,9 @@ func Compile(port meshconfig.ServicePort, opts Options) (*Table, error) {
 	if t.budget == nil {
 		t.budget = NewRetryBudget(0, 0)
 	}
+	// Two more picks, as Istio's default retry policy on connect failures;
+	// a short backoff, since the next endpoint is likely healthy.
+	t.unsent = retryPolicy{attempts: unsentRetries, backoff: 5 * time.Millisecond}
 	var err error
 	if t.def, err = t.compileRule("", -1, meshconfig.RouteRule{Name: "default", Backends: port.DefaultBackends}); err != nil {
 		return nil, fmt.Errorf("defaultBackends: %w", err)
