@@ -44,6 +44,7 @@ import (
 	meshv1alpha1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/controlplane/configserver/fakeproxy"
 	"github.com/weftmesh/weft/controlplane/identity"
+	"github.com/weftmesh/weft/internal/procstat"
 	"github.com/weftmesh/weft/internal/scheme"
 	"github.com/weftmesh/weft/internal/testenv"
 	"github.com/weftmesh/weft/internal/testpki"
@@ -123,8 +124,8 @@ func run() error {
 		return err
 	}
 	pid := cp.Process.Pid
-	res := results{loadStart: loadAvg()}
-	res.idleRSS = rssMiB(pid, "VmRSS")
+	res := results{loadStart: procstat.LoadAverage()}
+	res.idleRSS = procstat.StatusMiB(pid, "VmRSS")
 
 	// Connect every proxy and wait for every first ack.
 	rec := newRecorder()
@@ -132,7 +133,7 @@ func run() error {
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	cpu0 := cpuSeconds(pid)
+	cpu0 := procstat.CPUSeconds(pid)
 	t0 := time.Now()
 	for i := range clients {
 		ns, pod := proxyPod(i)
@@ -158,9 +159,9 @@ func run() error {
 		return fmt.Errorf("connecting: %w", err)
 	}
 	res.connect = time.Since(t0)
-	res.connectCPU = cpuSeconds(pid) - cpu0
+	res.connectCPU = procstat.CPUSeconds(pid) - cpu0
 	time.Sleep(2 * time.Second)
-	res.steadyRSS = rssMiB(pid, "VmRSS")
+	res.steadyRSS = procstat.StatusMiB(pid, "VmRSS")
 	res.steadyMetrics = scrape(metricsAddr)
 	logf("%d proxies connected and acked in %s; control plane RSS %.0f MiB", *proxies, res.connect.Round(time.Millisecond), res.steadyRSS)
 
@@ -168,7 +169,7 @@ func run() error {
 	affected := nsProxies(3 % *namespaces)
 	m0 := scrape(metricsAddr)
 	before := rec.counts(all(*proxies))
-	cpu0 = cpuSeconds(pid)
+	cpu0 = procstat.CPUSeconds(pid)
 	for r := range *rounds {
 		base := rec.counts(affected)
 		w := int32(10 + r%80)
@@ -185,7 +186,7 @@ func run() error {
 		// The others must not have been sent anything.
 		time.Sleep(100 * time.Millisecond)
 	}
-	res.routeCPU = cpuSeconds(pid) - cpu0
+	res.routeCPU = procstat.CPUSeconds(pid) - cpu0
 	res.routeSends = sendsBetween(m0, scrape(metricsAddr))
 	after := rec.counts(all(*proxies))
 	for i := range after {
@@ -198,7 +199,7 @@ func run() error {
 	// A producer route every proxy applies.
 	everyone := all(*proxies)
 	m0 = scrape(metricsAddr)
-	cpu0 = cpuSeconds(pid)
+	cpu0 = procstat.CPUSeconds(pid)
 	for r := range *allRounds {
 		base := rec.counts(everyone)
 		w := int32(10 + r*7%80)
@@ -213,12 +214,12 @@ func run() error {
 		res.all = append(res.all, lat...)
 		res.allAll = append(res.allAll, slices.Max(lat))
 	}
-	res.allCPU = cpuSeconds(pid) - cpu0
-	res.peakRSS = rssMiB(pid, "VmHWM")
-	res.finalRSS = rssMiB(pid, "VmRSS")
+	res.allCPU = procstat.CPUSeconds(pid) - cpu0
+	res.peakRSS = procstat.StatusMiB(pid, "VmHWM")
+	res.finalRSS = procstat.StatusMiB(pid, "VmRSS")
 	res.metrics = scrape(metricsAddr)
 	res.allSends = sendsBetween(m0, res.metrics)
-	res.loadEnd = loadAvg()
+	res.loadEnd = procstat.LoadAverage()
 	logf("all-proxies change: p50 %s p99 %s max %s; peak RSS %.0f MiB", pct(res.all, 50), pct(res.all, 99), pct(res.all, 100), res.peakRSS)
 	return res.write(*out)
 }
@@ -487,15 +488,6 @@ func (s sends) String() string {
 }
 
 // loadAvg is the 1, 5 and 15 minute load averages.
-func loadAvg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
-
 func (r results) write(path string) error {
 	var b strings.Builder
 	host, _ := os.Hostname()
@@ -556,34 +548,6 @@ func (r results) write(path string) error {
 func numCPU() int {
 	b, _ := os.ReadFile("/proc/cpuinfo")
 	return strings.Count(string(b), "processor\t:")
-}
-
-func rssMiB(pid int, field string) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, field+":") {
-			f := strings.Fields(l)
-			kb, _ := strconv.ParseFloat(f[1], 64)
-			return kb / 1024
-		}
-	}
-	return 0
-}
-
-// cpuSeconds is the process's user+system CPU time.
-func cpuSeconds(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	u, _ := strconv.ParseFloat(f[11], 64)
-	k, _ := strconv.ParseFloat(f[12], 64)
-	return (u + k) / 100 // USER_HZ
 }
 
 func freeAddr() string {

@@ -49,6 +49,7 @@ import (
 
 	"github.com/weftmesh/weft/controlplane/inject"
 	"github.com/weftmesh/weft/controlplane/inject/webhook"
+	"github.com/weftmesh/weft/internal/procstat"
 	"github.com/weftmesh/weft/internal/testenv"
 )
 
@@ -260,7 +261,7 @@ func run(o options) error {
 	}()
 
 	res := &result{
-		loadBefore: loadavg(),
+		loadBefore: procstat.LoadAverage(),
 		inproc:     map[string][]time.Duration{}, webhook: map[string][]time.Duration{}, handled: map[string][]time.Duration{}, create: map[string][]time.Duration{},
 		errors: map[string]int{}, late: map[string]int{}, sent: map[string]int{}, elapsed: map[string]time.Duration{},
 	}
@@ -313,19 +314,8 @@ func run(o options) error {
 		}
 		slices.Reverse(order)
 	}
-	res.loadAfter = loadavg()
+	res.loadAfter = procstat.LoadAverage()
 	return writeResults(o, res)
-}
-
-// loadavg is the machine's load (shared with other work), so that a reader
-// can tell a busy machine's tail latencies from the injector's.
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(b))
-	return strings.Join(f[:min(3, len(f))], " ")
 }
 
 func sampleWebhook() (*admregv1.MutatingWebhookConfiguration, error) {

@@ -45,6 +45,7 @@ import (
 	meshv1alpha1 "github.com/weftmesh/weft/api/v1alpha1"
 	"github.com/weftmesh/weft/controllers"
 	"github.com/weftmesh/weft/internal/images"
+	"github.com/weftmesh/weft/internal/procstat"
 	"github.com/weftmesh/weft/internal/scheme"
 	"github.com/weftmesh/weft/internal/testenv"
 )
@@ -127,7 +128,7 @@ func run(ctx context.Context) error {
 	}
 	b := &bench{track: newTracker()}
 	b.res.started = time.Now()
-	b.res.loadStart = loadAverage()
+	b.res.loadStart = procstat.LoadAverage()
 	b.res.commit = gitCommit()
 	defer b.stop()
 	if err := b.start(ctx, stages); err != nil {
@@ -147,7 +148,7 @@ func run(ctx context.Context) error {
 			return err
 		}
 	}
-	b.res.loadEnd = loadAverage()
+	b.res.loadEnd = procstat.LoadAverage()
 	logf("results in %s", *out)
 	return b.res.write(*out)
 }
@@ -533,7 +534,7 @@ func (b *bench) upgrade(ctx context.Context, from, to string, batchSize int) (ru
 	time.Sleep(*settle)
 	r.before = readProcStat(pid)
 	r.idleCPU = (r.before.cpu - s0.cpu) / r.before.at.Sub(s0.at).Seconds()
-	r.loadBefore = loadAverage()
+	r.loadBefore = procstat.LoadAverage()
 	opM0 := scrapeHTTP(b.opMetrics)
 	apiM0 := b.scrapeAPIServer(ctx)
 
@@ -622,7 +623,7 @@ wait:
 	r.samples = <-samples
 	r.phases = <-phases
 	r.after = readProcStat(pid)
-	r.loadAfter = loadAverage()
+	r.loadAfter = procstat.LoadAverage()
 	r.opRequests = sub(sumBy(scrapeHTTP(b.opMetrics), "rest_client_requests_total", "method"), sumBy(opM0, "rest_client_requests_total", "method"))
 	opM1 := scrapeHTTP(b.opMetrics)
 	r.reconciles = total(sub(sumBy(opM1, "controller_runtime_reconcile_total", "controller"), sumBy(opM0, "controller_runtime_reconcile_total", "controller")))

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/weftmesh/weft/internal/procstat"
 )
 
 // proc is a child process in its own process group; it dies with the bench
@@ -111,73 +113,7 @@ type procStat struct {
 }
 
 func readProcStat(pid int) procStat {
-	return procStat{at: time.Now(), cpu: cpuSeconds(pid), rssMiB: statusMiB(pid, "VmRSS"), hwmMiB: statusMiB(pid, "VmHWM")}
-}
-
-func statusMiB(pid int, field string) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, field+":") {
-			f := strings.Fields(l)
-			if len(f) < 2 {
-				return 0
-			}
-			kb, _ := strconv.ParseFloat(f[1], 64)
-			return kb / 1024
-		}
-	}
-	return 0
-}
-
-// cpuSeconds is utime+stime of a process (fields 14 and 15 of
-// /proc/<pid>/stat, after the parenthesised command name).
-func cpuSeconds(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 || i+2 > len(s) {
-		return 0
-	}
-	f := strings.Fields(s[i+2:])
-	if len(f) < 13 {
-		return 0
-	}
-	u, _ := strconv.ParseFloat(f[11], 64)
-	k, _ := strconv.ParseFloat(f[12], 64)
-	return (u + k) / 100 // USER_HZ
-}
-
-func loadAverage() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
-
-func cpuModel() string {
-	b, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return "?"
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, "model name") {
-			if _, v, ok := strings.Cut(l, ":"); ok {
-				return strings.TrimSpace(v)
-			}
-		}
-	}
-	return "?"
+	return procStat{at: time.Now(), cpu: procstat.CPUSeconds(pid), rssMiB: procstat.StatusMiB(pid, "VmRSS"), hwmMiB: procstat.StatusMiB(pid, "VmHWM")}
 }
 
 func memTotalGiB() float64 {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	meshv1alpha1 "github.com/weftmesh/weft/api/v1alpha1"
+	"github.com/weftmesh/weft/internal/procstat"
 	"github.com/weftmesh/weft/internal/testenv"
 )
 
@@ -157,7 +158,7 @@ func (res *results) write(path string) error {
 	host, _ := os.Hostname()
 	fmt.Fprintf(&b, "# Mesh upgrade benchmark\n\n")
 	fmt.Fprintf(&b, "`make bench-upgrade` on %s, %s, %d CPUs (%s), %.0f GiB, shared with other work; `uptime` load average at the start %s",
-		host, res.started.UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), cpuModel(), memTotalGiB(), res.loadStart)
+		host, res.started.UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), procstat.CPUModel(), memTotalGiB(), res.loadStart)
 	if res.loadEnd != "" {
 		fmt.Fprintf(&b, ", at the end %s", res.loadEnd)
 	}
