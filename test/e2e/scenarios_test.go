@@ -289,13 +289,64 @@ func testControlPlaneDown(t *testing.T, m *mesh) {
 
 // testUpgrade bumps spec.version: the operator starts the new control-plane
 // revision beside the old one, moves injection to it, restarts the meshed
-// workloads in batches, removes the old revision, and status says so; the
-// meshed services keep answering.
+// workloads in batches, removes the old revision once no proxy uses it, and
+// status says so. A meshed pod that no workload owns (so the upgrade does not
+// restart it) sends a steady load through all of it: no request fails, and
+// while it runs the old proxy, status shows the version skew.
 func testUpgrade(t *testing.T, m *mesh) {
 	ctx := context.Background()
-	const to = "v1.1.0"
+	const to, ns = "v1.1.0", "split"
+	url := "http://web." + ns + ".svc.cluster.local/"
+	dep, _ := harness.App(ns, "steady", 1, nil)
+	bare := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "steady", Namespace: ns, Labels: dep.Spec.Template.Labels}, Spec: dep.Spec.Template.Spec}
+	bare.Spec.ServiceAccountName = "client"
+	m.Create(t, bare)
+	harness.Eventually(t, 2*time.Minute, "the load pod running", func() (bool, error) {
+		return len(m.Pods(t, ns, map[string]string{"app": "steady"})) == 1, nil
+	})
+	l := m.startLoad(t, ns, "steady", url)
+
 	mcp := meshv1alpha1.MeshControlPlane{ObjectMeta: metav1.ObjectMeta{Name: "weft"}}
 	m.update(t, &mcp, func() { mcp.Spec.Version = to })
+	harness.Eventually(t, 5*time.Minute, "every workload restarted onto the new revision, the skew in status", func() (bool, error) {
+		if err := m.Client.Get(ctx, client.ObjectKey{Name: "weft"}, &mcp); err != nil {
+			return false, err
+		}
+		var pods corev1.PodList
+		if err := m.Client.List(ctx, &pods); err != nil {
+			return false, err
+		}
+		var old []string
+		for _, p := range pods.Items {
+			if rev, ok := p.Labels["mesh.weft.dev/revision"]; ok && p.DeletionTimestamp == nil && p.Namespace != "weft-system" && p.Name != "steady" && rev != "v1-1-0" {
+				old = append(old, p.Namespace+"/"+p.Name)
+			}
+		}
+		skew := false
+		for _, v := range mcp.Status.Proxies.ByVersion {
+			if v.Version == "v1.0.0" && v.Count >= 1 {
+				skew = true
+			}
+		}
+		return len(old) == 0 && skew, fmt.Errorf("on the old revision: %v; proxies %+v; upgrade %+v", old, mcp.Status.Proxies, mcp.Status.Upgrade)
+	})
+	for _, d := range []string{"web-v1", "web-v2", "client"} {
+		m.WaitReady(t, ns, d, 2*time.Minute)
+	}
+	time.Sleep(2 * time.Second)
+	n, failed, err := l.stop()
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	t.Logf("%d requests from a v1.0.0 proxy during the upgrade, failures %v", n, failed)
+	if n < 20 || len(failed) > 0 {
+		t.Errorf("%d requests, failures by code %v: want none", n, failed)
+	}
+
+	// The old revision goes once its last proxy does.
+	if err := m.Client.Delete(ctx, bare); err != nil {
+		t.Fatal(err)
+	}
 	harness.Eventually(t, 5*time.Minute, "upgrade complete in status", func() (bool, error) {
 		if err := m.Client.Get(ctx, client.ObjectKey{Name: "weft"}, &mcp); err != nil {
 			return false, err
@@ -304,23 +355,10 @@ func testUpgrade(t *testing.T, m *mesh) {
 		done := st.Version.Current == to && len(st.Revisions) == 1 && st.Revisions[0].Version == to
 		return done, fmt.Errorf("version %+v revisions %+v upgrade %+v", st.Version, st.Revisions, st.Upgrade)
 	})
-	// Every meshed pod runs a proxy of the new revision.
-	var pods corev1.PodList
-	if err := m.Client.List(ctx, &pods); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range pods.Items {
-		if rev, ok := p.Labels["mesh.weft.dev/revision"]; ok && p.DeletionTimestamp == nil && p.Namespace != "weft-system" && rev != "v1-1-0" {
-			t.Errorf("pod %s/%s still on revision %s", p.Namespace, p.Name, rev)
-		}
-	}
-	for _, d := range []string{"web-v1", "web-v2", "client"} {
-		m.WaitReady(t, "split", d, 2*time.Minute)
-	}
-	cl := m.Pods(t, "split", map[string]string{"app": "client"})[0]
+	cl := m.Pods(t, ns, map[string]string{"app": "client"})[0]
 	harness.Eventually(t, time.Minute, "traffic after the upgrade", func() (bool, error) {
-		got := m.spread(t, "split", cl.Name, "http://web.split.svc.cluster.local/", 10)
-		return got["web-v1"] == 10, fmt.Errorf("%v", got)
+		got := m.spread(t, ns, cl.Name, url, 10)
+		return got["web-v2"] == 10, fmt.Errorf("%v", got)
 	})
 	ready := meta.FindStatusCondition(mcp.Status.Conditions, meshv1alpha1.ConditionReady)
 	if ready == nil || ready.Status != metav1.ConditionTrue {

@@ -14,8 +14,10 @@ import (
 	"log"
 	"net/http"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -24,6 +26,7 @@ func main() {
 	service := flag.String("service", os.Getenv("APP_SERVICE"), "name reported as the service")
 	load := flag.String("load", "", "also send GET requests to this URL, for demos (a load generator)")
 	rps := flag.Int("rps", 10, "requests per second with --load")
+	drain := flag.Duration("drain", time.Second, "on SIGTERM, keep serving this long before exiting (what a preStop sleep gives a real application while endpoint removal propagates)")
 	flag.Parse()
 	pod := os.Getenv("POD_NAME")
 	if pod == "" {
@@ -42,7 +45,15 @@ func main() {
 		go generate(*load, *rps)
 	}
 	log.Printf("app %s (%s) serving on %s", pod, *service, *addrs)
-	log.Fatal(<-errc)
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
+	select {
+	case err := <-errc:
+		log.Fatal(err)
+	case <-term:
+		log.Printf("SIGTERM: serving %s more, then exiting", *drain)
+		time.Sleep(*drain)
+	}
 }
 
 func handler(pod, service string) http.Handler {
