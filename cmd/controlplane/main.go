@@ -226,6 +226,10 @@ func run(ctx context.Context, o options, cfg *rest.Config, log logr.Logger) erro
 		Client: mgr.GetClient(), Hub: hub, Namespace: o.namespace, Revision: o.revision, Replica: o.replica,
 		Log: log.WithName("proxy-status"),
 	}
+	// "Applied by N of M" counts every replica's and revision's proxies.
+	counter := &configserver.MeshCounter{
+		Hub: hub, Reader: mgr.GetCache(), Namespace: o.namespace, Revision: o.revision, Replica: o.replica,
+	}
 
 	for _, r := range []manager.Runnable{
 		everyReplica(store.Run),
@@ -239,6 +243,13 @@ func run(ctx context.Context, o options, cfg *rest.Config, log logr.Logger) erro
 			return hub.Start(ctx)
 		}),
 		everyReplica(statusWriter.Start),
+		everyReplica(func(ctx context.Context) error {
+			inf, err := mgr.GetCache().GetInformer(ctx, &corev1.ConfigMap{})
+			if err != nil {
+				return err
+			}
+			return counter.Run(ctx, inf)
+		}),
 		everyReplica(func(ctx context.Context) error { return serveGRPC(ctx, grpcSrv, o, log) }),
 	} {
 		if err := mgr.Add(r); err != nil {
@@ -248,7 +259,7 @@ func run(ctx context.Context, o options, cfg *rest.Config, log logr.Logger) erro
 
 	// Status of HTTPRoutes, TrafficSplits and AuthorizationPolicies, with
 	// how many proxies applied each: written by the leader only.
-	if err := status.SetupWithManager(mgr, hub); err != nil {
+	if err := status.SetupWithManager(mgr, counter); err != nil {
 		return fmt.Errorf("setting up the status writers: %w", err)
 	}
 	// The injector webhook: every replica admits pods.

@@ -741,21 +741,65 @@ type Report struct {
 	Connected int            `json:"connected"`
 	Stale     int            `json:"stale"`
 	ByVersion map[string]int `json:"byVersion"`
+	// Sources is what Applied answers from, per source, so that the status
+	// writer (the leader of one revision) can add up every replica's and
+	// every revision's proxies (MeshCounter).
+	Sources map[string]SourceAcks `json:"sources,omitempty"`
+}
+
+// SourceAcks is, for one source, how many of a replica's proxies carry it
+// in their current snapshot (Total) and, by generation, how many of those
+// acknowledged a snapshot carrying it at that generation.
+type SourceAcks struct {
+	Total int           `json:"total"`
+	Acked map[int64]int `json:"acked,omitempty"`
+}
+
+// applied counts the acknowledgements at generation gen or later.
+func (s SourceAcks) applied(gen int64) int {
+	n := 0
+	for g, c := range s.Acked {
+		if g >= gen {
+			n += c
+		}
+	}
+	return n
+}
+
+func (s SourceAcks) equal(o SourceAcks) bool {
+	return s.Total == o.Total && maps.Equal(s.Acked, o.Acked)
 }
 
 // Report counts the connected proxies, those that have not acknowledged
 // the last snapshot they were sent, and proxies by weft-proxy version.
 func (h *Hub) Report() Report {
 	h.init()
-	r := Report{ByVersion: map[string]int{}}
+	r := Report{ByVersion: map[string]int{}, Sources: map[string]SourceAcks{}}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	count := func(p *proxy, sources map[string]int64) {
+		for src := range sources {
+			sa := r.Sources[src]
+			sa.Total++
+			if g, ok := p.acked.generation(src); ok && p.ackErr == "" {
+				if sa.Acked == nil {
+					sa.Acked = map[int64]int{}
+				}
+				sa.Acked[g]++
+			}
+			r.Sources[src] = sa
+		}
+	}
 	for p := range h.proxies {
 		r.Connected++
 		r.ByVersion[p.proxyVersion]++
 		p.mu.Lock()
 		if p.sentVersion == "" || p.sentVersion != p.ackedVersion || p.ackErr != "" {
 			r.Stale++
+		}
+		if p.cur != nil {
+			count(p, p.cur.carried.out)
+			count(p, p.cur.carried.policies)
 		}
 		p.mu.Unlock()
 	}

@@ -83,6 +83,10 @@ func TestRouteChangeReachesOnlyAffectedProxies(t *testing.T) {
 	if a, n := cp.Hub.Applied(src, gen); a != 2 || n != 2 {
 		t.Errorf("Applied(%s, %d) = %d of %d, want 2 of 2 (only front1's proxies carry a consumer route)", src, gen, a, n)
 	}
+	// What the replica publishes for the other replicas' status writers.
+	if sa := cp.Hub.Report().Sources[src]; sa.Total != 2 || sa.applied(gen) != 2 {
+		t.Errorf("Report().Sources[%s] = %+v, want 2 proxies acked at generation %d", src, sa, gen)
+	}
 
 	newGen := setWeights(t, "front1", "backend", 50, 50)
 	waitUntil(t, "front1's proxies acked the new weights", func() bool {
