@@ -45,6 +45,12 @@ func injectorConfig(mcp *meshv1alpha1.MeshControlPlane, o options) inject.Config
 		}
 		cfg.NamespaceSelector = s
 	}
+	switch mcp.Spec.Observability.AccessLog {
+	case "Text":
+		cfg.AccessLog = "text"
+	case "JSON":
+		cfg.AccessLog = "json"
+	}
 	if mcp.Spec.Observability.ScrapeAnnotations == "Disabled" {
 		cfg.ScrapeAnnotations = false
 	}

@@ -40,3 +40,14 @@ func TestInjectorConfigScrapeAnnotations(t *testing.T) {
 		t.Error("observability.scrapeAnnotations: Disabled is ignored")
 	}
 }
+
+func TestInjectorConfigAccessLog(t *testing.T) {
+	o := options{revision: "v1-0-0", namespace: "weft-system", grpcAddr: ":8090"}
+	for format, want := range map[meshv1alpha1.AccessLogFormat]string{"": "", "Off": "", "Text": "text", "JSON": "json"} {
+		mcp := &meshv1alpha1.MeshControlPlane{}
+		mcp.Spec.Observability.AccessLog = format
+		if got := injectorConfig(mcp, o).AccessLog; got != want {
+			t.Errorf("accessLog %q → %q, want %q", format, got, want)
+		}
+	}
+}

@@ -77,6 +77,7 @@ const (
 	EnvControlPlaneAddr = "WEFT_CONTROL_PLANE_ADDR"
 	EnvTrustDomain      = "WEFT_TRUST_DOMAIN"
 	EnvLogLevel         = "WEFT_LOG_LEVEL"
+	EnvAccessLog        = "WEFT_ACCESS_LOG"
 	EnvInboundPort      = "WEFT_INBOUND_PORT"
 	EnvOutboundPort     = "WEFT_OUTBOUND_PORT"
 	EnvAdminPort        = "WEFT_ADMIN_PORT"
@@ -107,6 +108,9 @@ type Config struct {
 	OutboundPort int32
 	AdminPort    int32
 	LogLevel     string
+	// AccessLog is the proxies' access log format, "text" or "json"; empty
+	// or "off" leaves it off.
+	AccessLog string
 	// Resources of the proxy, unless overridden by pod annotations.
 	Resources corev1.ResourceRequirements
 	// InitResources of proxy-init, which only runs iptables-restore.

@@ -86,6 +86,9 @@ func proxyContainer(cfg Config, resources corev1.ResourceRequirements, extraEnv 
 		{Name: EnvAdminPort, Value: port(cfg.AdminPort)},
 		{Name: EnvTokenPath, Value: path.Join(TokenMountPath, "token")},
 	}
+	if cfg.AccessLog != "" && cfg.AccessLog != "off" {
+		env = append(env, corev1.EnvVar{Name: EnvAccessLog, Value: cfg.AccessLog})
+	}
 	if cfg.TrustAnchorsPEM != "" {
 		// The roots the proxy verifies the control plane's identity service
 		// with before it has a certificate of its own (it must not trust

@@ -142,6 +142,7 @@ var goldenCases = []struct {
 	{name: "app-scrape-annotations", ns: meshedNS(), pod: with(func(p *corev1.Pod) {
 		p.Annotations = map[string]string{"prometheus.io/scrape": "true", "prometheus.io/port": "9102"}
 	})},
+	{name: "access-log", ns: meshedNS(), pod: basePod(), cfg: func(c *Config) { c.AccessLog = "json" }},
 	{name: "scrape-annotations-disabled", ns: meshedNS(), pod: basePod(), cfg: func(c *Config) { c.ScrapeAnnotations = false }},
 	{name: "resource-overrides", ns: meshedNS(), pod: with(func(p *corev1.Pod) {
 		p.Annotations = map[string]string{

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -80,7 +81,7 @@ func run(args []string) int {
 		opaque    = fs.String("opaque-ports", "25,587,3306,5432,6379,11211,27017", "ports never inspected (server-first protocols)")
 		mesh      = fs.String("mesh-protocol", "h2", "HTTP between proxies: h2 (multiplexed) or h1")
 		level     = fs.String("log-level", "info", "debug, info, warn or error")
-		access    = fs.Bool("access-log", false, "log one line per HTTP request to stdout")
+		access    = accessLogFlag("off")
 		maxConns  = fs.Int("max-conns", 10000, "cap on open connections")
 		detectTO  = fs.Duration("detect-timeout", 3*time.Second, "wait this long for a client's first bytes before treating it as opaque TCP")
 		headerTO  = fs.Duration("header-timeout", 10*time.Second, "bound on reading request headers and TLS handshakes")
@@ -92,6 +93,7 @@ func run(args []string) int {
 		procs     = fs.Int("procs", 0, "threads running Go code (GOMAXPROCS); 0 keeps Go's default (the CPU limit or count)")
 		pprofOn   = fs.Bool("pprof", false, "serve Go profiles under /debug/pprof/ on the admin listener")
 	)
+	fs.Var(&access, "access-log", "one line per HTTP request to stdout: off, text or json (alone: json) (default $WEFT_ACCESS_LOG)")
 	fs.Var(&static, "static", "extra outbound listener with a fixed destination, listen=ip:port (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -129,9 +131,7 @@ func run(args []string) int {
 		// HTTPRoute and TrafficSplit rules, retries, timeouts, balancing.
 		Forwarders: sidecar.RouteForwarders(),
 	}
-	if *access {
-		cfg.AccessLog = slog.New(slog.NewJSONHandler(os.Stdout, nil))
-	}
+	cfg.AccessLog = access.logger(os.Stdout)
 	// The application's probes, moved to the admin port by the injector.
 	if cfg.AppProbes, err = sidecar.ParseAppProbes(os.Getenv("WEFT_APP_PROBES")); err != nil {
 		log.Error("Bad WEFT_APP_PROBES", "err", err)
@@ -235,10 +235,44 @@ func fromEnv(fs *flag.FlagSet, getenv func(string) string) error {
 			return err
 		}
 	}
-	if v := getenv("WEFT_LOG_LEVEL"); v != "" && !set["log-level"] {
-		if err := fs.Set("log-level", v); err != nil {
-			return err
+	for flagName, env := range map[string]string{"log-level": "WEFT_LOG_LEVEL", "access-log": "WEFT_ACCESS_LOG"} {
+		if v := getenv(env); v != "" && !set[flagName] {
+			if err := fs.Set(flagName, v); err != nil {
+				return fmt.Errorf("%s=%q: %w", env, v, err)
+			}
 		}
+	}
+	return nil
+}
+
+// accessLogFlag is -access-log: off, text or json. Given alone it means
+// json, as the boolean flag it used to be.
+type accessLogFlag string
+
+func (a *accessLogFlag) String() string   { return string(*a) }
+func (a *accessLogFlag) IsBoolFlag() bool { return true }
+
+func (a *accessLogFlag) Set(v string) error {
+	switch strings.ToLower(v) {
+	case "off", "false", "":
+		*a = "off"
+	case "json", "true":
+		*a = "json"
+	case "text":
+		*a = "text"
+	default:
+		return fmt.Errorf("access log format %q: want off, text or json", v)
+	}
+	return nil
+}
+
+// logger returns the access logger writing to w, or nil when off.
+func (a accessLogFlag) logger(w io.Writer) *slog.Logger {
+	switch a {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, nil))
+	case "text":
+		return slog.New(slog.NewTextHandler(w, nil))
 	}
 	return nil
 }
