@@ -60,7 +60,10 @@
 // requests plus a small burst. Without a rule Retry, a request with no body
 // that never reached the backend (connection refused) is still retried on
 // another pick, twice at most, under the same budget: an endpoint that went
-// away before the proxy heard of it costs no error.
+// away before the proxy heard of it costs no error. A peer proxy that could
+// not reach its own application answers with HeaderNotSent, which counts the
+// same. A retry never goes to the endpoint that just failed when there is
+// another (balance.PickExcept): a fast failure scores well until ejected.
 //
 // # Not supported
 //

@@ -30,6 +30,14 @@ import (
 //     says so with ErrNotSent. A POST answered 503 is not retried: the
 //     backend may have acted on it.
 
+// HeaderNotSent on a response from a peer proxy says that the peer could not
+// hand the request to its application (the connection to it was refused: a
+// pod shutting down): the request reached no application, so the caller's
+// proxy may retry it elsewhere exactly as if the connection to the peer had
+// been refused. It never reaches an application: the caller's proxy removes
+// it.
+const HeaderNotSent = "Weft-Not-Sent"
+
 // ErrNotSent may be wrapped by a transport's error to say that no byte of the
 // request reached the backend, which makes even a POST safe to retry. Dial
 // errors (*net.OpError with Op "dial") are recognised without it.

@@ -42,6 +42,11 @@ func TestRetries(t *testing.T) {
 			c.Close()
 		}
 	}
+	peerNotSent := func(w http.ResponseWriter, r *http.Request) {
+		// A peer proxy whose application refused the connection.
+		w.Header().Set(HeaderNotSent, "1")
+		w.WriteHeader(http.StatusBadGateway)
+	}
 	retry503 := &meshconfig.Retry{Codes: []int{503}, Attempts: 2, Backoff: meshconfig.Duration(time.Millisecond)}
 	connOnly := &meshconfig.Retry{Attempts: 2, Backoff: meshconfig.Duration(time.Millisecond)}
 	tests := []struct {
@@ -69,6 +74,9 @@ func TestRetries(t *testing.T) {
 		{name: "POST refused without retry policy: retried, it never left", method: "POST", later: ok, refuseAll: 1, wantStatus: 200, wantHits: 1},
 		{name: "refused three times without retry policy: 502", method: "GET", later: ok, refuseAll: 3, wantStatus: 502, wantHits: 0},
 		{name: "POST with a body, no retry policy: not kept, not retried", method: "POST", body: "data", later: ok, refuseFirst: true, wantStatus: 502, wantHits: 0},
+		{name: "peer could not reach its app: retried without a retry policy", method: "GET", first: peerNotSent, later: ok, wantStatus: 200, wantHits: 2},
+		{name: "peer could not reach its app: POST retried too", method: "POST", body: "data", retry: connOnly, first: peerNotSent, later: ok, wantStatus: 200, wantHits: 2},
+		{name: "peer never reaches its app: 502 after the retries", method: "GET", first: peerNotSent, later: peerNotSent, wantStatus: 502, wantHits: 3},
 		{name: "broken after it arrived, no retry policy: not retried", method: "GET", first: reset, later: ok, wantStatus: 502, wantHits: 1},
 	}
 	for _, tt := range tests {
@@ -104,6 +112,9 @@ func TestRetries(t *testing.T) {
 			}
 			if got.status != tt.wantStatus || u.hits.Load() != tt.wantHits {
 				t.Fatalf("status %d after %d backend hits (%d attempts), want %d after %d", got.status, u.hits.Load(), attempts.Load(), tt.wantStatus, tt.wantHits)
+			}
+			if got.header.Get(HeaderNotSent) != "" {
+				t.Errorf("%s reached the client", HeaderNotSent)
 			}
 			if tt.body != "" && tt.wantHits > 0 && got.status == 200 {
 				if b := load(&u.lastBody); b != tt.body {

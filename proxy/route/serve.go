@@ -115,9 +115,12 @@ func (t *Table) serve(w http.ResponseWriter, r *http.Request, e *entry, ru *rule
 	}
 	t.budget.deposit()
 	safe := idempotent(r.Method)
+	var failedEP *balance.Endpoint // the last attempt's, which a retry avoids
 	for attempt := 1; ; attempt++ {
 		b := ru.pickBackend() // per attempt: a retry may land on another backend of the split
-		lease := balance.Pick(b.eps)
+		// A fast-failing endpoint scores well until it is ejected: a retry
+		// goes to another endpoint than the one that just failed, if any.
+		lease := balance.PickExcept(b.eps, failedEP)
 		ep := lease.Endpoint()
 		res.Backend, res.Attempts = b.name, attempt
 		if ep == nil {
@@ -140,6 +143,7 @@ func (t *Table) serve(w http.ResponseWriter, r *http.Request, e *entry, ru *rule
 		sent := time.Now()
 		resp, err := b.rts[ep].RoundTrip(req)
 		latency := time.Since(sent)
+		failedEP = ep
 
 		if err != nil {
 			acancel()
@@ -171,6 +175,25 @@ func (t *Table) serve(w http.ResponseWriter, r *http.Request, e *entry, ru *rule
 			}
 			t.fail(w, res, status, outcome)
 			return
+		}
+		if resp.Header.Get(HeaderNotSent) != "" {
+			resp.Header.Del(HeaderNotSent)
+			// The peer proxy could not reach its application: like a
+			// refused connection, whatever the method.
+			if t.mayRetry(ru, attempt, replayable) || (ru.retry == nil && t.mayRetryUnsent(attempt, replayable)) {
+				discard(resp)
+				acancel()
+				lease.Done(latency, true)
+				delay := t.unsent.delay(attempt)
+				if ru.retry != nil {
+					delay = ru.retry.delay(attempt)
+				}
+				if !sleep(ctx, delay) {
+					t.ended(w, r, res)
+					return
+				}
+				continue
+			}
 		}
 		failed := resp.StatusCode >= 500
 		if safe && ru.retry != nil && ru.retry.retriesStatus(resp.StatusCode) && t.mayRetry(ru, attempt, replayable) {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/pkg/meshconfig"
+	"github.com/weftmesh/weft/proxy/route"
 	"github.com/weftmesh/weft/proxy/upstream"
 )
 
@@ -108,6 +109,11 @@ func proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	if code != 499 {
 		slog.Default().Debug("Upstream failed", "host", r.Host, "path", r.URL.Path, "err", err)
+	}
+	var op *net.OpError
+	if code == http.StatusBadGateway && errors.As(err, &op) && op.Op == "dial" {
+		// Nothing was sent: a calling proxy may retry another endpoint.
+		w.Header().Set(route.HeaderNotSent, "1")
 	}
 	w.WriteHeader(code)
 }

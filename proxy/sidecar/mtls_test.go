@@ -17,6 +17,7 @@ import (
 	"github.com/weftmesh/weft/pkg/meshconfig"
 	"github.com/weftmesh/weft/proxy/identity"
 	"github.com/weftmesh/weft/proxy/internal/testpki"
+	"github.com/weftmesh/weft/proxy/route"
 )
 
 // badSource builds an identity straight from a leaf, bypassing Load's own
@@ -245,5 +246,59 @@ func TestAdmin(t *testing.T) {
 	_, body = get("/config")
 	if !strings.Contains(body, `"version": "empty"`) {
 		t.Errorf("/config = %.200s", body)
+	}
+}
+
+// TestPeerAppRefusedIsRetried: a server proxy whose application refuses
+// the connection (a pod shutting down) tells the calling proxy that nothing
+// was sent, and the caller retries the request on another endpoint; the
+// marker never reaches the client. With no other endpoint the client gets
+// the 502, without the marker.
+func TestPeerAppRefusedIsRetried(t *testing.T) {
+	k := newPKI(t)
+	dead, _ := net.Listen("tcp", "127.0.0.1:0")
+	deadApp := dead.Addr().String()
+	dead.Close()
+	var reached atomic.Int32
+	app := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { reached.Add(1) }))
+	src := func(id string) *identity.Source {
+		return badSource(t, k.issuer.Leaf(t, id, testpki.LeafOpts{}), k.root)
+	}
+	server := func(target string) *Proxy {
+		return startProxy(t, Config{InboundAddr: "127.0.0.1:0", InboundTarget: target, Identity: src(serverID)},
+			&meshconfig.Snapshot{Version: "s", MTLSMode: meshconfig.MTLSStrict})
+	}
+	down, up := server(deadApp), server(app)
+	client := func(eps ...*Proxy) string {
+		snap := snapshot(meshconfig.Endpoint{}, "", "")
+		var list []meshconfig.Endpoint
+		for _, p := range eps {
+			list = append(list, meshconfig.Endpoint{Address: p.Addr("inbound"), Identity: serverID})
+		}
+		snap.Outbound.Services[0].Ports[0].DefaultBackends[0].Endpoints = list
+		cl := startProxy(t, Config{Static: []Static{{Listen: "127.0.0.1:0", Dst: vip}}, Identity: src(clientID), Forwarders: RouteForwarders()}, snap)
+		return "http://" + cl.Addr("127.0.0.1:0") + "/"
+	}
+	both := client(down, up)
+	for i := range 20 {
+		res, err := h1Client().Get(both)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK || res.Header.Get(route.HeaderNotSent) != "" {
+			t.Fatalf("request %d: status %d, headers %v; want 200 from the live endpoint", i, res.StatusCode, res.Header)
+		}
+	}
+	if n := reached.Load(); n != 20 {
+		t.Errorf("the application got %d requests, want 20", n)
+	}
+	res, err := h1Client().Get(client(down))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusBadGateway || res.Header.Get(route.HeaderNotSent) != "" {
+		t.Errorf("only a refusing endpoint: status %d, headers %v; want 502 without %s", res.StatusCode, res.Header, route.HeaderNotSent)
 	}
 }

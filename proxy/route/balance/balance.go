@@ -308,19 +308,45 @@ func (e *Endpoint) succeed(probe bool) {
 // pick ignores ejection (fail open: a possibly bad endpoint beats a certain
 // error); when every endpoint is at its request limit it returns a Lease with
 // a nil Endpoint. It allocates nothing.
-func Pick(eps []*Endpoint) Lease {
-	n := len(eps)
-	if n == 0 {
+func Pick(eps []*Endpoint) Lease { return pick(eps, -1) }
+
+// PickExcept is Pick among the endpoints other than except (the one a
+// request just failed on, for its retry); with no other endpoint it is Pick.
+func PickExcept(eps []*Endpoint, except *Endpoint) Lease {
+	if len(eps) > 1 {
+		for i, e := range eps {
+			if e == except {
+				return pick(eps, i)
+			}
+		}
+	}
+	return Pick(eps)
+}
+
+// pick is Pick over eps without index skip (-1: none).
+func pick(all []*Endpoint, skip int) Lease {
+	n := len(all)
+	if skip >= 0 {
+		n--
+	}
+	if n <= 0 {
 		return Lease{}
 	}
-	now := eps[0].store.cfg.Now().UnixNano()
+	// at maps 0..n-1 onto all, around skip.
+	at := func(k int) *Endpoint {
+		if skip >= 0 && k >= skip {
+			return all[k+1]
+		}
+		return all[k]
+	}
+	now := all[0].store.cfg.Now().UnixNano()
 	if n > 1 {
 		i := rand.IntN(n)
 		j := rand.IntN(n - 1)
 		if j >= i {
 			j++
 		}
-		a, b := eps[i], eps[j]
+		a, b := at(i), at(j)
 		sa, sb := a.state(now), b.state(now)
 		if sa == stateReady && sb == stateReady {
 			if b.score(now) < a.score(now) {
@@ -340,7 +366,7 @@ func Pick(eps []*Endpoint) Lease {
 	var best *Endpoint
 	bestScore := math.Inf(1)
 	for k := range n {
-		e := eps[(start+k)%n]
+		e := at((start + k) % n)
 		switch e.state(now) {
 		case stateProbe:
 			if l, ok := try(e, stateProbe); ok {
@@ -357,7 +383,7 @@ func Pick(eps []*Endpoint) Lease {
 			return l
 		}
 		for k := range n {
-			if e := eps[(start+k)%n]; e.state(now) == stateReady {
+			if e := at((start + k) % n); e.state(now) == stateReady {
 				if l, ok := try(e, stateReady); ok {
 					return l
 				}
@@ -368,7 +394,7 @@ func Pick(eps []*Endpoint) Lease {
 	// Every endpoint is ejected (or half-open with its probe running): fail
 	// open rather than answer an error that is certain.
 	for k := range n {
-		if l, ok := try(eps[(start+k)%n], stateReady); ok {
+		if l, ok := try(at((start+k)%n), stateReady); ok {
 			return l
 		}
 	}

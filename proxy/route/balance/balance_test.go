@@ -262,3 +262,34 @@ func BenchmarkPick100(b *testing.B) {
 		Pick(eps).Done(time.Millisecond, false)
 	}
 }
+
+// PickExcept never returns the excluded endpoint while another is in
+// service, even when the excluded one scores best (it fails fast), and
+// allocates nothing.
+func TestPickExcept(t *testing.T) {
+	s := NewStore(Config{})
+	for _, n := range []int{2, 3, 10} {
+		eps := newEndpoints(s, n)
+		bad := eps[n/2]
+		l := Pick([]*Endpoint{bad})
+		l.Done(time.Microsecond, true) // the fastest endpoint there is
+		for range 200 {
+			l := PickExcept(eps, bad)
+			if l.Endpoint() == nil || l.Endpoint() == bad {
+				t.Fatalf("n=%d: PickExcept gave %v", n, l.Endpoint())
+			}
+			l.Done(time.Millisecond, false)
+		}
+	}
+	alone := newEndpoints(s, 1)
+	if l := PickExcept(alone, alone[0]); l.Endpoint() != alone[0] {
+		t.Errorf("the only endpoint: %v", l.Endpoint())
+	}
+	if l := PickExcept(alone, nil); l.Endpoint() != alone[0] {
+		t.Errorf("nothing excluded: %v", l.Endpoint())
+	}
+	eps := newEndpoints(NewStore(Config{MaxRequests: 100}), 100)
+	if n := testing.AllocsPerRun(1000, func() { PickExcept(eps, eps[42]).Done(time.Millisecond, false) }); n != 0 {
+		t.Errorf("PickExcept allocates %v times", n)
+	}
+}
