@@ -301,4 +301,24 @@ func TestPeerAppRefusedIsRetried(t *testing.T) {
 	if res.StatusCode != http.StatusBadGateway || res.Header.Get(route.HeaderNotSent) != "" {
 		t.Errorf("only a refusing endpoint: status %d, headers %v; want 502 without %s", res.StatusCode, res.Header, route.HeaderNotSent)
 	}
+
+	// An application cannot claim that nothing reached it: its header is
+	// dropped by its own proxy, so the caller does not retry.
+	var liar atomic.Int32
+	lying := server(serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		liar.Add(1)
+		w.Header().Set(route.HeaderNotSent, "1")
+		w.WriteHeader(http.StatusServiceUnavailable)
+	})))
+	res, err = h1Client().Get(client(lying))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if liar.Load() != 1 || (res.StatusCode != http.StatusServiceUnavailable || res.Header.Get(route.HeaderNotSent) != "") {
+		t.Errorf("the lying application's answer: status %d, headers %v; want its 503, without the header", res.StatusCode, res.Header)
+	}
+	if liar.Load() > 1 {
+		t.Errorf("the lying application was called %d times", liar.Load())
+	}
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/weftmesh/weft/proxy/authz"
 	"github.com/weftmesh/weft/proxy/identity"
 	"github.com/weftmesh/weft/proxy/metrics"
+	"github.com/weftmesh/weft/proxy/route"
 	"github.com/weftmesh/weft/proxy/upstream"
 )
 
@@ -155,7 +156,16 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Identity != nil {
 		p.tlsCfg = cfg.Identity.ServerConfig()
 	}
-	p.inboundProxy = newReverseProxy(p.pool.Plain(), p.rewriteInbound)
+	// Only this proxy may tell a caller that nothing reached the
+	// application: the application's own Weft-Not-Sent is dropped.
+	appRT := p.pool.Plain()
+	p.inboundProxy = newReverseProxy(roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		res, err := appRT.RoundTrip(r)
+		if res != nil {
+			res.Header.Del(route.HeaderNotSent)
+		}
+		return res, err
+	}), p.rewriteInbound)
 	p.passthrough = newReverseProxy(p.pool.Plain(), func(pr *httputil.ProxyRequest) {
 		pr.Out.URL.Host = infoFrom(pr.In.Context()).dst.String()
 	})
