@@ -55,6 +55,8 @@ type Result struct {
 	Attempts int    // tries made, retries included
 	Outcome  Outcome
 	Duration time.Duration
+	// Err is the last attempt's error, when it failed without an answer.
+	Err error
 }
 
 // ServeHTTP routes one request: match, filters, backend and endpoint choice,
@@ -147,6 +149,7 @@ func (t *Table) serve(w http.ResponseWriter, r *http.Request, e *entry, ru *rule
 
 		if err != nil {
 			acancel()
+			res.Err = err
 			if ctx.Err() != nil { // the whole request is over, not this endpoint's fault
 				lease.Done(latency, false)
 				t.ended(w, r, res)

@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"log/slog"
 	"net/http"
 	"sync"
 
@@ -30,6 +31,7 @@ func RouteForwarders() ForwarderFactory {
 			Transport:   pool.RoundTripper,
 			Store:       store,
 			RetryBudget: b.(*route.RetryBudget),
+			Observe:     logFailure,
 		})
 		fallback := DefaultForwarder(svc, port, pool)
 		if err != nil {
@@ -52,5 +54,18 @@ func RouteForwarders() ForwarderFactory {
 			}
 			t.ServeHTTP(w, r)
 		})
+	}
+}
+
+// logFailure logs a request the proxy answered with an error of its own
+// (502, 503, 504): what failed, where, after how many attempts.
+func logFailure(r route.Result) {
+	switch r.Outcome {
+	case route.OutcomeUpstreamError, route.OutcomeTimeout, route.OutcomeUnavailable, route.OutcomeNoBackend:
+		args := []any{"outcome", r.Outcome.String(), "status", r.Status, "backend", r.Backend, "endpoint", r.Endpoint, "attempts", r.Attempts}
+		if r.Err != nil {
+			args = append(args, "err", r.Err.Error())
+		}
+		slog.Default().Info("Request failed", args...)
 	}
 }
