@@ -341,6 +341,7 @@ func testUpgrade(t *testing.T, m *mesh) {
 	t.Logf("%d requests from a v1.0.0 proxy during the upgrade, failures %v", n, failed)
 	if n < 20 || len(failed) > 0 {
 		t.Errorf("%d requests, failures by code %v: want none", n, failed)
+		t.Logf("the load pod's proxy log (last 4 KiB):\n%s", tail([]byte(m.PodLog(ns, "steady", "weft-proxy")), 4096))
 	}
 
 	// The old revision goes once its last proxy does.

@@ -337,8 +337,12 @@ func (r *podRun) setupNetwork() error {
 	return nil
 }
 
-// stop terminates the containers (SIGTERM, then SIGKILL after the grace
-// period, at most 5 s here), then removes the pod's network.
+// stop terminates the containers as the kubelet does with native
+// sidecars: SIGTERM to the regular containers first, then, once they have
+// exited, to the sidecars (init containers with restartPolicy Always), so
+// that the proxy outlives the application it fronts; SIGKILL to whatever is
+// left when the grace period (at most 5 s here) ends. Then it removes the
+// pod's network.
 func (r *podRun) stop(grace *int64) {
 	r.once.Do(func() {
 		r.cancel()
@@ -346,24 +350,45 @@ func (r *podRun) stop(grace *int64) {
 		if grace != nil && time.Duration(*grace)*time.Second < g {
 			g = time.Duration(*grace) * time.Second
 		}
-		r.mu.Lock()
-		procs := make([]*proc, 0, len(r.procs))
-		for _, p := range r.procs {
-			procs = append(procs, p)
-		}
-		r.mu.Unlock()
-		for _, p := range procs {
-			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
-		}
-		deadline := time.After(g)
-		for _, p := range procs {
-			select {
-			case <-p.done:
-			case <-deadline:
-				_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-				<-p.done
+		sidecars := map[string]bool{}
+		for _, c := range r.pod.Spec.InitContainers {
+			if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+				sidecars[c.Name] = true
 			}
 		}
+		r.mu.Lock()
+		var apps, side []*proc
+		for name, p := range r.procs {
+			if sidecars[name] {
+				side = append(side, p)
+			} else {
+				apps = append(apps, p)
+			}
+		}
+		r.mu.Unlock()
+		deadline := time.After(g)
+		killed := false
+		terminate := func(procs []*proc) {
+			for _, p := range procs {
+				_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
+			}
+			for _, p := range procs {
+				if killed {
+					_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+					<-p.done
+					continue
+				}
+				select {
+				case <-p.done:
+				case <-deadline:
+					killed = true
+					_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+					<-p.done
+				}
+			}
+		}
+		terminate(apps)
+		terminate(side)
 		<-r.done
 		if out, err := exec.Command("ip", "netns", "pids", r.netns).Output(); err == nil {
 			for _, pid := range strings.Fields(string(out)) {
