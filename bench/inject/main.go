@@ -45,6 +45,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/yaml"
 
 	"github.com/weftmesh/weft/controlplane/inject"
@@ -71,6 +72,7 @@ func main() {
 	flag.IntVar(&o.concurrency, "c", runtime.GOMAXPROCS(0), "goroutines of the in-process run")
 	flag.StringVar(&o.results, "results", "bench/inject/RESULTS.md", "Markdown results file")
 	flag.Parse()
+	ctrllog.SetLogger(logr.Discard()) // the test API server's client logs nothing we report
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-inject:", err)
 		os.Exit(1)
