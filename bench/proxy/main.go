@@ -22,6 +22,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/weftmesh/weft/internal/procstat"
 )
 
 type options struct {
@@ -241,50 +243,24 @@ func runFortio(o options, s setup, proto string, c int, keepalive bool, jsonOut 
 	return sm, nil
 }
 
-// cpuSeconds reads utime+stime of a process and its children (nginx
-// workers do nginx's work).
+// cpuSeconds is the CPU time of a process and its children (nginx workers
+// do nginx's work).
 func cpuSeconds(pid int) float64 {
 	var total float64
 	for _, p := range append([]int{pid}, children(pid)...) {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-		var u, k float64
-		fmt.Sscan(f[11], &u)
-		fmt.Sscan(f[12], &k)
-		total += (u + k) / 100 // USER_HZ
+		total += procstat.CPUSeconds(p)
 	}
 	return total
 }
 
-// memKB reads VmRSS, VmHWM and RssAnon (the private part of VmRSS; the rest
-// is mostly the executable's and libraries' pages from the page cache) of a
-// process, plus its children (nginx workers, which do the work).
+// memKB is VmRSS, VmHWM and RssAnon (the private part of VmRSS; the rest is
+// mostly the executable's and libraries' pages from the page cache) of a
+// process plus its children (nginx workers, which do the work), in KiB.
 func memKB(pid int) (rss, hwm, anon int) {
-	pids := append([]int{pid}, children(pid)...)
-	for _, p := range pids {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p))
-		if err != nil {
-			continue
-		}
-		for _, l := range strings.Split(string(b), "\n") {
-			var v int
-			if strings.HasPrefix(l, "VmRSS:") {
-				fmt.Sscan(strings.TrimPrefix(l, "VmRSS:"), &v)
-				rss += v
-			}
-			if strings.HasPrefix(l, "VmHWM:") {
-				fmt.Sscan(strings.TrimPrefix(l, "VmHWM:"), &v)
-				hwm += v
-			}
-			if strings.HasPrefix(l, "RssAnon:") {
-				fmt.Sscan(strings.TrimPrefix(l, "RssAnon:"), &v)
-				anon += v
-			}
-		}
+	for _, p := range append([]int{pid}, children(pid)...) {
+		rss += int(procstat.StatusKiB(p, "VmRSS"))
+		hwm += int(procstat.StatusKiB(p, "VmHWM"))
+		anon += int(procstat.StatusKiB(p, "RssAnon"))
 	}
 	return rss, hwm, anon
 }

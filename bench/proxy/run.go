@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/weftmesh/weft/internal/procstat"
 )
 
 const vip = "127.77.0.1:80" // the service address weft's snapshot knows; never dialed
@@ -57,7 +59,7 @@ func run(o options) error {
 	backends := map[string]string{pHTTP1: httpB, pH2: httpB, pGRPC: grpcB, pTCP: tcpB}
 	var phases []*phase
 	start := time.Now()
-	load0 := loadavg()
+	load0 := procstat.LoadAverage()
 	for _, proto := range o.protos {
 		ph, err := runPhase(o, proto, backends[proto], certs)
 		if err != nil {
@@ -65,7 +67,7 @@ func run(o options) error {
 		}
 		phases = append(phases, ph)
 	}
-	report := render(o, phases, time.Since(start), load0, loadavg())
+	report := render(o, phases, time.Since(start), load0, procstat.LoadAverage())
 	os.WriteFile(filepath.Join(o.out, "results.md"), []byte(report), 0o644)
 	fmt.Print(report)
 	return replaceSection(o.results, "## Proxy data plane (issue 3)", report)
@@ -244,17 +246,4 @@ func replaceSection(file, heading, body string) error {
 		end = i + len(heading) + j + 1
 	}
 	return os.WriteFile(file, []byte(s[:i]+body+s[end:]), 0o644)
-}
-
-// loadavg is /proc/loadavg's 1, 5 and 15 minute averages.
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }
