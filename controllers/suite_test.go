@@ -64,9 +64,12 @@ func (c *fakeClock) Advance(d time.Duration) {
 
 // operator is a running manager with the reconciler, as cmd/manager wires it.
 type operator struct {
-	clock  *fakeClock
-	cancel context.CancelFunc
-	done   chan struct{}
+	clock interface{ Now() time.Time }
+	// apiReader, if set, wraps the manager's uncached reader (a test that
+	// counts the operator's uncached reads).
+	apiReader func(client.Reader) client.Reader
+	cancel    context.CancelFunc
+	done      chan struct{}
 }
 
 // startOperator runs the operator until the test ends (after the test's
@@ -100,6 +103,9 @@ func (o *operator) start(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := &MeshControlPlaneReconciler{Now: clock.Now}
+	if o.apiReader != nil {
+		r.APIReader = o.apiReader(mgr.GetAPIReader())
+	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}

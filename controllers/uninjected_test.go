@@ -9,9 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	meshv1alpha1 "github.com/weftmesh/weft/api/v1alpha1"
 )
@@ -72,30 +70,13 @@ func (c *manualClock) Advance(d time.Duration) {
 // startCountingOperator is startOperator with the API reader counted.
 func startCountingOperator(t *testing.T, clock *manualClock) *countingReader {
 	t.Helper()
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
-		Scheme:                 env.Client.Scheme(),
-		Cache:                  CacheOptions(),
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Controller:             ctrlConfig(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	reader := &countingReader{Reader: mgr.GetAPIReader()}
-	r := &MeshControlPlaneReconciler{Now: clock.Now, APIReader: reader}
-	if err := r.SetupWithManager(mgr); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := mgr.Start(ctx); err != nil {
-			t.Errorf("manager: %v", err)
-		}
-	}()
-	t.Cleanup(func() { cancel(); <-done })
+	var reader *countingReader
+	op := &operator{clock: clock, apiReader: func(r client.Reader) client.Reader {
+		reader = &countingReader{Reader: r}
+		return reader
+	}}
+	op.start(t)
+	t.Cleanup(op.stop)
 	return reader
 }
 
