@@ -108,7 +108,7 @@ func (r *MeshControlPlaneReconciler) builtInIssuer(ctx context.Context, mesh *me
 	var previous []*x509.Certificate
 	bundleCM := &corev1.ConfigMap{}
 	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: meshNamespace(mesh), Name: TrustBundleConfigMap}, bundleCM); err == nil {
-		previous, _ = parseCertsPEM([]byte(bundleCM.Data[caCertKey]))
+		previous, _ = identity.ParseCertsPEM([]byte(bundleCM.Data[caCertKey]))
 	} else if !apierrors.IsNotFound(err) {
 		return nil, time.Time{}, fmt.Errorf("reading the trust bundle: %w", err)
 	}
@@ -149,7 +149,7 @@ func (r *MeshControlPlaneReconciler) builtInIssuer(ctx context.Context, mesh *me
 	if len(roots) > 1 {
 		obs.certs.RotatingAnchors = true
 	}
-	bundle := encodeCertsPEM(roots)
+	bundle := identity.EncodeCertsPEM(roots)
 	obs.certs.AnchorExpiry = anchor.Cert.NotAfter
 
 	issuerSecret, err := r.readSecret(ctx, mesh, IssuerSecretName)

@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1alpha1 "github.com/weftmesh/weft/api/v1alpha1"
+	"github.com/weftmesh/weft/controlplane/identity"
 )
 
 func get(t *testing.T, ns, name string, obj client.Object) {
@@ -309,7 +310,7 @@ func grants(rules []rbacv1.PolicyRule, group, resource, verb string) bool {
 
 func mustCerts(t *testing.T, data []byte) []*x509.Certificate {
 	t.Helper()
-	certs, err := parseCertsPEM(data)
+	certs, err := identity.ParseCertsPEM(data)
 	if err != nil || len(certs) == 0 {
 		t.Fatalf("no certificate in %q: %v", data, err)
 	}

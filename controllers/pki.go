@@ -1,14 +1,12 @@
 package controllers
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"math/big"
 	"net/url"
@@ -92,7 +90,7 @@ func newIssuerCert(anchor keyPair, anchorKeyPEM []byte, trustDomain string, life
 	if err != nil {
 		return keyPair{}, fmt.Errorf("trust anchor: %w", err)
 	}
-	anchorKey, err := parsePKCS8(anchorKeyPEM)
+	anchorKey, err := identity.ParseKeyPEM(anchorKeyPEM)
 	if err != nil {
 		return keyPair{}, err
 	}
@@ -131,53 +129,12 @@ func newIssuerCert(anchor keyPair, anchorKeyPEM []byte, trustDomain string, life
 	return parsedPair(der, keyPEM)
 }
 
-func parsePKCS8(keyPEM []byte) (any, error) {
-	block, _ := pem.Decode(keyPEM)
-	if block == nil {
-		return nil, errors.New("no PEM key")
-	}
-	switch block.Type {
-	case "EC PRIVATE KEY":
-		return x509.ParseECPrivateKey(block.Bytes)
-	default:
-		return x509.ParsePKCS8PrivateKey(block.Bytes)
-	}
-}
-
 func parsedPair(der, keyPEM []byte) (keyPair, error) {
 	c, err := x509.ParseCertificate(der)
 	if err != nil {
 		return keyPair{}, err
 	}
 	return keyPair{CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), KeyPEM: keyPEM, Cert: c}, nil
-}
-
-// parseCertsPEM reads every certificate in data, ignoring other blocks.
-func parseCertsPEM(data []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			return out, nil
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-}
-
-func encodeCertsPEM(certs []*x509.Certificate) []byte {
-	var b bytes.Buffer
-	for _, c := range certs {
-		_ = pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
-	}
-	return b.Bytes()
 }
 
 // mergeBundle is the trust bundle during and after an anchor rotation: the

@@ -44,15 +44,15 @@ type Issuer struct {
 // refuses an issuer that is not a CA, whose key does not match, or that does
 // not chain to the bundle.
 func ParseIssuer(certPEM, keyPEM, bundlePEM []byte) (*Issuer, error) {
-	certs, err := parseCerts(certPEM)
+	certs, err := ParseCertsPEM(certPEM)
 	if err != nil || len(certs) == 0 {
 		return nil, fmt.Errorf("issuer certificate: %v", orNone(err))
 	}
-	roots, err := parseCerts(bundlePEM)
+	roots, err := ParseCertsPEM(bundlePEM)
 	if err != nil || len(roots) == 0 {
 		return nil, fmt.Errorf("trust bundle: %v", orNone(err))
 	}
-	key, err := parseKey(keyPEM)
+	key, err := ParseKeyPEM(keyPEM)
 	if err != nil {
 		return nil, fmt.Errorf("issuer key: %w", err)
 	}
@@ -81,7 +81,7 @@ func ParseIssuer(certPEM, keyPEM, bundlePEM []byte) (*Issuer, error) {
 			notAfter = c.NotAfter
 		}
 	}
-	return &Issuer{cert: cert, key: key, roots: roots, bundlePEM: encodeCerts(roots), notAfter: notAfter}, nil
+	return &Issuer{cert: cert, key: key, roots: roots, bundlePEM: EncodeCertsPEM(roots), notAfter: notAfter}, nil
 }
 
 func orNone(err error) any {
@@ -175,7 +175,8 @@ func (i *Issuer) Fingerprint() string {
 	return fmt.Sprintf("%x", sum[:8])
 }
 
-func parseCerts(data []byte) ([]*x509.Certificate, error) {
+// ParseCertsPEM reads every certificate in data, skipping other PEM blocks.
+func ParseCertsPEM(data []byte) ([]*x509.Certificate, error) {
 	var out []*x509.Certificate
 	for {
 		var block *pem.Block
@@ -195,7 +196,8 @@ func parseCerts(data []byte) ([]*x509.Certificate, error) {
 	return out, nil
 }
 
-func encodeCerts(certs []*x509.Certificate) []byte {
+// EncodeCertsPEM writes certs as PEM CERTIFICATE blocks.
+func EncodeCertsPEM(certs []*x509.Certificate) []byte {
 	var b bytes.Buffer
 	for _, c := range certs {
 		_ = pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
@@ -203,7 +205,8 @@ func encodeCerts(certs []*x509.Certificate) []byte {
 	return b.Bytes()
 }
 
-func parseKey(data []byte) (crypto.Signer, error) {
+// ParseKeyPEM reads a private key in SEC 1 (EC), PKCS #1 (RSA) or PKCS #8 PEM.
+func ParseKeyPEM(data []byte) (crypto.Signer, error) {
 	block, _ := pem.Decode(data)
 	if block == nil {
 		return nil, errors.New("no PEM block")
