@@ -205,6 +205,12 @@ func run(ctx context.Context, o options, cfg *rest.Config, log logr.Logger) erro
 			return nil
 		},
 	}
+	// A new issuer may bring new roots: push them to the proxies at once
+	// (the hub also checks on a timer).
+	store.OnChange = func(i *identity.Issuer) {
+		serving.issue(i)
+		hub.BundleChanged()
+	}
 	meshWatch := &meshWatcher{cache: mgr.GetCache(), name: o.meshName, hub: hub, certify: certify, trustDomain: o.trustDomain, log: log.WithName("mesh")}
 
 	grpcSrv := grpc.NewServer(

@@ -844,9 +844,8 @@ func (h *Hub) wantBundle() [32]byte {
 	return *h.bundleSum.Load()
 }
 
-// watchBundle wakes every proxy when the trust bundle changes, so that
-// running proxies learn a new root during a trust-anchor rotation: a
-// response goes out otherwise only when a proxy's view changes.
+// watchBundle checks the trust bundle every BundleInterval, for a source
+// that cannot say when it changed; BundleChanged is the immediate path.
 func (h *Hub) watchBundle(ctx context.Context) {
 	if h.TrustBundle == nil {
 		return
@@ -863,16 +862,27 @@ func (h *Hub) watchBundle(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		_, sum := h.bundle()
-		if sum == h.wantBundle() {
-			continue
-		}
-		h.bundleSum.Store(&sum)
-		h.Log.Info("The trust bundle changed; sending it to every proxy")
-		h.mu.Lock()
-		for p := range h.proxies {
-			p.wake()
-		}
-		h.mu.Unlock()
+		h.BundleChanged()
 	}
+}
+
+// BundleChanged wakes every proxy if the trust bundle differs from the one
+// they are to hold, so that they are sent the new one. The issuer store
+// calls it when it loads a new issuer.
+func (h *Hub) BundleChanged() {
+	h.init()
+	if h.TrustBundle == nil {
+		return
+	}
+	_, sum := h.bundle()
+	if sum == h.wantBundle() {
+		return
+	}
+	h.bundleSum.Store(&sum)
+	h.Log.Info("The trust bundle changed; sending it to every proxy")
+	h.mu.Lock()
+	for p := range h.proxies {
+		p.wake()
+	}
+	h.mu.Unlock()
 }

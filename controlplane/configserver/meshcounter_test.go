@@ -3,6 +3,7 @@ package configserver
 import (
 	"context"
 	"encoding/json"
+	"sync"
 	"testing"
 	"time"
 
@@ -83,5 +84,24 @@ func TestReportSourcesCompare(t *testing.T) {
 	b := Report{Sources: map[string]SourceAcks{"x": {Total: 2, Acked: map[int64]int{1: 1, 2: 1}}}}
 	if sameReport(a, b) || !sameReport(a, a) {
 		t.Error("sameReport ignores the per-source counts")
+	}
+}
+
+// BundleChanged adopts a new trust bundle at once, without waiting for the
+// timer (the issuer store calls it when it loads a new issuer).
+func TestBundleChangedAdoptsTheNewBundle(t *testing.T) {
+	var mu sync.Mutex
+	bundle := []byte("old roots")
+	h := &Hub{TrustBundle: func() []byte { mu.Lock(); defer mu.Unlock(); return bundle }}
+	old := h.wantBundle()
+	mu.Lock()
+	bundle = []byte("old and new roots")
+	mu.Unlock()
+	if h.wantBundle() != old {
+		t.Fatal("the bundle to hold changed before anyone said so")
+	}
+	h.BundleChanged()
+	if _, sum := h.bundle(); h.wantBundle() != sum || sum == old {
+		t.Error("BundleChanged did not adopt the new bundle")
 	}
 }
