@@ -64,7 +64,7 @@ func (c *Client) streamOnce(ctx context.Context, cli meshapiv1.ConfigClient, log
 		AcceptsDeltas: true,
 	}
 	if err := stream.Send(&meshapiv1.ConfigRequest{Kind: &meshapiv1.ConfigRequest_Hello{Hello: hello}}); err != nil {
-		return false, err
+		return false, meshapiv1.SendError(stream, err)
 	}
 	c.s.Metrics.Connected(true)
 	log.Info("Config stream open", "lastVersion", hello.LastVersion)
@@ -83,7 +83,7 @@ func (c *Client) streamOnce(ctx context.Context, cli meshapiv1.ConfigClient, log
 			c.s.Metrics.Snapshot(metrics.Applied)
 		}
 		if err := stream.Send(&meshapiv1.ConfigRequest{Kind: &meshapiv1.ConfigRequest_Ack{Ack: ack}}); err != nil {
-			return got, err
+			return got, meshapiv1.SendError(stream, err)
 		}
 	}
 }

@@ -158,7 +158,7 @@ func (c *Client) Once(ctx context.Context) (got bool, err error) {
 	}
 	hello := &meshapiv1.Hello{PodName: c.Pod, PodNamespace: c.Namespace, ProxyVersion: c.ProxyVersion, LastVersion: c.Last(), AcceptsDeltas: c.Deltas}
 	if err := stream.Send(&meshapiv1.ConfigRequest{Kind: &meshapiv1.ConfigRequest_Hello{Hello: hello}}); err != nil {
-		return false, err
+		return false, meshapiv1.SendError(stream, err)
 	}
 	for {
 		resp, err := stream.Recv()
@@ -179,7 +179,7 @@ func (c *Client) Once(ctx context.Context) (got bool, err error) {
 		c.mu.Unlock()
 		ack := &meshapiv1.Ack{Version: resp.GetVersion(), Error: reason}
 		if err := stream.Send(&meshapiv1.ConfigRequest{Kind: &meshapiv1.ConfigRequest_Ack{Ack: ack}}); err != nil {
-			return got, err
+			return got, meshapiv1.SendError(stream, err)
 		}
 		if c.Received != nil {
 			c.Received(resp.GetVersion(), time.Now())
