@@ -3,6 +3,7 @@ package cpclient
 import (
 	"context"
 	"fmt"
+	"net"
 	"sync"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 
 	meshapiv1 "github.com/weftmesh/weft/pkg/meshapi/v1"
 	"github.com/weftmesh/weft/pkg/meshconfig"
+	"github.com/weftmesh/weft/proxy/sockmark"
 )
 
 // Client keeps a proxy's certificate and snapshot current. Create with New,
@@ -85,7 +87,14 @@ func (c *Client) Run(ctx context.Context) error {
 }
 
 func (c *Client) dial(clientCert bool) (*grpc.ClientConn, error) {
-	conn, err := grpc.NewClient(c.s.Addr,
+	var opts []grpc.DialOption
+	if c.s.Mark != 0 {
+		d := net.Dialer{Control: sockmark.Control(c.s.Mark)}
+		opts = append(opts, grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			return d.DialContext(ctx, "tcp", addr)
+		}))
+	}
+	conn, err := grpc.NewClient(c.s.Addr, append(opts,
 		grpc.WithTransportCredentials(credentials.NewTLS(c.tlsConfig(clientCert))),
 		// gRPC's own reconnection of the transport stays within our cap, so
 		// that a restarted control plane is found again as soon as we retry.
@@ -99,7 +108,7 @@ func (c *Client) dial(clientCert bool) (*grpc.ClientConn, error) {
 		// connection (node lost). Five minutes is the least gRPC servers
 		// accept by default without answering with too_many_pings.
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 5 * time.Minute, Timeout: 20 * time.Second}),
-	)
+	)...)
 	if err != nil {
 		return nil, fmt.Errorf("control plane %q: %w", c.s.Addr, err)
 	}

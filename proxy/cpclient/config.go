@@ -67,6 +67,9 @@ type Config struct {
 	MinBackoff, MaxBackoff time.Duration
 	// RequestTimeout bounds one certificate request (30s when zero).
 	RequestTimeout time.Duration
+	// Mark is set as SO_MARK on the connections to the control plane (0:
+	// none); see package sockmark.
+	Mark uint32
 }
 
 // FromEnv fills the pod's settings from the injector's environment; the

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/weftmesh/weft/proxy/sockmark"
 )
 
 // Command implements `weft-proxy init`: it parses args, then applies (or with
@@ -43,7 +45,8 @@ func ParseFlags(args []string, stderr io.Writer) (Config, Options, error) {
 	inbound := fs.Uint("inbound-port", uint(def.InboundPort), "port of the proxy's inbound listener")
 	outbound := fs.Uint("outbound-port", uint(def.OutboundPort), "port of the proxy's outbound listener")
 	admin := fs.Uint("admin-port", uint(def.AdminPort), "port of the proxy's admin server, never redirected inbound (0: none)")
-	uid := fs.Uint("proxy-uid", uint(def.ProxyUID), "UID of the proxy, whose connections are never redirected")
+	uid := fs.Uint("proxy-uid", uint(def.ProxyUID), "UID of the proxy, whose connections are never redirected (0: none, only with --proxy-mark)")
+	mark := fs.String("proxy-mark", "", "socket mark (decimal or 0x-hex) of the proxy's connections, never redirected either; for when the proxy cannot run as its own UID")
 	skipIn := fs.String("skip-inbound-ports", "", "comma-separated ports or ranges (8000-8100) not redirected inbound")
 	skipOut := fs.String("skip-outbound-ports", "", "comma-separated ports or ranges not redirected outbound")
 	skipCIDRs := fs.String("skip-outbound-cidrs", "", "comma-separated CIDRs not redirected outbound")
@@ -76,6 +79,9 @@ func ParseFlags(args []string, stderr io.Writer) (Config, Options, error) {
 		return Config{}, Options{}, fmt.Errorf("--proxy-uid %d: out of range", *uid)
 	}
 	cfg.ProxyUID = uint32(*uid)
+	if cfg.ProxyMark, err = sockmark.Parse(*mark); err != nil {
+		return Config{}, Options{}, fmt.Errorf("--proxy-mark: %w", err)
+	}
 	if cfg.SkipInboundPorts, err = ParsePorts(*skipIn); err != nil {
 		return Config{}, Options{}, fmt.Errorf("--skip-inbound-ports: %w", err)
 	}

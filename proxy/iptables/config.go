@@ -42,7 +42,13 @@ type Config struct {
 	AdminPort    uint16
 	// ProxyUID is the UID the proxy runs as; its own connections are never
 	// redirected, otherwise every upstream connection would loop back into it.
-	ProxyUID          uint32
+	// 0 means no UID is exempted, which is only allowed with a ProxyMark.
+	ProxyUID uint32
+	// ProxyMark, when not 0, also exempts connections carrying this socket
+	// mark (weft-proxy -socket-mark). It is for places where the proxy cannot
+	// run as its own UID, such as an unprivileged user namespace mapping
+	// only root, where iptables refuses an owner match on an unmapped UID.
+	ProxyMark         uint32
 	SkipInboundPorts  []PortRange
 	SkipOutboundPorts []PortRange
 	SkipOutboundCIDRs []netip.Prefix
@@ -66,10 +72,11 @@ func (c Config) Validate() error {
 	if c.InboundPort == c.OutboundPort {
 		return fmt.Errorf("inbound and outbound ports must differ (both are %d)", c.InboundPort)
 	}
-	if c.ProxyUID == 0 {
+	if c.ProxyUID == 0 && c.ProxyMark == 0 {
 		// Excluding root would exempt every root process in the pod from
-		// interception, which silently disables the mesh for them.
-		return fmt.Errorf("proxy UID must not be 0")
+		// interception, which silently disables the mesh for them; 0 is
+		// therefore read as "no UID", and then the proxy needs a mark.
+		return fmt.Errorf("proxy UID must not be 0 (0 means no UID exemption, which needs a proxy mark)")
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/weftmesh/weft/proxy/sockmark"
 	"github.com/weftmesh/weft/test/netns"
 )
 
@@ -24,7 +25,7 @@ func TestMain(m *testing.M) {
 		// dial connects to args[0] and prints what the server said; the
 		// test runs it as the proxy's UID.
 		"dial": func(args []string) int {
-			got, err := dialRead(args[0])
+			got, err := dialRead(args[0], 0)
 			if err != nil {
 				fmt.Fprintln(os.Stderr, err)
 				return 1
@@ -55,10 +56,12 @@ func (r nsRunner) Run(ctx context.Context, stdin []byte, name string, args ...st
 	return out, nil
 }
 
-// dialRead connects, reads until the server closes, and returns what it read.
-// The deadline only turns a dropped connection into a failure, not a hang.
-func dialRead(addr string) (string, error) {
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+// dialRead connects (with a socket mark unless mark is 0), reads until the
+// server closes, and returns what it read. The deadline only turns a dropped
+// connection into a failure, not a hang.
+func dialRead(addr string, mark uint32) (string, error) {
+	d := net.Dialer{Timeout: 5 * time.Second, Control: sockmark.Control(mark)}
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		return "", err
 	}
@@ -149,16 +152,25 @@ func TestRedirectInNamespaces(t *testing.T) {
 	for _, backend := range []Backend{BackendNFT, BackendLegacy} {
 		t.Run(string(backend), func(t *testing.T) {
 			netns.Skip(t, binaryName(backend, IPv4, "restore"), binaryName(backend, IPv6, "restore"))
-			if !netns.UIDMapped(DefaultProxyUID) || !netns.UIDMapped(1000) {
-				// iptables rejects an owner match on an unmapped UID.
-				t.Skipf("UIDs %d and 1000 must be mapped in this user namespace (plain `unshare -Ur` maps only root; use root or a wider --map-users)", DefaultProxyUID)
-			}
-			testRedirect(t, backend)
+			t.Run("uid and mark", func(t *testing.T) {
+				if !netns.UIDMapped(DefaultProxyUID) || !netns.UIDMapped(1000) {
+					// iptables rejects an owner match on an unmapped UID.
+					t.Skipf("UIDs %d and 1000 must be mapped in this user namespace (plain `unshare -Ur` maps only root; use root or a wider --map-users)", DefaultProxyUID)
+				}
+				testRedirect(t, backend, false)
+			})
+			// What the whole-mesh harness does in an unprivileged user
+			// namespace, where only root is mapped.
+			t.Run("mark only", func(t *testing.T) { testRedirect(t, backend, true) })
 		})
 	}
 }
 
-func testRedirect(t *testing.T, backend Backend) {
+// proxyMark is the socket mark the tests give proxy-init and the stand-in
+// proxy's connections.
+const proxyMark = 0x2102
+
+func testRedirect(t *testing.T, backend Backend, markOnly bool) {
 	pod, client := netns.New(t, "pod"), netns.New(t, "client")
 	netns.Link(t, pod, "10.244.1.2/24", client, "10.244.1.1/24")
 	client.MustExec("ip", "addr", "add", "10.244.1.100/24", "dev", "eth0")
@@ -186,7 +198,10 @@ func testRedirect(t *testing.T, backend Backend) {
 	listen(client, ":3306", "upstream:3306", false)
 
 	args := []string{"--backend=" + string(backend), "--ipv6=on", "--skip-inbound-ports=9000",
-		"--skip-outbound-ports=3306", "--skip-outbound-cidrs=10.244.1.96/28"}
+		"--skip-outbound-ports=3306", "--skip-outbound-cidrs=10.244.1.96/28", fmt.Sprintf("--proxy-mark=%#x", proxyMark)}
+	if markOnly {
+		args = append(args, "--proxy-uid=0")
+	}
 	runInit := func() {
 		t.Helper()
 		var stdout, stderr bytes.Buffer
@@ -212,24 +227,30 @@ func testRedirect(t *testing.T, backend Backend) {
 		name string
 		from *netns.NS
 		uid  int // -1: the test process itself (root, like the app)
+		mark uint32
 		addr string
 		want string
 	}{
-		{"inbound to the app port is redirected", client, -1, "10.244.1.2:8080", "inbound orig=10.244.1.2:8080"},
-		{"inbound over IPv6 is redirected", client, -1, "[fd00:244:1::2]:8080", "inbound orig=[fd00:244:1::2]:8080"},
-		{"inbound skipped port reaches the app", client, -1, "10.244.1.2:9000", "app:9000"},
-		{"inbound admin port reaches the admin server", client, -1, "10.244.1.2:4191", "admin"},
-		{"outbound to a peer is redirected", pod, -1, "10.244.1.1:8080", "outbound orig=10.244.1.1:8080"},
-		{"outbound to any address is redirected", pod, -1, "10.244.9.9:80", "outbound orig=10.244.9.9:80"},
-		{"outbound over IPv6 is redirected", pod, -1, "[fd00:244:1::1]:8080", "outbound orig=[fd00:244:1::1]:8080"},
-		{"outbound skipped port goes direct", pod, -1, "10.244.1.1:3306", "upstream:3306"},
-		{"outbound skipped CIDR goes direct", pod, -1, "10.244.1.100:8080", "upstream:8080"},
-		{"loopback goes direct", pod, -1, "127.0.0.1:8080", "app:8080"},
-		{"own pod IP goes direct over lo", pod, -1, "10.244.1.2:8080", "app:8080"},
-		{"the proxy UID bypasses the redirect", pod, DefaultProxyUID, "10.244.1.1:8080", "upstream:8080"},
-		{"other UIDs are redirected", pod, 1000, "10.244.1.1:8080", "outbound orig=10.244.1.1:8080"},
+		{"inbound to the app port is redirected", client, -1, 0, "10.244.1.2:8080", "inbound orig=10.244.1.2:8080"},
+		{"inbound over IPv6 is redirected", client, -1, 0, "[fd00:244:1::2]:8080", "inbound orig=[fd00:244:1::2]:8080"},
+		{"inbound skipped port reaches the app", client, -1, 0, "10.244.1.2:9000", "app:9000"},
+		{"inbound admin port reaches the admin server", client, -1, 0, "10.244.1.2:4191", "admin"},
+		{"outbound to a peer is redirected", pod, -1, 0, "10.244.1.1:8080", "outbound orig=10.244.1.1:8080"},
+		{"outbound to any address is redirected", pod, -1, 0, "10.244.9.9:80", "outbound orig=10.244.9.9:80"},
+		{"outbound over IPv6 is redirected", pod, -1, 0, "[fd00:244:1::1]:8080", "outbound orig=[fd00:244:1::1]:8080"},
+		{"outbound skipped port goes direct", pod, -1, 0, "10.244.1.1:3306", "upstream:3306"},
+		{"outbound skipped CIDR goes direct", pod, -1, 0, "10.244.1.100:8080", "upstream:8080"},
+		{"loopback goes direct", pod, -1, 0, "127.0.0.1:8080", "app:8080"},
+		{"own pod IP goes direct over lo", pod, -1, 0, "10.244.1.2:8080", "app:8080"},
+		{"the proxy UID bypasses the redirect", pod, DefaultProxyUID, 0, "10.244.1.1:8080", "upstream:8080"},
+		{"other UIDs are redirected", pod, 1000, 0, "10.244.1.1:8080", "outbound orig=10.244.1.1:8080"},
+		{"the proxy mark bypasses the redirect", pod, -1, proxyMark, "10.244.1.1:8080", "upstream:8080"},
+		{"another mark is redirected", pod, -1, proxyMark + 1, "10.244.1.1:8080", "outbound orig=10.244.1.1:8080"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if markOnly && tc.uid >= 0 {
+				t.Skip("no UID is exempted with --proxy-uid=0")
+			}
 			var got string
 			if tc.uid >= 0 {
 				p := netns.Start(t, tc.from.Role("dial", tc.uid, tc.addr))
@@ -237,7 +258,7 @@ func testRedirect(t *testing.T, backend Backend) {
 					t.Fatalf("dial as UID %d: %v: %s", tc.uid, err, p.Stderr)
 				}
 				got = p.Stdout.String()
-			} else if err := tc.from.Do(func() (err error) { got, err = dialRead(tc.addr); return err }); err != nil {
+			} else if err := tc.from.Do(func() (err error) { got, err = dialRead(tc.addr, tc.mark); return err }); err != nil {
 				t.Fatal(err)
 			}
 			if got != tc.want {

@@ -69,7 +69,12 @@ func Render(cfg Config, fam Family, current string) string {
 	w("-A %s -p tcp -j %s", ChainInbound, ChainInRedirect)
 
 	w("-A %s -p tcp -j REDIRECT --to-ports %d", ChainOutRedirect, cfg.OutboundPort)
-	w("-A %s -m owner --uid-owner %d -j RETURN", ChainOutbound, cfg.ProxyUID)
+	if cfg.ProxyUID != 0 {
+		w("-A %s -m owner --uid-owner %d -j RETURN", ChainOutbound, cfg.ProxyUID)
+	}
+	if cfg.ProxyMark != 0 {
+		w("-A %s -m mark --mark %#x -j RETURN", ChainOutbound, cfg.ProxyMark)
+	}
 	w("-A %s -o lo -j RETURN", ChainOutbound)
 	// Loopback destinations always leave through lo; the explicit rule keeps
 	// them excluded even if someone routes 127/8 elsewhere (route_localnet).

@@ -36,6 +36,9 @@ func TestRenderGolden(t *testing.T) {
 	custom.SkipInboundPorts = []PortRange{{25, 25}, {8000, 8100}}
 	custom.SkipOutboundPorts = []PortRange{{3306, 3306}}
 	custom.SkipOutboundCIDRs = []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12"), netip.MustParsePrefix("fd00:10::/64")}
+	// An unprivileged user namespace: no UID to exempt, a socket mark instead.
+	markOnly := DefaultConfig()
+	markOnly.ProxyUID, markOnly.ProxyMark = 0, 0x2102
 
 	for _, tc := range []struct {
 		name string
@@ -46,6 +49,7 @@ func TestRenderGolden(t *testing.T) {
 		{"default-ipv6", DefaultConfig(), IPv6},
 		{"custom-ipv4", custom, IPv4},
 		{"custom-ipv6", custom, IPv6},
+		{"mark-only-ipv4", markOnly, IPv4},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			golden(t, tc.name+".rules", Render(tc.cfg, tc.fam, ""))

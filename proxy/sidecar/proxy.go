@@ -76,6 +76,9 @@ type Config struct {
 	HeaderTimeout time.Duration
 	// IdleTimeout closes idle HTTP keep-alive connections.
 	IdleTimeout time.Duration
+	// SocketMark is set as SO_MARK on the proxy's upstream connections
+	// (0: none), for proxy-init's --proxy-mark; see package sockmark.
+	SocketMark uint32
 	// MaxConns caps open connections across listeners (0: 10000).
 	MaxConns int
 	// AppProbes are the application's probes the injector moved to the
@@ -144,7 +147,7 @@ func New(cfg Config) (*Proxy, error) {
 		cfg:       cfg,
 		log:       cfg.Log,
 		metrics:   metrics.New(cfg.Registry),
-		pool:      upstream.New(upstream.Options{Identity: cfg.Identity, Mesh: cfg.Mesh, IdleTimeout: cfg.IdleTimeout}),
+		pool:      upstream.New(upstream.Options{Identity: cfg.Identity, Mesh: cfg.Mesh, IdleTimeout: cfg.IdleTimeout, Mark: cfg.SocketMark}),
 		conns:     tracker{conns: map[*conn]struct{}{}, max: cfg.MaxConns},
 		listeners: map[string]net.Listener{},
 	}

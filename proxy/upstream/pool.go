@@ -23,6 +23,7 @@ import (
 
 	"github.com/weftmesh/weft/pkg/meshconfig"
 	"github.com/weftmesh/weft/proxy/identity"
+	"github.com/weftmesh/weft/proxy/sockmark"
 )
 
 // Headers exchanged between two proxies. The inbound proxy removes them
@@ -82,6 +83,9 @@ type Options struct {
 	IdleTimeout time.Duration
 	// ConnectTimeout bounds a TCP connect.
 	ConnectTimeout time.Duration
+	// Mark is set as SO_MARK on every upstream connection (0: none); see
+	// package sockmark.
+	Mark uint32
 }
 
 // New returns an empty pool.
@@ -96,7 +100,7 @@ func New(o Options) *Pool {
 		o.ConnectTimeout = 5 * time.Second
 	}
 	p := &Pool{ids: o.Identity, proto: o.Mesh, mesh: map[meshKey]meshRT{}}
-	p.dial = net.Dialer{Timeout: o.ConnectTimeout, KeepAlive: 30 * time.Second}
+	p.dial = net.Dialer{Timeout: o.ConnectTimeout, KeepAlive: 30 * time.Second, Control: sockmark.Control(o.Mark)}
 	p.h1t = p.transport(o.IdleTimeout)
 	p.h1t.DialContext = p.dial.DialContext
 	p.h1 = newH1Client(p.dial.DialContext, p.h1t, o.IdleTimeout)

@@ -27,6 +27,7 @@ import (
 	"github.com/weftmesh/weft/proxy/identity"
 	"github.com/weftmesh/weft/proxy/metrics"
 	"github.com/weftmesh/weft/proxy/sidecar"
+	"github.com/weftmesh/weft/proxy/sockmark"
 	"github.com/weftmesh/weft/proxy/upstream"
 )
 
@@ -92,6 +93,7 @@ func run(args []string) int {
 		memLimit  = fs.Int64("memory-limit", 0, "soft memory limit in bytes (0: GOMEMLIMIT or none)")
 		procs     = fs.Int("procs", 0, "threads running Go code (GOMAXPROCS); 0 keeps Go's default (the CPU limit or count)")
 		pprofOn   = fs.Bool("pprof", false, "serve Go profiles under /debug/pprof/ on the admin listener")
+		markFlag  = fs.String("socket-mark", "", "SO_MARK for the proxy's own connections, exempted by proxy-init --proxy-mark where the proxy cannot run as its own UID; needs CAP_NET_ADMIN (default $WEFT_SOCKET_MARK)")
 	)
 	fs.Var(&access, "access-log", "one line per HTTP request to stdout: off, text or json (alone: json) (default $WEFT_ACCESS_LOG)")
 	fs.Var(&static, "static", "extra outbound listener with a fixed destination, listen=ip:port (repeatable)")
@@ -116,6 +118,11 @@ func run(args []string) int {
 	if *memLimit > 0 {
 		debug.SetMemoryLimit(*memLimit)
 	}
+	mark, err := sockmark.Parse(*markFlag)
+	if err != nil {
+		log.Error("Bad -socket-mark", "err", err)
+		return 2
+	}
 	ports, err := parsePorts(*opaque)
 	if err != nil {
 		log.Error("Bad -opaque-ports", "err", err)
@@ -127,7 +134,7 @@ func run(args []string) int {
 		Static: static, InboundTarget: *target, OpaquePorts: ports,
 		Mesh: upstream.MeshProtocol(*mesh), MaxConns: *maxConns,
 		DetectTimeout: *detectTO, HeaderTimeout: *headerTO, IdleTimeout: *idleTO,
-		Registry: reg, Log: log, Pprof: *pprofOn,
+		Registry: reg, Log: log, Pprof: *pprofOn, SocketMark: mark,
 		// HTTPRoute and TrafficSplit rules, retries, timeouts, balancing.
 		Forwarders: sidecar.RouteForwarders(),
 	}
@@ -161,7 +168,7 @@ func run(args []string) int {
 	if *cpAddr != "" {
 		cc := cpclient.FromEnv(os.Getenv)
 		cc.Addr, cc.Identity, cc.Proxy, cc.Log = *cpAddr, cfg.Identity, p, log
-		cc.Metrics = metrics.NewControlPlane(reg)
+		cc.Metrics, cc.Mark = metrics.NewControlPlane(reg), mark
 		if cp, err = cpclient.New(cc); err != nil {
 			log.Error("Control plane client", "err", err)
 			return 2
@@ -215,7 +222,8 @@ func run(args []string) int {
 }
 
 // fromEnv applies the injector's environment to the flags the command line
-// did not set: the listener ports and the log level.
+// did not set: the listener ports, the log level, the access log and the
+// socket mark.
 func fromEnv(fs *flag.FlagSet, getenv func(string) string) error {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -235,7 +243,7 @@ func fromEnv(fs *flag.FlagSet, getenv func(string) string) error {
 			return err
 		}
 	}
-	for flagName, env := range map[string]string{"log-level": "WEFT_LOG_LEVEL", "access-log": "WEFT_ACCESS_LOG"} {
+	for flagName, env := range map[string]string{"log-level": "WEFT_LOG_LEVEL", "access-log": "WEFT_ACCESS_LOG", "socket-mark": "WEFT_SOCKET_MARK"} {
 		if v := getenv(env); v != "" && !set[flagName] {
 			if err := fs.Set(flagName, v); err != nil {
 				return fmt.Errorf("%s=%q: %w", env, v, err)
