@@ -78,3 +78,30 @@ func TestPlainCluster(t *testing.T) {
 	})
 	c.WaitReady(t, "plain", "web", 60*time.Second)
 }
+
+func TestAsUserInAUserNamespaceMappingOnlyRoot(t *testing.T) {
+	onlyRoot := func(uid int) bool { return uid == 0 }
+	all := func(int) bool { return true }
+	initArgs := []string{"init", "--inbound-port=4143", "--proxy-uid=2102"}
+	env := []string{"PATH=/bin"}
+
+	uid, args, gotEnv := asUser(onlyRoot, "/x/weft-proxy", 0, initArgs, env)
+	if uid != 0 || strings.Join(args, " ") != "init --inbound-port=4143 --proxy-uid=0 --proxy-mark=0x2102" || len(gotEnv) != 1 {
+		t.Errorf("proxy-init: uid %d, args %q, env %q; want the UID rule replaced by a mark", uid, args, gotEnv)
+	}
+	uid, args, gotEnv = asUser(onlyRoot, "/x/weft-proxy", 2102, nil, env)
+	if uid != 0 || len(args) != 0 || strings.Join(gotEnv, " ") != "PATH=/bin WEFT_SOCKET_MARK=0x2102" {
+		t.Errorf("proxy: uid %d, args %q, env %q; want root with the socket mark", uid, args, gotEnv)
+	}
+	if uid, _, gotEnv = asUser(onlyRoot, "/x/e2e-app", 1000, nil, env); uid != 0 || len(gotEnv) != 1 {
+		t.Errorf("app: uid %d, env %q; want root and no mark", uid, gotEnv)
+	}
+	// With every UID mapped (root, CI) nothing changes.
+	uid, args, gotEnv = asUser(all, "/x/weft-proxy", 0, initArgs, env)
+	if uid != 0 || strings.Join(args, " ") != strings.Join(initArgs, " ") || len(gotEnv) != 1 {
+		t.Errorf("proxy-init with root: uid %d, args %q, env %q; want them unchanged", uid, args, gotEnv)
+	}
+	if uid, _, gotEnv = asUser(all, "/x/weft-proxy", 2102, nil, env); uid != 2102 || len(gotEnv) != 1 {
+		t.Errorf("proxy with root: uid %d, env %q; want its own UID and no mark", uid, gotEnv)
+	}
+}

@@ -28,6 +28,8 @@ import (
 	"k8s.io/client-go/util/retry"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
+
+	"github.com/weftmesh/weft/test/netns"
 )
 
 // kubelet runs the pods bound to our node: one network namespace per pod,
@@ -520,7 +522,7 @@ func (r *podRun) start(c corev1.Container) (*proc, error) {
 		fmt.Fprintf(&script, "mkdir -p %q && mount --bind %q %q\n", m.MountPath, src, m.MountPath)
 	}
 	fmt.Fprintf(&script, "mount --bind %q /etc/hosts\n", filepath.Join(r.dir, "hosts"))
-	uid := r.runAsUser(c)
+	uid, args, env := asUser(netns.UIDMapped, bin, r.runAsUser(c), args, env)
 	if uid != 0 {
 		fmt.Fprintf(&script, "exec setpriv --reuid=%d --regid=%d --clear-groups --inh-caps=-all -- \"$@\"\n", uid, uid)
 	} else {

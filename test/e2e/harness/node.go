@@ -34,6 +34,7 @@ const NodeIP = "10.244.0.1"
 const (
 	envNode    = "WEFT_E2E_NODE"
 	envScratch = "WEFT_E2E_SCRATCH"
+	envUserNS  = "WEFT_E2E_USERNS"
 )
 
 // Main is the body of an end-to-end package's TestMain. Outside the node
@@ -44,13 +45,14 @@ func Main(m *testing.M) int {
 	if os.Getenv(envNode) != "" {
 		return m.Run()
 	}
-	if why := unsupported(); why != "" {
-		if os.Getenv("CI") != "" || os.Getenv("WEFT_DEMO") == "1" {
-			fmt.Fprintln(os.Stderr, "FAIL: the whole mesh cannot run here: it needs", why)
-			return 1
+	if os.Geteuid() != 0 && os.Getenv(envUserNS) == "" {
+		if why := userNSUnsupported(); why != "" {
+			return cannotRun(why)
 		}
-		fmt.Fprintln(os.Stderr, "SKIP: the end-to-end tests need", why)
-		return 0
+		return inUserNS()
+	}
+	if why := unsupported(); why != "" {
+		return cannotRun(why)
 	}
 	var b [3]byte
 	_, _ = rand.Read(b[:])
@@ -76,11 +78,16 @@ func Main(m *testing.M) int {
 	}
 	defer os.RemoveAll(scratch)
 	cmd.Env = append(os.Environ(), envNode+"="+node, envScratch+"="+scratch)
+	return runForwardingSignals(cmd)
+}
+
+// runForwardingSignals runs cmd to its end and returns its exit code.
+// Ctrl-C (make demo) and go test's interrupt must reach the tests inside,
+// which stop everything they started; the caller then removes the
+// namespaces. Dying on the signal here would kill the inside before its
+// cleanup and leave the namespaces behind.
+func runForwardingSignals(cmd *exec.Cmd) int {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	// Ctrl-C (make demo) and go test's interrupt must reach the tests
-	// inside, which stop everything they started; this process then removes
-	// the namespaces. Dying on the signal here would kill the inside before
-	// its cleanup and leave the namespaces behind.
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(sigs)
@@ -104,10 +111,21 @@ func Main(m *testing.M) int {
 	return 0
 }
 
+// cannotRun reports that the whole mesh cannot run here: a failure in CI
+// and for make demo, a skip for a developer's `go test ./...`.
+func cannotRun(why string) int {
+	if os.Getenv("CI") != "" || os.Getenv("WEFT_DEMO") == "1" {
+		fmt.Fprintln(os.Stderr, "FAIL: the whole mesh cannot run here: it needs", why)
+		return 1
+	}
+	fmt.Fprintln(os.Stderr, "SKIP: the end-to-end tests need", why)
+	return 0
+}
+
 // unsupported says what is missing to run the harness, or "".
 func unsupported() string {
 	if os.Geteuid() != 0 {
-		return "root to create network namespaces (run `sudo make test`, or see `make demo` for an unprivileged run)"
+		return "root in its user namespace"
 	}
 	for _, tool := range []string{"ip", "iptables-restore", "mount", "unshare"} {
 		if _, err := exec.LookPath(tool); err != nil {
