@@ -2,9 +2,12 @@ package controllers
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -16,9 +19,11 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -70,6 +75,38 @@ type MeshControlPlaneReconciler struct {
 	// observeUninjected).
 	uninjectedMu sync.Mutex
 	uninjected   uninjectedCount
+
+	// applied remembers what apply last sent, so that a reconcile whose
+	// rendering did not change does not send it again (see apply).
+	appliedMu sync.Mutex
+	applied   map[appliedKey]appliedState
+}
+
+type appliedKey struct {
+	gvk schema.GroupVersionKind
+	key client.ObjectKey
+}
+
+type appliedState struct {
+	hash   [sha256.Size]byte // of the applied configuration
+	marker string            // the object's version right after the apply
+	at     time.Time
+}
+
+// reapplyEvery bounds how long an object is trusted to be as applied
+// without sending it again. Changes by others to the spec of an object are
+// seen at once (its generation or resourceVersion moves); this also covers
+// edits that move neither, such as a label changed on a Deployment.
+const reapplyEvery = 10 * time.Minute
+
+// versionMarker is what says an object changed since we applied it: its
+// generation where the type has one (so a Deployment's status updates do
+// not count), its resourceVersion otherwise.
+func versionMarker(o metav1.Object) string {
+	if g := o.GetGeneration(); g > 0 {
+		return "g" + strconv.FormatInt(g, 10)
+	}
+	return "rv" + o.GetResourceVersion()
 }
 
 // CacheOptions limits what the operator caches: Weft's own Secrets and
@@ -288,10 +325,58 @@ func (r *MeshControlPlaneReconciler) apply(ctx context.Context, obj client.Objec
 	unstructured.RemoveNestedField(u, "metadata", "creationTimestamp")
 	uo := &unstructured.Unstructured{Object: u}
 	uo.SetGroupVersionKind(gvk)
-	if err := r.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(uo), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
-		return fmt.Errorf("applying %s %s: %w", gvk.Kind, client.ObjectKeyFromObject(obj), err)
+	// Server-side apply of an unchanged configuration is a no-op for the
+	// API server, but it is still a write request per object per
+	// reconcile, and reconciles are frequent during an upgrade. Skip it
+	// when the rendering is what we last applied and the cached object has
+	// not changed since.
+	k := appliedKey{gvk: gvk, key: client.ObjectKeyFromObject(obj)}
+	raw, err := json.Marshal(u)
+	if err != nil {
+		return err
 	}
+	hash := sha256.Sum256(raw)
+	if r.unchangedSinceApplied(ctx, k, hash, obj) {
+		return nil
+	}
+	if err := r.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(uo), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+		r.forgetApplied(k)
+		return fmt.Errorf("applying %s %s: %w", gvk.Kind, k.key, err)
+	}
+	r.appliedMu.Lock()
+	if r.applied == nil {
+		r.applied = map[appliedKey]appliedState{}
+	}
+	r.applied[k] = appliedState{hash: hash, marker: versionMarker(uo), at: r.Now()}
+	r.appliedMu.Unlock()
 	return nil
+}
+
+// unchangedSinceApplied reports whether obj's rendering hashes to what was
+// last applied for k, recently, and the cached object still carries the
+// version that apply returned. Any doubt (not in the cache, a read error)
+// means apply again.
+func (r *MeshControlPlaneReconciler) unchangedSinceApplied(ctx context.Context, k appliedKey, hash [sha256.Size]byte, obj client.Object) bool {
+	r.appliedMu.Lock()
+	st, ok := r.applied[k]
+	r.appliedMu.Unlock()
+	if !ok || st.hash != hash || r.Now().Sub(st.at) >= reapplyEvery {
+		return false
+	}
+	live, ok := obj.DeepCopyObject().(client.Object)
+	if !ok {
+		return false
+	}
+	if err := r.Client.Get(ctx, k.key, live); err != nil {
+		return false
+	}
+	return versionMarker(live) == st.marker
+}
+
+func (r *MeshControlPlaneReconciler) forgetApplied(k appliedKey) {
+	r.appliedMu.Lock()
+	delete(r.applied, k)
+	r.appliedMu.Unlock()
 }
 
 func (r *MeshControlPlaneReconciler) event(mesh *meshv1alpha1.MeshControlPlane, warning bool, reason, action, format string, args ...any) {
@@ -320,8 +405,12 @@ func (r *MeshControlPlaneReconciler) writeStatus(ctx context.Context, orig, mesh
 			return nil
 		}
 		if apierrors.IsConflict(err) {
-			// The next reconcile recomputes from fresh state.
-			return err
+			// Our cached copy is older than the object: the event for the
+			// newer version is on its way (or queued) and reconciles again
+			// from fresh state. Returning the error would only add a
+			// rate-limited retry and an error log for a normal race.
+			logf.FromContext(ctx).V(1).Info("Status write conflicted with a newer version; reconciling again from it")
+			return nil
 		}
 		return fmt.Errorf("writing status: %w", err)
 	}

@@ -68,8 +68,11 @@ type operator struct {
 	// apiReader, if set, wraps the manager's uncached reader (a test that
 	// counts the operator's uncached reads).
 	apiReader func(client.Reader) client.Reader
-	cancel    context.CancelFunc
-	done      chan struct{}
+	// client, if set, wraps the manager's client (a test that counts the
+	// operator's writes).
+	client func(client.Client) client.Client
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 // startOperator runs the operator until the test ends (after the test's
@@ -105,6 +108,9 @@ func (o *operator) start(t *testing.T) {
 	r := &MeshControlPlaneReconciler{Now: clock.Now}
 	if o.apiReader != nil {
 		r.APIReader = o.apiReader(mgr.GetAPIReader())
+	}
+	if o.client != nil {
+		r.Client = o.client(mgr.GetClient())
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
