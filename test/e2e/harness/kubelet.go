@@ -574,6 +574,10 @@ func (r *podRun) env(c corev1.Container) ([]string, error) {
 	env := []string{
 		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		"HOSTNAME=" + pod.Name,
+		// As container runtimes do for a user without a home in the image.
+		// Without it, in-cluster clients look for the host user's
+		// ~/.kube/config, which is unreadable in a user namespace.
+		"HOME=/",
 		"KUBERNETES_SERVICE_HOST=" + NodeIP,
 		"KUBERNETES_SERVICE_PORT=" + r.k.c.apiPort(),
 	}
