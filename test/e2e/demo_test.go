@@ -80,10 +80,7 @@ func TestDemo(t *testing.T) {
 
 	kubectl := filepath.Join(testenv.RepoRoot(), "bin", "k8s", testenv.KubernetesVersion, "kubectl")
 	node := os.Getenv("WEFT_E2E_NODE")
-	in := "sudo ip netns exec " + node + " "
-	if os.Geteuid() == 0 {
-		in = "ip netns exec " + node + " "
-	}
+	in := harness.EnterNode()
 	stranger0 := m.Pods(t, "demo", map[string]string{"app": "stranger"})[0]
 	load0 := m.Pods(t, "demo", map[string]string{"app": "loadgen"})[0]
 	say(`

@@ -22,6 +22,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -35,6 +36,9 @@ const (
 	envNode    = "WEFT_E2E_NODE"
 	envScratch = "WEFT_E2E_SCRATCH"
 	envUserNS  = "WEFT_E2E_USERNS"
+	// envUserNSPID is the PID of a process in the user and mount
+	// namespaces of an unprivileged run, for EnterNode.
+	envUserNSPID = "WEFT_E2E_USERNS_PID"
 )
 
 // Main is the body of an end-to-end package's TestMain. Outside the node
@@ -78,6 +82,9 @@ func Main(m *testing.M) int {
 	}
 	defer os.RemoveAll(scratch)
 	cmd.Env = append(os.Environ(), envNode+"="+node, envScratch+"="+scratch)
+	if os.Getenv(envUserNS) != "" {
+		cmd.Env = append(cmd.Env, envUserNSPID+"="+strconv.Itoa(os.Getpid()))
+	}
 	return runForwardingSignals(cmd)
 }
 

@@ -100,3 +100,15 @@ func inUserNS() int {
 	cmd.Env = append(os.Environ(), envUserNS+"=1")
 	return runForwardingSignals(cmd)
 }
+
+// EnterNode is the command prefix that runs a command in the node's
+// network namespace from another terminal of the same user: `ip netns exec`
+// as root, and for an unprivileged run nsenter into its user and mount
+// namespaces first, where the node's network namespace is named.
+func EnterNode() string {
+	node := os.Getenv(envNode)
+	if pid := os.Getenv(envUserNSPID); pid != "" {
+		return "nsenter -t " + pid + " -U -m --preserve-credentials ip netns exec " + node + " "
+	}
+	return "ip netns exec " + node + " "
+}
