@@ -25,6 +25,7 @@ import (
 
 	"github.com/weftmesh/weft/proxy/cpclient"
 	"github.com/weftmesh/weft/proxy/identity"
+	"github.com/weftmesh/weft/proxy/internal/residency"
 	"github.com/weftmesh/weft/proxy/metrics"
 	"github.com/weftmesh/weft/proxy/sidecar"
 	"github.com/weftmesh/weft/proxy/sockmark"
@@ -93,6 +94,7 @@ func run(args []string) int {
 		memLimit  = fs.Int64("memory-limit", 0, "soft memory limit in bytes (0: GOMEMLIMIT or none)")
 		procs     = fs.Int("procs", 0, "threads running Go code (GOMAXPROCS); 0 keeps Go's default (the CPU limit or count)")
 		pprofOn   = fs.Bool("pprof", false, "serve Go profiles under /debug/pprof/ on the admin listener")
+		release   = fs.Bool("release-startup-pages", true, "once ready, unmap the executable's pages that start-up touched; they stay in the page cache and fault back in when used (lower RSS)")
 		markFlag  = fs.String("socket-mark", "", "SO_MARK for the proxy's own connections, exempted by proxy-init --proxy-mark where the proxy cannot run as its own UID; needs CAP_NET_ADMIN (default $WEFT_SOCKET_MARK)")
 	)
 	fs.Var(&access, "access-log", "one line per HTTP request to stdout: off, text or json (alone: json) (default $WEFT_ACCESS_LOG)")
@@ -209,6 +211,9 @@ func run(args []string) int {
 			go p.WatchIdentity(ctx, cfg.Identity, *reload)
 		}
 	}
+	if *release {
+		go releaseWhenReady(ctx, p, log)
+	}
 	log.Info("Serving", "controlPlane", *cpAddr, "outbound", p.Addr("outbound"), "inbound", p.Addr("inbound"), "admin", p.Addr("admin"), "static", len(static))
 	<-ctx.Done()
 	log.Info("Draining", "timeout", *drainTO)
@@ -219,6 +224,29 @@ func run(args []string) int {
 	}
 	<-cpDone
 	return 0
+}
+
+// releaseWhenReady unmaps the executable's start-up pages once the proxy is
+// ready (listening, and with the control plane holding its first
+// certificate and snapshot): what serving needs is mapped again on first
+// use, the rest (initialisation, flag and config parsing) stops counting in
+// the proxy's RSS.
+func releaseWhenReady(ctx context.Context, p *sidecar.Proxy, log *slog.Logger) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for !p.Ready() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+	n, err := residency.ReleaseExecutable()
+	if err != nil {
+		log.Warn("Releasing start-up pages", "err", err)
+		return
+	}
+	log.Debug("Released start-up pages", "bytes", n)
 }
 
 // fromEnv applies the injector's environment to the flags the command line

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package residency
+
+func releaseExecutable() (int, error) { return 0, nil }
