@@ -39,6 +39,9 @@ const (
 	// envUserNSPID is the PID of a process in the user and mount
 	// namespaces of an unprivileged run, for EnterNode.
 	envUserNSPID = "WEFT_E2E_USERNS_PID"
+	// userNSForce as envUserNS takes the unprivileged path even as root
+	// (RunUnprivileged).
+	userNSForce = "force"
 )
 
 // Main is the body of an end-to-end package's TestMain. Outside the node
@@ -49,7 +52,7 @@ func Main(m *testing.M) int {
 	if os.Getenv(envNode) != "" {
 		return m.Run()
 	}
-	if os.Geteuid() != 0 && os.Getenv(envUserNS) == "" {
+	if userNS := os.Getenv(envUserNS); (os.Geteuid() != 0 && userNS == "") || userNS == userNSForce {
 		if why := userNSUnsupported(); why != "" {
 			return cannotRun(why)
 		}

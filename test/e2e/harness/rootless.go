@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"testing"
 )
 
 // rootlessMark is the socket mark that exempts the proxy from redirection
@@ -94,7 +95,11 @@ func inUserNS() int {
 		fmt.Fprintln(os.Stderr, "FAIL:", err)
 		return 1
 	}
-	fmt.Fprintln(os.Stderr, "Not root: running the whole mesh in an unprivileged user namespace (only root is mapped there; the proxy is exempted from redirection by a socket mark instead of its UID).")
+	who := "Not root: the whole mesh runs"
+	if os.Geteuid() == 0 {
+		who = "As for a user without root, the whole mesh runs"
+	}
+	fmt.Fprintln(os.Stderr, who+" in an unprivileged user namespace (only root is mapped there; the proxy is exempted from redirection by a socket mark instead of its UID).")
 	cmd := exec.Command("unshare", userNSArgs(self, os.Args[1:])...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.Env = append(os.Environ(), envUserNS+"=1")
@@ -111,4 +116,41 @@ func EnterNode() string {
 		return "nsenter -t " + pid + " -U -m --preserve-credentials ip netns exec " + node + " "
 	}
 	return "ip netns exec " + node + " "
+}
+
+// RunUnprivileged runs the tests of this test binary that match pattern
+// again, from the start, the way they run for a user without root: in a new
+// user namespace that maps only root, even when the caller is root. It
+// returns their output, and fails t if they fail. It skips when the machine
+// refuses unprivileged user namespaces, and when already in one.
+func RunUnprivileged(t *testing.T, pattern string) string {
+	t.Helper()
+	if os.Getenv(envUserNS) != "" {
+		t.Skip("already running in a user namespace")
+	}
+	if why := userNSUnsupported(); why != "" {
+		t.Skip("needs " + why)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self, "-test.run", pattern, "-test.v", "-test.count=1", "-test.timeout=10m")
+	for _, kv := range os.Environ() {
+		// A fresh run: its own node, scratch directory and user namespace.
+		if k, _, _ := strings.Cut(kv, "="); k != envNode && k != envScratch && k != envUserNSPID && k != envUserNS {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, envUserNS+"="+userNSForce)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		const keep = 32 << 10
+		tail := out
+		if len(tail) > keep {
+			tail = tail[len(tail)-keep:]
+		}
+		t.Fatalf("the unprivileged run failed: %v\n...%s", err, tail)
+	}
+	return string(out)
 }
