@@ -211,6 +211,9 @@ func (r *MeshControlPlaneReconciler) reconcileRollout(ctx context.Context, mesh 
 		}
 		n := batchSize(mesh, int(up.WorkloadsTotal))
 		batch := inv.pending[:min(n, len(inv.pending))]
+		if behind, err := r.cacheBehindRestarts(ctx, batch, start, obs.desired.Revision); err != nil || behind {
+			return ctrl.Result{RequeueAfter: time.Second}, err
+		}
 		for _, w := range batch {
 			if err := r.restart(ctx, w.obj, now, obs.desired.Revision); err != nil {
 				return ctrl.Result{}, err
@@ -447,6 +450,33 @@ func (r *MeshControlPlaneReconciler) podWorkload(ctx context.Context, p *corev1.
 		return get(&appsv1.DaemonSet{}, ref.Name)
 	}
 	return nil, nil
+}
+
+// cacheBehindRestarts reads the next batch's workloads from the API server
+// and reports whether any of them was already restarted for this upgrade.
+// A reconcile can run before the watch has delivered the operator's own
+// patches of the previous batch; the cache then still shows those
+// workloads as pending, and restarting from it would restart them twice
+// (and with them more workloads at once than the batch size allows). The
+// events of those patches reconcile again once the cache has them.
+func (r *MeshControlPlaneReconciler) cacheBehindRestarts(ctx context.Context, batch []workload, start time.Time, target string) (bool, error) {
+	for _, w := range batch {
+		fresh, ok := w.obj.DeepCopyObject().(client.Object)
+		if !ok {
+			return false, fmt.Errorf("%s: cannot copy the workload", w.key)
+		}
+		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(w.obj), fresh); err != nil {
+			if apierrors.IsNotFound(err) {
+				return true, nil // deleted since: the cache will say so
+			}
+			return false, fmt.Errorf("reading %s: %w", w.key, err)
+		}
+		if t := restartedAt(fresh); !t.IsZero() && !t.Before(start) && podTemplateAnnotations(fresh)[AnnotationRestartedFor] == target {
+			logf.FromContext(ctx).V(1).Info("The cache is behind the last batch's restarts; waiting for it", "workload", w.key)
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // restart sets the pod-template annotation, as `kubectl rollout restart`
