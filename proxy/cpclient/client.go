@@ -30,6 +30,10 @@ type Client struct {
 	lastVersion string // last snapshot applied, sent in Hello on reconnect
 	// current is the last snapshot applied: the base of the next delta.
 	current *meshconfig.Snapshot
+	// bundleSum is the SHA-256 of the last trust bundle installed from the
+	// config stream, sent in Hello so that a bundle that changed while the
+	// stream was down is sent again (nil before one).
+	bundleSum []byte
 }
 
 // New checks cfg; every problem with it is reported at once.

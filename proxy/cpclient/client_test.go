@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"io"
@@ -247,7 +248,7 @@ func TestReconnectsAndConverges(t *testing.T) {
 	if !h.proxy.Ready() || h.proxy.Snapshot().Version != "v2" {
 		t.Fatalf("while the control plane is down: ready=%v version=%q, want ready on v2", h.proxy.Ready(), h.proxy.Snapshot().Version)
 	}
-	h.cp.publish(snapshotResp(t, "v3", nil))
+	h.cp.publish(snapshotResp(t, "v3", pemOf(h.root)))
 	h.cp.start(h.cp.addr)
 	if a := h.cp.nextAck(t); a.GetVersion() != "v3" || a.GetError() != "" {
 		t.Fatalf("ack = %v, want v3 applied", a)
@@ -255,6 +256,9 @@ func TestReconnectsAndConverges(t *testing.T) {
 	hellos := h.cp.helloList()
 	if last := hellos[len(hellos)-1].GetLastVersion(); last != "v2" {
 		t.Errorf("Hello after reconnecting says last_version %q, want v2", last)
+	}
+	if sum := hellos[len(hellos)-1].GetTrustBundleSha256(); sum != nil {
+		t.Errorf("Hello before any bundle came on the stream carries bundle hash %x", sum)
 	}
 	if v := h.proxy.Snapshot().Version; v != "v3" {
 		t.Errorf("proxy serves %q, want v3", v)
@@ -267,6 +271,11 @@ func TestReconnectsAndConverges(t *testing.T) {
 	hellos = h.cp.helloList()
 	if last := hellos[len(hellos)-1].GetLastVersion(); last != "v3" {
 		t.Errorf("last_version %q, want v3", last)
+	}
+	// It also says which bundle it holds, so that one changed while it was
+	// away is sent again although its snapshot is current.
+	if sum, want := hellos[len(hellos)-1].GetTrustBundleSha256(), sha256.Sum256(pemOf(h.root)); !bytes.Equal(sum, want[:]) {
+		t.Errorf("Hello's trust bundle hash = %x, want the hash of the bundle of v3 %x", sum, want)
 	}
 	if got := metric(t, h.reg, "weft_control_plane_reconnects_total"); got < 2 {
 		t.Errorf("reconnects = %v, want at least 2", got)

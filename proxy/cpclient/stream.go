@@ -2,6 +2,7 @@ package cpclient
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -61,7 +62,7 @@ func (c *Client) streamOnce(ctx context.Context, cli meshapiv1.ConfigClient, log
 	hello := &meshapiv1.Hello{
 		PodName: c.s.PodName, PodNamespace: c.s.PodNamespace,
 		ProxyVersion: c.s.ProxyVersion, LastVersion: c.LastVersion(),
-		AcceptsDeltas: true,
+		AcceptsDeltas: true, TrustBundleSha256: c.heldBundle(),
 	}
 	if err := stream.Send(&meshapiv1.ConfigRequest{Kind: &meshapiv1.ConfigRequest_Hello{Hello: hello}}); err != nil {
 		return false, meshapiv1.SendError(stream, err)
@@ -159,6 +160,14 @@ func (c *Client) decode(resp *meshapiv1.ConfigResponse) (*meshconfig.Snapshot, e
 	return d.Apply(base)
 }
 
+// heldBundle is the hash of the trust bundle last installed from the
+// stream, for Hello.
+func (c *Client) heldBundle() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.bundleSum
+}
+
 // setBundle installs a checked trust bundle. If the proxy's own certificate
 // no longer chains to it, the anchor it was issued under is being retired:
 // renew now rather than at the usual time.
@@ -170,6 +179,10 @@ func (c *Client) setBundle(bundle []byte) {
 		c.s.Log.Error("Trust bundle not installed", "err", err)
 		return
 	}
+	sum := sha256.Sum256(bundle)
+	c.mu.Lock()
+	c.bundleSum = sum[:]
+	c.mu.Unlock()
 	if changed {
 		c.s.Metrics.BundleUpdated()
 	}

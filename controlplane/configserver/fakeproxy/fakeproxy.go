@@ -8,6 +8,7 @@ package fakeproxy
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
@@ -157,6 +158,10 @@ func (c *Client) Once(ctx context.Context) (got bool, err error) {
 		return false, err
 	}
 	hello := &meshapiv1.Hello{PodName: c.Pod, PodNamespace: c.Namespace, ProxyVersion: c.ProxyVersion, LastVersion: c.Last(), AcceptsDeltas: c.Deltas}
+	if b := c.TrustBundle(); b != nil {
+		sum := sha256.Sum256(b)
+		hello.TrustBundleSha256 = sum[:]
+	}
 	if err := stream.Send(&meshapiv1.ConfigRequest{Kind: &meshapiv1.ConfigRequest_Hello{Hello: hello}}); err != nil {
 		return false, meshapiv1.SendError(stream, err)
 	}

@@ -247,8 +247,14 @@ type Hello struct {
 	// accepts_deltas says the proxy applies ConfigResponse.delta. The control
 	// plane sends a proxy that does not set it full snapshots only.
 	AcceptsDeltas bool `protobuf:"varint,5,opt,name=accepts_deltas,json=acceptsDeltas,proto3" json:"accepts_deltas,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// trust_bundle_sha256 is the SHA-256 of the trust bundle (PEM) the proxy
+	// holds. A proxy that already holds last_version is sent nothing on
+	// reconnect unless this differs from the control plane's bundle, so a
+	// bundle that changed while the proxy was away still reaches it. Empty
+	// (older proxies): the control plane sends the snapshot and bundle again.
+	TrustBundleSha256 []byte `protobuf:"bytes,6,opt,name=trust_bundle_sha256,json=trustBundleSha256,proto3" json:"trust_bundle_sha256,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
@@ -314,6 +320,13 @@ func (x *Hello) GetAcceptsDeltas() bool {
 		return x.AcceptsDeltas
 	}
 	return false
+}
+
+func (x *Hello) GetTrustBundleSha256() []byte {
+	if x != nil {
+		return x.TrustBundleSha256
+	}
+	return nil
 }
 
 type Ack struct {
@@ -475,13 +488,14 @@ const file_pkg_meshapi_v1_meshapi_proto_rawDesc = "" +
 	"\rConfigRequest\x12+\n" +
 	"\x05hello\x18\x01 \x01(\v2\x13.weft.mesh.v1.HelloH\x00R\x05hello\x12%\n" +
 	"\x03ack\x18\x02 \x01(\v2\x11.weft.mesh.v1.AckH\x00R\x03ackB\x06\n" +
-	"\x04kind\"\xb6\x01\n" +
+	"\x04kind\"\xe6\x01\n" +
 	"\x05Hello\x12\x19\n" +
 	"\bpod_name\x18\x01 \x01(\tR\apodName\x12#\n" +
 	"\rpod_namespace\x18\x02 \x01(\tR\fpodNamespace\x12#\n" +
 	"\rproxy_version\x18\x03 \x01(\tR\fproxyVersion\x12!\n" +
 	"\flast_version\x18\x04 \x01(\tR\vlastVersion\x12%\n" +
-	"\x0eaccepts_deltas\x18\x05 \x01(\bR\racceptsDeltas\"5\n" +
+	"\x0eaccepts_deltas\x18\x05 \x01(\bR\racceptsDeltas\x12.\n" +
+	"\x13trust_bundle_sha256\x18\x06 \x01(\fR\x11trustBundleSha256\"5\n" +
 	"\x03Ack\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\"\xa2\x01\n" +
