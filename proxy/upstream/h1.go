@@ -63,6 +63,12 @@ type h1Conn struct {
 	addr   string
 	reused bool
 	idleAt time.Time
+
+	// The liveness check's state (alive).
+	raw     syscall.RawConn
+	peekFn  func(fd uintptr) bool
+	peekBuf [1]byte
+	live    bool
 }
 
 // limitReader counts what a response read and caps its head.
@@ -324,28 +330,33 @@ func (pc *h1Conn) alive() bool {
 	if pc.br.Buffered() > 0 {
 		return false
 	}
-	nc := pc.nc
-	if tc, ok := nc.(*tls.Conn); ok {
-		// Anything on the socket of an idle TLS connection is a close
-		// notification or something else we did not ask for.
-		nc = tc.NetConn()
+	if pc.peekFn == nil {
+		nc := pc.nc
+		if tc, ok := nc.(*tls.Conn); ok {
+			// Anything on the socket of an idle TLS connection is a close
+			// notification or something else we did not ask for.
+			nc = tc.NetConn()
+		}
+		sc, ok := nc.(syscall.Conn)
+		if !ok {
+			return true
+		}
+		rc, err := sc.SyscallConn()
+		if err != nil {
+			return false
+		}
+		// Made once per connection, so that a check allocates nothing.
+		pc.raw, pc.peekFn = rc, pc.peek
 	}
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
-		return true
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	live := false
-	var b [1]byte
-	err = rc.Read(func(fd uintptr) bool {
-		_, _, e := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		live = e == syscall.EAGAIN
-		return true
-	})
-	return err == nil && live
+	pc.live = false
+	return pc.raw.Read(pc.peekFn) == nil && pc.live
+}
+
+// peek is pc.peekFn: it looks at the socket without taking anything from it.
+func (pc *h1Conn) peek(fd uintptr) bool {
+	_, _, e := syscall.Recvfrom(int(fd), pc.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	pc.live = e == syscall.EAGAIN
+	return true
 }
 
 func (c *h1Client) put(pc *h1Conn) {
