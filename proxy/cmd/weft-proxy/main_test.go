@@ -62,3 +62,25 @@ func TestAccessLogFormats(t *testing.T) {
 		}
 	}
 }
+
+func TestOverridesGOGC(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		gogc string
+		want bool
+	}{
+		{want: true}, // the proxy's default
+		{gogc: "200", want: false},
+		{args: []string{"-gc-percent=80"}, gogc: "200", want: true},
+		{args: []string{"-gc-percent=80"}, want: true},
+	} {
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		fs.Int("gc-percent", defaultGCPercent, "")
+		if err := fs.Parse(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		if got := overridesGOGC(fs, func(string) string { return tc.gogc }); got != tc.want {
+			t.Errorf("%v GOGC=%q: %v, want %v", tc.args, tc.gogc, got, tc.want)
+		}
+	}
+}
