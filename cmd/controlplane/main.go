@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -60,6 +61,7 @@ type options struct {
 	webhookAddr    string
 	healthAddr     string
 	metricsAddr    string
+	pprofAddr      string
 	leaderElect    bool
 	replica        string
 
@@ -86,6 +88,7 @@ func parseFlags(fs *flag.FlagSet, args []string) (options, error) {
 	fs.StringVar(&o.webhookAddr, "webhook-addr", ":9443", "Address of the injector webhook (HTTPS); \"0\" disables it.")
 	fs.StringVar(&o.healthAddr, "health-addr", ":9091", "Address of /healthz and /readyz; \"0\" disables them.")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", ":9090", "Address of the Prometheus /metrics endpoint; \"0\" disables it.")
+	fs.StringVar(&o.pprofAddr, "pprof-addr", "0", "Address of the Go profiler (/debug/pprof/); \"0\" disables it.")
 	fs.BoolVar(&o.leaderElect, "leader-elect", false, "Elect a leader among replicas for status writing.")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -118,9 +121,20 @@ func main() {
 		fmt.Fprintln(os.Stderr, "weft-controlplane:", err)
 		os.Exit(2)
 	}
+	if o.pprofAddr == "" || o.pprofAddr == "0" {
+		// Linking the profiler turns allocation sampling on; its tables
+		// grow with every sampled call site and stay resident.
+		runtime.MemProfileRate = 0
+	}
 	logger := zap.New(zap.UseFlagOptions(&zopts))
 	ctrl.SetLogger(logger)
 	klog.SetLogger(logger)
+	if limit, err := setMemoryLimit(); err != nil {
+		logger.Error(err, "Reading the container's memory limit failed; the Go runtime has no soft limit")
+	} else if limit > 0 {
+		logger.Info("Set the Go runtime's soft memory limit from the container's", "bytes", limit)
+	}
+	useSmallBufferPool()
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
 		logger.Error(err, "Unable to find a kubeconfig")
@@ -158,6 +172,7 @@ func run(ctx context.Context, o options, cfg *rest.Config, log logr.Logger) erro
 		},
 		Metrics:                       metricsserver.Options{BindAddress: o.metricsAddr},
 		HealthProbeBindAddress:        o.healthAddr,
+		PprofBindAddress:              o.pprofAddr,
 		LeaderElection:                o.leaderElect,
 		LeaderElectionID:              "weft-controlplane-" + o.revision,
 		LeaderElectionNamespace:       o.namespace,
@@ -213,18 +228,19 @@ func run(ctx context.Context, o options, cfg *rest.Config, log logr.Logger) erro
 	}
 	meshWatch := &meshWatcher{cache: mgr.GetCache(), name: o.meshName, hub: hub, certify: certify, trustDomain: o.trustDomain, log: log.WithName("mesh")}
 
-	grpcSrv := grpc.NewServer(
+	grpcSrv := grpc.NewServer(append(configserver.ServerOptions(),
 		grpc.Creds(credentials.NewTLS(configserver.ServerTLS(serving.Cert, serving.Roots))),
 		// Proxies hold one stream for days: keepalives find the dead ones
 		// (a node gone) so they stop counting as connected.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		// A thousand mostly idle streams: do not keep a 32 KiB write buffer
-		// per connection between snapshots, and read small acks with a
-		// small buffer.
+		// per connection between snapshots, and no read buffer at all: the
+		// TLS connection underneath already buffers what it decrypted, so
+		// gRPC's own (8 KiB per connection) only copied it once more.
 		grpc.SharedWriteBuffer(true),
-		grpc.ReadBufferSize(8<<10),
-	)
+		grpc.ReadBufferSize(0),
+	)...)
 	meshapiv1.RegisterIdentityServer(grpcSrv, certify)
 	meshapiv1.RegisterConfigServer(grpcSrv, &configserver.Server{Hub: hub, TrustDomain: td})
 
