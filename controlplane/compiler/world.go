@@ -197,6 +197,9 @@ func Meshed(p *corev1.Pod) bool {
 	return p != nil && p.Labels[meshv1alpha1.LabelRevision] != ""
 }
 
+// Pod is the pod ns/name of this world, nil if it has none.
+func (w *World) Pod(ns, name string) *corev1.Pod { return w.Pods[key{ns, name}] }
+
 // PodIdentity is the SPIFFE ID of a pod's ServiceAccount.
 func (w *World) PodIdentity(p *corev1.Pod) string {
 	sa := p.Spec.ServiceAccountName

@@ -459,10 +459,6 @@ func (h *Hub) recompile(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	pods := make(map[string]*corev1.Pod, len(w.Pods))
-	for _, p := range w.Pods {
-		pods[p.Namespace+"/"+p.Name] = p
-	}
 
 	// Installing the world and listing the proxies happen under one lock:
 	// a proxy registered before sees this compilation, one registered after
@@ -478,7 +474,7 @@ func (h *Hub) recompile(ctx context.Context) (err error) {
 
 	changed := 0
 	for _, p := range proxies {
-		pod := pods[p.namespace+"/"+p.pod]
+		pod := w.Pod(p.namespace, p.pod)
 		if pod == nil {
 			// The pod is gone (or not yet cached): the proxy keeps what it
 			// has until its stream ends.
@@ -612,6 +608,11 @@ func (h *Hub) viewFor(pod *corev1.Pod) (*view, error) {
 	h.mu.Unlock()
 	if w == nil {
 		return nil, fmt.Errorf("the configuration is not compiled yet")
+	}
+	// The view keeps its pod until the next compilation: the world's, if
+	// it is the same, rather than the caller's copy.
+	if wp := w.Pod(pod.Namespace, pod.Name); wp != nil && wp.UID == pod.UID && wp.ResourceVersion == pod.ResourceVersion {
+		pod = wp
 	}
 	out, err := h.outboundFor(w, pod.Namespace)
 	if err != nil {

@@ -59,7 +59,15 @@ type proxy struct {
 	answered bool
 	// resendFull says the proxy rejected a delta: it is sent its current
 	// snapshot whole.
-	resendFull   bool
+	resendFull bool
+	// awaitingReply says the proxy has not answered the last response
+	// sent, timed out or not: something must be reading the stream for
+	// that answer (see receiving).
+	awaitingReply bool
+	// receiving says a goroutine is reading the stream. It runs only
+	// while an answer is awaited: a thousand idle proxies then hold no
+	// goroutine of ours besides the stream's own.
+	receiving    bool
 	acked        *held
 	ackedVersion string
 	ackErr       string
@@ -163,6 +171,7 @@ func (p *proxy) recordSent(h *held, bundle [32]byte) {
 	p.sentVersion = h.version
 	p.sentFP = h.fp
 	p.answered = false
+	p.awaitingReply = true
 	if !h.delta {
 		p.resendFull = false
 	}
@@ -191,6 +200,9 @@ func (p *proxy) ack(version, errMsg string) (known bool, acked *held) {
 	c, ok := p.pending[version]
 	if !ok && version != p.ackedVersion {
 		return false, nil
+	}
+	if version == p.sentVersion {
+		p.awaitingReply = false
 	}
 	if version == p.sentVersion && !p.answered {
 		p.answered = true
@@ -256,7 +268,9 @@ func (s *Server) Stream(stream meshapiv1.Config_StreamServer) error {
 		h.Log.Info("Refused a proxy", "identity", id.String(), "pod", hello.GetPodNamespace()+"/"+hello.GetPodName(), "reason", status.Convert(err).Message())
 		return err
 	}
-	log := h.Log.WithValues("pod", pod.Namespace+"/"+pod.Name, "identity", id.String(), "proxyVersion", hello.GetProxyVersion())
+	// Not a logger WithValues: that clones the logger's core, a KiB per
+	// proxy kept for the stream's life.
+	log := proxyLog{log: h.Log, kv: []any{"pod", pod.Namespace + "/" + pod.Name, "identity", id.String(), "proxyVersion", hello.GetProxyVersion()}}
 
 	v, err := h.viewFor(pod)
 	if err != nil {
@@ -281,15 +295,23 @@ func (s *Server) Stream(stream meshapiv1.Config_StreamServer) error {
 	// again; one that holds an older one that this replica knows may be
 	// sent a delta.
 	lastVersion := hello.GetLastVersion()
+	// Acks are read by a goroutine started when a response is sent and
+	// ended once the proxy answered it; until then gRPC buffers what the
+	// proxy sends. A proxy that goes away ends ctx.
 	recvErr := make(chan error, 1)
-	go func() { recvErr <- s.receive(stream, p, log) }()
-
 	for {
 		if v, need := p.next(h.wantBundle()); need {
 			if err := s.send(stream, p, v, lastVersion); err != nil {
 				return err
 			}
 			lastVersion = ""
+			if p.startReceiving() {
+				go func() {
+					if err := s.receive(stream, p, log); err != nil {
+						recvErr <- err
+					}
+				}()
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -347,17 +369,19 @@ func (s *Server) send(stream meshapiv1.Config_StreamServer, p *proxy, v *view, h
 			release()
 		}
 	}()
+	var msg any = resp
 	if base == nil {
-		snap, err := h.snaps.get(v)
+		enc, err := h.snaps.encoded(v, bundle, bundleSum)
 		if err != nil {
 			return status.Errorf(codes.Internal, "cannot build the snapshot: %v", err)
 		}
-		resp.Version, resp.Snapshot = snap.Version, snap.JSON
+		resp, msg = enc.ConfigResponse, enc
+	} else {
+		resp.TrustBundle = bundle
 	}
-	resp.TrustBundle = bundle
 	// Recorded before Send so an ack racing the return of Send is known.
 	p.recordSent(heldOf(resp.Version, v, base != nil), bundleSum)
-	if err := stream.Send(resp); err != nil {
+	if err := stream.SendMsg(msg); err != nil {
 		return err
 	}
 	sent = true
@@ -383,7 +407,35 @@ func (s *Server) send(stream meshapiv1.Config_StreamServer, p *proxy, v *view, h
 	return nil
 }
 
-func (s *Server) receive(stream meshapiv1.Config_StreamServer, p *proxy, log logr.Logger) error {
+// startReceiving says whether the caller is to start a goroutine reading
+// the stream: an answer is awaited and none is reading.
+func (p *proxy) startReceiving() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.receiving || !p.awaitingReply {
+		return false
+	}
+	p.receiving = true
+	return true
+}
+
+// stopReceiving says whether the reading goroutine may end: the proxy
+// answered the last response sent. Decided under the lock that recordSent
+// takes, so a response sent meanwhile either keeps this reader or starts
+// another.
+func (p *proxy) stopReceiving() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.awaitingReply {
+		return false
+	}
+	p.receiving = false
+	return true
+}
+
+// receive reads acks until the proxy answered the last response sent; it
+// returns nil then, and the error that ends the stream otherwise.
+func (s *Server) receive(stream meshapiv1.Config_StreamServer, p *proxy, log proxyLog) error {
 	h := s.Hub
 	for {
 		req, err := stream.Recv()
@@ -410,8 +462,21 @@ func (s *Server) receive(stream meshapiv1.Config_StreamServer, p *proxy, log log
 			h.Metrics.acks.WithLabelValues("ack").Inc()
 		}
 		h.signal()
+		if p.stopReceiving() {
+			return nil
+		}
 	}
 }
+
+// proxyLog logs with a proxy's key/value pairs.
+type proxyLog struct {
+	log logr.Logger
+	kv  []any
+}
+
+func (l proxyLog) Info(msg string, kv ...any) { l.log.Info(msg, append(kv, l.kv...)...) }
+
+func (l proxyLog) V(level int) proxyLog { return proxyLog{log: l.log.V(level), kv: l.kv} }
 
 // peerID is the SPIFFE ID of the verified client certificate.
 func peerID(ctx context.Context) (spiffeid.ID, error) {

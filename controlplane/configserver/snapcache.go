@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/controlplane/compiler"
+	meshapiv1 "github.com/weftmesh/weft/pkg/meshapi/v1"
 )
 
 // snapCache shares built snapshots and deltas between proxies whose views
@@ -25,9 +26,13 @@ type snapCache struct {
 }
 
 // cacheKey is a view's fingerprint, and for a delta the fingerprint of the
-// view it is made against (zero for a full snapshot).
+// view it is made against (zero for a full snapshot). An encoded full
+// response (encoded) is keyed by the hash of the trust bundle it carries
+// too.
 type cacheKey struct {
 	base, fp [32]byte
+	bundle   [32]byte
+	encoded  bool
 }
 
 type cacheEntry struct {
@@ -52,6 +57,25 @@ func (c *snapCache) get(v *view) (*compiler.Snapshot, error) {
 	return c.getOrBuild(cacheKey{fp: v.fp}, func() (*compiler.Snapshot, error) {
 		return v.world.SnapshotFor(v.pod, v.out.enc)
 	})
+}
+
+// encoded returns the wire encoding of the full response that sends v's
+// snapshot with bundle (whose hash is sum), building it at most once while
+// it is cached: every proxy with an equal view is sent the same bytes. The
+// snapshot's JSON is not kept besides: the encoding holds it.
+func (c *snapCache) encoded(v *view, bundle []byte, sum [32]byte) (*preEncoded, error) {
+	s, err := c.getOrBuild(cacheKey{fp: v.fp, bundle: sum, encoded: true}, func() (*compiler.Snapshot, error) {
+		snap, err := v.world.SnapshotFor(v.pod, v.out.enc)
+		if err != nil {
+			return nil, err
+		}
+		wire, err := encodeResponse(&meshapiv1.ConfigResponse{Version: snap.Version, Snapshot: snap.JSON, TrustBundle: bundle})
+		return &compiler.Snapshot{Version: snap.Version, JSON: wire}, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return decodeAliased(s.JSON)
 }
 
 // getOrBuild returns the entry of k, building it with build at most once
