@@ -1,10 +1,12 @@
 package compiler
 
 import (
+	"cmp"
 	"net"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -29,13 +31,48 @@ func (w *World) Outbound(clientNS string) meshconfig.Outbound {
 	return out
 }
 
+// serviceKeys are the keys of w.Services ordered by "namespace/name". A
+// world read by Load computes them once (every namespace's compilation walks
+// them, twice).
 func (w *World) serviceKeys() []key {
-	keys := make([]key, 0, len(w.Services))
-	for k := range w.Services {
+	if w.sortedServices != nil && len(*w.sortedServices) == len(w.Services) {
+		return *w.sortedServices
+	}
+	return sortedKeys(w.Services)
+}
+
+func sortedKeys(m map[key]*corev1.Service) []key {
+	keys := make([]key, 0, len(m))
+	for k := range m {
 		keys = append(keys, k)
 	}
-	slices.SortFunc(keys, func(a, b key) int { return strings.Compare(a.String(), b.String()) })
+	slices.SortFunc(keys, compareKeys)
 	return keys
+}
+
+// compareKeys orders keys as strings.Compare orders their String()s,
+// without building them.
+func compareKeys(a, b key) int {
+	if a.ns == b.ns {
+		return strings.Compare(a.name, b.name)
+	}
+	// The namespaces differ: at the first byte where they differ, or where
+	// the shorter one ends and its "/" is compared with the other's byte.
+	n := min(len(a.ns), len(b.ns))
+	if c := strings.Compare(a.ns[:n], b.ns[:n]); c != 0 {
+		return c
+	}
+	var c int
+	if len(a.ns) == n {
+		c = cmp.Compare(byte('/'), b.ns[n])
+	} else {
+		c = cmp.Compare(a.ns[n], byte('/'))
+	}
+	if c == 0 {
+		// Only if a namespace held a "/", which Kubernetes refuses.
+		return strings.Compare(a.String(), b.String())
+	}
+	return c
 }
 
 func (w *World) service(svc *corev1.Service, clientNS string) meshconfig.Service {
@@ -115,9 +152,46 @@ func (w *World) protocol(p corev1.ServicePort) meshconfig.Protocol {
 // identity its proxy must present (none for an unmeshed pod).
 func (w *World) backend(ns, name string, port int32, weight uint32) meshconfig.Backend {
 	b := meshconfig.Backend{Name: name, Namespace: ns, Weight: weight}
+	if w.endpoints == nil {
+		b.Endpoints = w.readyEndpoints(ns, name, port)
+		return b
+	}
+	// Every namespace's compilation resolves every Service: the endpoints
+	// are the same for all, so they are resolved once per world and shared
+	// (they are only read, then encoded).
+	k := backendKey{key{ns, name}, port}
+	w.endpoints.mu.Lock()
+	eps, ok := w.endpoints.m[k]
+	w.endpoints.mu.Unlock()
+	if !ok {
+		eps = w.readyEndpoints(ns, name, port)
+		w.endpoints.mu.Lock()
+		w.endpoints.m[k] = eps
+		w.endpoints.mu.Unlock()
+	}
+	b.Endpoints = eps
+	return b
+}
+
+// backendKey is a Service port.
+type backendKey struct {
+	svc  key
+	port int32
+}
+
+// endpointCache holds the ready endpoints of Service ports, per world.
+type endpointCache struct {
+	mu sync.Mutex
+	m  map[backendKey][]meshconfig.Endpoint
+}
+
+// readyEndpoints resolves a Service port to its ready endpoints, sorted by
+// address.
+func (w *World) readyEndpoints(ns, name string, port int32) []meshconfig.Endpoint {
+	var eps []meshconfig.Endpoint
 	svc := w.Services[key{ns, name}]
 	if svc == nil {
-		return b
+		return nil
 	}
 	var sp *corev1.ServicePort
 	for i := range svc.Spec.Ports {
@@ -126,7 +200,7 @@ func (w *World) backend(ns, name string, port int32, weight uint32) meshconfig.B
 		}
 	}
 	if sp == nil {
-		return b
+		return nil
 	}
 	seen := map[string]bool{}
 	for _, es := range w.Slices[key{ns, name}] {
@@ -163,12 +237,12 @@ func (w *World) backend(ns, name string, port int32, weight uint32) meshconfig.B
 						me.Identity = w.PodIdentity(pod)
 					}
 				}
-				b.Endpoints = append(b.Endpoints, me)
+				eps = append(eps, me)
 			}
 		}
 	}
-	slices.SortFunc(b.Endpoints, func(a, b meshconfig.Endpoint) int { return strings.Compare(a.Address, b.Address) })
-	return b
+	slices.SortFunc(eps, func(a, b meshconfig.Endpoint) int { return strings.Compare(a.Address, b.Address) })
+	return eps
 }
 
 func derefStr(s *string) string {

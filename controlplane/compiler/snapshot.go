@@ -65,19 +65,42 @@ func hasTCPPort(svc *corev1.Service) bool {
 // World.EncodedOutbound.
 func EncodeOutbound(o meshconfig.Outbound) (*EncodedOutbound, error) {
 	// Written as json.Marshal(o) writes it (a test checks), one service at
-	// a time so that each service's bytes are known.
-	var b bytes.Buffer
+	// a time so that each service's bytes are known. The services are
+	// encoded first and then copied once into a buffer of the exact size:
+	// this is kept as long as the namespace's config is current, and
+	// growing a buffer to it would allocate about twice as much again.
+	encoded := make([][]byte, len(o.Services))
+	size := len(`{}`)
+	if len(o.Services) > 0 {
+		size += len(`"services":[]`) + len(o.Services) - 1
+	}
+	for i := range o.Services {
+		sj, err := json.Marshal(&o.Services[i])
+		if err != nil {
+			return nil, err
+		}
+		encoded[i] = sj
+		size += len(sj)
+	}
+	var pj []byte
+	if len(o.OpaquePorts) > 0 {
+		var err error
+		if pj, err = json.Marshal(o.OpaquePorts); err != nil {
+			return nil, err
+		}
+		size += len(`"opaquePorts":`) + len(pj)
+		if len(o.Services) > 0 {
+			size += len(`,`)
+		}
+	}
+	b := bytes.NewBuffer(make([]byte, 0, size))
 	b.WriteByte('{')
 	bounds := make([]int, 0, len(o.Services)+1)
 	if len(o.Services) > 0 {
 		b.WriteString(`"services":[`)
-		for i := range o.Services {
+		for i, sj := range encoded {
 			if i > 0 {
 				b.WriteByte(',')
-			}
-			sj, err := json.Marshal(&o.Services[i])
-			if err != nil {
-				return nil, err
 			}
 			bounds = append(bounds, b.Len())
 			b.Write(sj)
@@ -89,17 +112,15 @@ func EncodeOutbound(o meshconfig.Outbound) (*EncodedOutbound, error) {
 		if len(o.Services) > 0 {
 			b.WriteByte(',')
 		}
-		pj, err := json.Marshal(o.OpaquePorts)
-		if err != nil {
-			return nil, err
-		}
 		b.WriteString(`"opaquePorts":`)
 		b.Write(pj)
 	}
 	b.WriteByte('}')
-	// Kept as long as the namespace's config is current: without the
-	// buffer's spare capacity (up to as much again).
-	all := bytes.Clone(b.Bytes())
+	all := b.Bytes()
+	if cap(all) > len(all) {
+		// Not reached: size counts every byte written.
+		all = bytes.Clone(all)
+	}
 	eo := &EncodedOutbound{JSON: all, OpaquePorts: o.OpaquePorts, Services: make([]EncodedService, len(o.Services))}
 	for i := range o.Services {
 		// A comma separates two services: the next one starts one byte later.

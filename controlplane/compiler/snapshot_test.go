@@ -154,6 +154,10 @@ func TestEncodedOutboundParts(t *testing.T) {
 			if string(eo.JSON) != string(want) {
 				t.Errorf("EncodeOutbound wrote\n%s\njson.Marshal writes\n%s", eo.JSON, want)
 			}
+			// It is kept while the namespace's config is current.
+			if cap(eo.JSON) != len(eo.JSON) {
+				t.Errorf("the encoding keeps %d bytes of spare capacity", cap(eo.JSON)-len(eo.JSON))
+			}
 			if len(eo.Services) != len(o.Services) {
 				t.Fatalf("%d encoded services, want %d", len(eo.Services), len(o.Services))
 			}

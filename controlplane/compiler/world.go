@@ -49,6 +49,11 @@ type World struct {
 	Routes     []*gatewayv1.HTTPRoute
 	Splits     []*meshv1alpha1.TrafficSplit
 	Policies   []*meshv1alpha1.AuthorizationPolicy
+
+	// Set by Load, for a world whose maps no longer change: the Services'
+	// keys in order, and the endpoints resolved so far.
+	sortedServices *[]key
+	endpoints      *endpointCache
 }
 
 type key struct{ ns, name string }
@@ -175,6 +180,9 @@ func load(ctx context.Context, r client.Reader, mesh Mesh, full bool) (*World, e
 		w.Policies = append(w.Policies, &pols.Items[i])
 	}
 	w.sort()
+	keys := sortedKeys(w.Services)
+	w.sortedServices = &keys
+	w.endpoints = &endpointCache{m: map[backendKey][]meshconfig.Endpoint{}}
 	return w, nil
 }
 

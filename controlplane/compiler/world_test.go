@@ -3,8 +3,11 @@ package compiler
 import (
 	"context"
 	"errors"
+	"slices"
+	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -51,5 +54,23 @@ func TestLoadWithoutGatewayAPI(t *testing.T) {
 		if _, err := load(noRoutes(boom)); !errors.Is(err, boom) {
 			t.Errorf("%s hid a real List error: %v", name, err)
 		}
+	}
+}
+
+func TestServiceKeysOrder(t *testing.T) {
+	// The order of "namespace/name": "a-x/…" sorts before "a/…" because
+	// '-' < '/', though "a" < "a-x".
+	m := map[key]*corev1.Service{}
+	for _, k := range []key{{"a", "z"}, {"a-x", "b"}, {"a", "b"}, {"ab", "a"}, {"a.b", "c"}, {"b", "a"}, {"a", "b-c"}} {
+		m[k] = &corev1.Service{}
+	}
+	got := sortedKeys(m)
+	want := make([]key, 0, len(m))
+	for k := range m {
+		want = append(want, k)
+	}
+	slices.SortFunc(want, func(a, b key) int { return strings.Compare(a.String(), b.String()) })
+	if !slices.Equal(got, want) {
+		t.Errorf("sortedKeys = %v, want %v", got, want)
 	}
 }
