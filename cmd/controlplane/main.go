@@ -213,6 +213,9 @@ func run(ctx context.Context, o options, cfg *rest.Config, log logr.Logger) erro
 		Mesh:      compiler.Mesh{TrustDomain: o.trustDomain},
 		Log:       log.WithName("config"),
 		Metrics:   configserver.NewMetrics(ctrlmetrics.Registry),
+		// A burst (proxies connecting, a rollout's changes) grows the heap
+		// to twice its live size; give it back once the burst is over.
+		ReleaseMemoryAfter: time.Second,
 		TrustBundle: func() []byte {
 			if iss := store.Current(); iss != nil {
 				return iss.BundlePEM()

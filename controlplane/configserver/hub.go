@@ -16,6 +16,7 @@ import (
 	"maps"
 	"reflect"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,8 +71,19 @@ type Hub struct {
 	// AckTimeout frees the in-flight slot of a proxy that does not ack (10s
 	// when zero).
 	AckTimeout time.Duration
+	// ReleaseMemoryAfter, if set, is how long the hub waits after a burst
+	// of work (compilations, responses sent) before it collects the garbage
+	// the burst left and returns the freed memory to the kernel. Go keeps
+	// the heap a burst grew to (up to twice the live heap) until its next
+	// collection, which nothing idle triggers: after a thousand proxies
+	// connect, that is most of the process's memory.
+	ReleaseMemoryAfter time.Duration
 
 	initOnce sync.Once
+	// lastWork is when the hub last compiled or sent (UnixNano).
+	lastWork atomic.Int64
+	// freeOSMemory is debug.FreeOSMemory (tests count the calls).
+	freeOSMemory func()
 	// bundleSum is the hash of the trust bundle proxies are to hold.
 	bundleSum atomic.Pointer[[32]byte]
 	kick      chan struct{}
@@ -223,6 +235,9 @@ func (h *Hub) Start(ctx context.Context) error {
 	close(h.ready)
 	h.Log.Info("Config hub ready")
 	go h.watchBundle(ctx)
+	if h.ReleaseMemoryAfter > 0 {
+		go h.releaseMemory(ctx, h.ReleaseMemoryAfter)
+	}
 	window := h.Window
 	if window <= 0 {
 		window = DefaultWindow
@@ -497,6 +512,7 @@ func (h *Hub) recompile(ctx context.Context) (err error) {
 		}
 	}
 	h.Metrics.compileSeconds.Observe(time.Since(start).Seconds())
+	h.worked()
 	if changed > 0 {
 		h.signal()
 	}
@@ -824,6 +840,39 @@ func (h *Hub) Proxies() []ProxyState {
 		p.mu.Unlock()
 	}
 	return out
+}
+
+// worked notes that the hub compiled or sent something.
+func (h *Hub) worked() { h.lastWork.Store(time.Now().UnixNano()) }
+
+// releaseMemory returns the memory a burst of work left to the kernel, once
+// the hub has done nothing for after since. It costs one collection per
+// burst.
+func (h *Hub) releaseMemory(ctx context.Context, after time.Duration) {
+	t := time.NewTimer(after)
+	defer t.Stop()
+	var released int64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		last := h.lastWork.Load()
+		if idle := time.Since(time.Unix(0, last)); idle < after {
+			t.Reset(after - idle)
+			continue
+		}
+		if last != released {
+			released = last
+			if h.freeOSMemory != nil {
+				h.freeOSMemory()
+			} else {
+				debug.FreeOSMemory()
+			}
+		}
+		t.Reset(after)
+	}
 }
 
 // bundle returns the current trust bundle and its hash.

@@ -403,6 +403,7 @@ func (s *Server) send(stream meshapiv1.Config_StreamServer, p *proxy, v *view, h
 		h.Metrics.deltasSent.Inc()
 	}
 	h.Metrics.bytesSent.Add(float64(len(resp.Snapshot) + len(resp.Delta)))
+	h.worked()
 	h.signal()
 	return nil
 }
