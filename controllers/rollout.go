@@ -331,10 +331,15 @@ func (r *MeshControlPlaneReconciler) inventory(ctx context.Context, mesh *meshv1
 		}
 	}
 
+	// Every Deployment event of a rollout reconciles, and each reconcile
+	// reads every workload and meshed pod: the lists share the cache's
+	// objects instead of copying thousands of them each time. Nothing here
+	// or in the callers modifies them; restart patches pending workloads,
+	// which are separate copies read by podWorkload.
 	seen := map[string]bool{}
 	for ns := range injected {
 		for _, list := range []client.ObjectList{&appsv1.DeploymentList{}, &appsv1.StatefulSetList{}, &appsv1.DaemonSetList{}} {
-			if err := r.Client.List(ctx, list, client.InNamespace(ns)); err != nil {
+			if err := r.Client.List(ctx, list, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
 				return inv, fmt.Errorf("listing workloads in %s: %w", ns, err)
 			}
 			for _, o := range workloadItems(list) {
@@ -355,7 +360,7 @@ func (r *MeshControlPlaneReconciler) inventory(ctx context.Context, mesh *meshv1
 	if err != nil {
 		return inv, err
 	}
-	if err := r.Client.List(ctx, &pods, client.MatchingLabelsSelector{Selector: labels.NewSelector().Add(*req)}); err != nil {
+	if err := r.Client.List(ctx, &pods, client.MatchingLabelsSelector{Selector: labels.NewSelector().Add(*req)}, client.UnsafeDisableDeepCopy); err != nil {
 		return inv, fmt.Errorf("listing meshed pods: %w", err)
 	}
 	for i := range pods.Items {
@@ -481,6 +486,7 @@ func (r *MeshControlPlaneReconciler) cacheBehindRestarts(ctx context.Context, ba
 
 // restart sets the pod-template annotation, as `kubectl rollout restart`
 // does, with a merge patch that touches nothing else of the user's object.
+// obj must be the caller's own copy: the patch response is decoded into it.
 func (r *MeshControlPlaneReconciler) restart(ctx context.Context, obj client.Object, now time.Time, revision string) error {
 	patch := fmt.Appendf(nil, `{"spec":{"template":{"metadata":{"annotations":{%q:%q,%q:%q}}}}}`,
 		AnnotationRestartedAt, now.UTC().Format(time.RFC3339Nano), AnnotationRestartedFor, revision)
