@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"sync/atomic"
 )
 
 // ServerTLS is the TLS configuration of the control plane's gRPC port. The
@@ -13,22 +14,39 @@ import (
 // gets its first one) but verified when presented; Config.Stream refuses a
 // stream without one.
 func ServerTLS(cert func() *tls.Certificate, roots func() *x509.CertPool) *tls.Config {
+	// Every connection keeps the configuration it was accepted with: one
+	// is shared while the certificate and roots stay the same, rather than
+	// a copy per proxy.
+	var last atomic.Pointer[perClient]
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-			c := cert()
+			c, r := cert(), roots()
 			if c == nil {
 				return nil, fmt.Errorf("no serving certificate yet: the issuer is not loaded")
 			}
-			return &tls.Config{
+			if p := last.Load(); p != nil && p.cert == c && p.roots == r {
+				return p.config, nil
+			}
+			p := &perClient{cert: c, roots: r, config: &tls.Config{
 				MinVersion:   tls.VersionTLS13,
 				Certificates: []tls.Certificate{*c},
 				ClientAuth:   tls.VerifyClientCertIfGiven,
-				ClientCAs:    roots(),
+				ClientCAs:    r,
 				// gRPC insists on ALPN h2; a config returned here replaces the
 				// one grpc's credentials filled in.
 				NextProtos: []string{"h2"},
-			}, nil
+			}}
+			last.Store(p)
+			return p.config, nil
 		},
 	}
+}
+
+// perClient is the configuration handed to connections for one
+// certificate and set of roots.
+type perClient struct {
+	cert   *tls.Certificate
+	roots  *x509.CertPool
+	config *tls.Config
 }
