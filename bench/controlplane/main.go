@@ -59,7 +59,9 @@ var (
 	allRounds  = flag.Int("all-rounds", 5, "changes touching every proxy measured")
 	out        = flag.String("out", "bench/controlplane/RESULTS.md", "results file")
 	cpBinary   = flag.String("controlplane", "bin/weft-controlplane", "weft-controlplane binary")
-	memLimit   = flag.String("cp-gomemlimit", "", "GOMEMLIMIT of the control plane process (e.g. 100MiB); empty leaves Go's default")
+	memLimit   = flag.String("cp-gomemlimit", "", "GOMEMLIMIT of the control plane process (e.g. 100MiB); empty leaves the control plane's default")
+	gogc       = flag.String("cp-gogc", "", "GOGC of the control plane process; empty leaves the control plane's default")
+	profileDir = flag.String("profile-dir", "", "if set, the control plane serves pprof and the heap and goroutine profiles and /proc/<pid>/smaps_rollup are saved here with 1000 proxies connected")
 	deltas     = flag.Bool("deltas", true, "fake proxies accept deltas (false: every response is a full snapshot, as to proxies before deltas)")
 )
 
@@ -115,6 +117,14 @@ func run() error {
 	if *memLimit != "" {
 		cp.Env = append(cp.Env, "GOMEMLIMIT="+*memLimit)
 	}
+	if *gogc != "" {
+		cp.Env = append(cp.Env, "GOGC="+*gogc)
+	}
+	pprofAddr := ""
+	if *profileDir != "" {
+		pprofAddr = freeAddr()
+		cp.Args = append(cp.Args, "--pprof-addr="+pprofAddr)
+	}
 	cp.Stdout, cp.Stderr = os.Stderr, os.Stderr
 	if err := cp.Start(); err != nil {
 		return fmt.Errorf("starting %s (run `make bin/weft-controlplane`): %w", *cpBinary, err)
@@ -126,6 +136,9 @@ func run() error {
 	pid := cp.Process.Pid
 	res := results{loadStart: procstat.LoadAverage()}
 	res.idleRSS = procstat.StatusMiB(pid, "VmRSS")
+	if pprofAddr != "" {
+		saveProfiles(pid, pprofAddr, filepath.Join(*profileDir, "idle"))
+	}
 
 	// Connect every proxy and wait for every first ack.
 	rec := newRecorder()
@@ -162,8 +175,12 @@ func run() error {
 	res.connectCPU = procstat.CPUSeconds(pid) - cpu0
 	time.Sleep(2 * time.Second)
 	res.steadyRSS = procstat.StatusMiB(pid, "VmRSS")
+	res.steadyAnon, res.steadyFile = procstat.StatusMiB(pid, "RssAnon"), procstat.StatusMiB(pid, "RssFile")
 	res.steadyMetrics = scrape(metricsAddr)
 	logf("%d proxies connected and acked in %s; control plane RSS %.0f MiB", *proxies, res.connect.Round(time.Millisecond), res.steadyRSS)
+	if pprofAddr != "" {
+		saveProfiles(pid, pprofAddr, *profileDir)
+	}
 
 	// One consumer route: only its namespace's proxies are affected.
 	affected := nsProxies(3 % *namespaces)
@@ -215,6 +232,9 @@ func run() error {
 		res.allAll = append(res.allAll, slices.Max(lat))
 	}
 	res.allCPU = procstat.CPUSeconds(pid) - cpu0
+	if pprofAddr != "" {
+		saveProfiles(pid, pprofAddr, filepath.Join(*profileDir, "end"))
+	}
 	res.peakRSS = procstat.StatusMiB(pid, "VmHWM")
 	res.finalRSS = procstat.StatusMiB(pid, "VmRSS")
 	res.metrics = scrape(metricsAddr)
@@ -442,6 +462,7 @@ type results struct {
 	connectCPU, routeCPU, allCPU          float64
 	route, routeAll, all, allAll          []time.Duration
 	idleRSS, steadyRSS, peakRSS, finalRSS float64
+	steadyAnon, steadyFile                float64
 	unaffectedSends                       int64
 	metrics, steadyMetrics                map[string]float64
 	routeSends, allSends                  sends
@@ -500,6 +521,9 @@ func (r results) write(path string) error {
 	if *memLimit != "" {
 		fmt.Fprintf(&b, "The control plane ran with GOMEMLIMIT=%s.\n\n", *memLimit)
 	}
+	if *gogc != "" {
+		fmt.Fprintf(&b, "The control plane ran with GOGC=%s.\n\n", *gogc)
+	}
 	if *deltas {
 		fmt.Fprintf(&b, "The fake proxies accept deltas. ")
 	} else {
@@ -517,8 +541,11 @@ func (r results) write(path string) error {
 	fmt.Fprintf(&b, "| control plane | value | goal |\n|---|---|---|\n")
 	fmt.Fprintf(&b, "| RSS after start, no proxy | %.0f MiB | |\n", r.idleRSS)
 	fmt.Fprintf(&b, "| RSS with %d proxies, steady | %.0f MiB | ≤ 100 MB |\n", *proxies, r.steadyRSS)
+	fmt.Fprintf(&b, "| of which anonymous (heap, stacks, runtime) / the binary's mapped pages | %.0f / %.0f MiB | |\n", r.steadyAnon, r.steadyFile)
 	fmt.Fprintf(&b, "| Go heap in use with %d proxies, steady / at the end | %.0f / %.0f MiB | |\n", *proxies,
 		r.steadyMetrics["go_memstats_heap_inuse_bytes"]/(1<<20), r.metrics["go_memstats_heap_inuse_bytes"]/(1<<20))
+	fmt.Fprintf(&b, "| of which allocated objects (live and not yet collected), steady / at the end | %.0f / %.0f MiB | |\n",
+		r.steadyMetrics["go_memstats_heap_alloc_bytes"]/(1<<20), r.metrics["go_memstats_heap_alloc_bytes"]/(1<<20))
 	fmt.Fprintf(&b, "| goroutines / their stacks with %d proxies | %.0f / %.0f MiB | |\n", *proxies, r.steadyMetrics["go_goroutines"], r.steadyMetrics["go_memstats_stack_inuse_bytes"]/(1<<20))
 	fmt.Fprintf(&b, "| RSS peak (VmHWM) over the run | %.0f MiB | |\n", r.peakRSS)
 	fmt.Fprintf(&b, "| RSS at the end | %.0f MiB | |\n", r.finalRSS)
@@ -543,6 +570,34 @@ func (r results) write(path string) error {
 	logf("wrote %s", path+".tmp")
 	fmt.Print(b.String())
 	return os.Rename(path+".tmp", path)
+}
+
+// saveProfiles keeps what explains the control plane's memory: its heap
+// and goroutine profiles and the kernel's summary of its mappings.
+func saveProfiles(pid int, addr, dir string) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		logf("profiles: %v", err)
+		return
+	}
+	// The heap profile is fetched twice, each after a collection: the
+	// second no longer counts what sync.Pools held (kept for one cycle).
+	for _, p := range [][2]string{{"heap-gc1.pb.gz", "/debug/pprof/heap?gc=1"}, {"heap.pb.gz", "/debug/pprof/heap?gc=1"}, {"goroutine.txt", "/debug/pprof/goroutine?debug=1"}, {"memstats.txt", "/debug/pprof/heap?debug=1"}} {
+		name, path := p[0], p[1]
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			logf("profiles: %v", err)
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		_ = os.WriteFile(filepath.Join(dir, name), b, 0o644)
+	}
+	for _, f := range []string{"smaps_rollup", "smaps", "status"} {
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, f)); err == nil {
+			_ = os.WriteFile(filepath.Join(dir, f+".txt"), b, 0o644)
+		}
+	}
+	logf("saved profiles in %s", dir)
 }
 
 func numCPU() int {
