@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
@@ -168,6 +169,8 @@ func run(ctx context.Context, o options, cfg *rest.Config, log logr.Logger) erro
 				// Of a Pod only metadata, ServiceAccount and container ports
 				// are read.
 				&corev1.Pod{}: {Transform: configserver.TransformPod},
+				// Of an endpoint, addresses, readiness and target Pod.
+				&discoveryv1.EndpointSlice{}: {Transform: configserver.TransformEndpointSlice},
 			},
 		},
 		Metrics:                       metricsserver.Options{BindAddress: o.metricsAddr},

@@ -2,6 +2,7 @@ package configserver
 
 import (
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	toolscache "k8s.io/client-go/tools/cache"
 )
@@ -43,3 +44,28 @@ func TransformPod(obj any) (any, error) {
 }
 
 var _ toolscache.TransformFunc = TransformPod
+
+// TransformEndpointSlice is the informer cache transform for EndpointSlices
+// in the control plane: of an endpoint the compiler reads its addresses,
+// readiness and target Pod, so its node, zone, hostname and topology hints
+// are dropped, with the slice's annotations (the endpoints controller's
+// last-change time) and managed fields. Nothing in the control plane
+// writes EndpointSlices back.
+func TransformEndpointSlice(obj any) (any, error) {
+	es, ok := obj.(*discoveryv1.EndpointSlice)
+	if !ok {
+		return TransformPod(obj)
+	}
+	es.ManagedFields = nil
+	es.Annotations = nil
+	for i := range es.Endpoints {
+		e := &es.Endpoints[i]
+		e.Hostname, e.NodeName, e.Zone, e.Hints, e.DeprecatedTopology = nil, nil, nil, nil, nil
+		if e.TargetRef != nil {
+			e.TargetRef = &corev1.ObjectReference{Kind: e.TargetRef.Kind, Namespace: e.TargetRef.Namespace, Name: e.TargetRef.Name}
+		}
+	}
+	return es, nil
+}
+
+var _ toolscache.TransformFunc = TransformEndpointSlice
