@@ -62,6 +62,7 @@ type options struct {
 	webhookAddr    string
 	healthAddr     string
 	metricsAddr    string
+	// pprofAddr is for profiling by hand; the operator leaves it off.
 	pprofAddr      string
 	leaderElect    bool
 	replica        string
