@@ -63,9 +63,9 @@ type options struct {
 	healthAddr     string
 	metricsAddr    string
 	// pprofAddr is for profiling by hand; the operator leaves it off.
-	pprofAddr      string
-	leaderElect    bool
-	replica        string
+	pprofAddr   string
+	leaderElect bool
+	replica     string
 
 	// listening, if set, is told the gRPC address once bound (tests).
 	listening func(net.Addr)
