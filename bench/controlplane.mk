@@ -5,7 +5,7 @@ BENCH_CONTROLPLANE_FLAGS ?=
 
 .PHONY: bin/weft-controlplane
 bin/weft-controlplane:
-	go build -trimpath -ldflags "-s -w" -o bin/weft-controlplane ./cmd/controlplane
+	go build -tags grpcnotrace -trimpath -ldflags "-s -w" -o bin/weft-controlplane ./cmd/controlplane
 
 .PHONY: bench-controlplane
 bench-controlplane: envtest-assets bin/weft-controlplane ## Config API: route change → ack latency with 1000 proxies, control-plane RSS/CPU.
