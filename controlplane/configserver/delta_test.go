@@ -289,3 +289,45 @@ func TestTrustBundleChangeReachesProxies(t *testing.T) {
 	}
 	waitUntil(t, "nothing stale", func() bool { r := cp.Hub.Report(); return r.Stale == 0 && r.Connected == 2 })
 }
+
+// TestTrustBundleChangedWhileAwayReachesProxy: a proxy reconnects holding
+// the current snapshot, but the trust bundle changed while its stream was
+// down (the control plane restarted with a rotated bundle). Its Hello says
+// which bundle it holds, so it is sent the snapshot again with the new
+// bundle; with the bundle unchanged it would be sent nothing
+// (TestRestartReconnectAndConverge).
+func TestTrustBundleChangedWhileAwayReachesProxy(t *testing.T) {
+	shopFixture(t, "shop16", "front16")
+	var mu sync.Mutex
+	bundle := issuer(t).BundlePEM()
+	withBundle := func(h *Hub) {
+		h.TrustBundle = func() []byte {
+			mu.Lock()
+			defer mu.Unlock()
+			return bundle
+		}
+	}
+	cp := startControlPlaneWith(t, "127.0.0.1:0", withBundle)
+	addr := cp.Addr
+	web := cp.proxy(t, "front16", "web-1", "web")
+	web.Deltas = true
+	run(t, web)
+	v1 := acked(t, cp.Hub, "front16/web-1").Acked
+	if !bytes.Equal(web.TrustBundle(), bundle) {
+		t.Fatal("the proxy did not receive the trust bundle")
+	}
+
+	cp.Stop()
+	rotated := append(append([]byte{}, bundle...), "# a second root\n"...)
+	mu.Lock()
+	bundle = rotated
+	mu.Unlock()
+	cp2 := startControlPlaneWith(t, addr, withBundle)
+	waitUntil(t, "the proxy holds the new bundle", func() bool { return bytes.Equal(web.TrustBundle(), rotated) })
+	if got := web.Versions(); !slices.Equal(got, []string{v1, v1}) {
+		t.Errorf("the proxy received %v; want %s again, with the new bundle", got, v1)
+	}
+	if s := acked(t, cp2.Hub, "front16/web-1"); s.Acked != v1 {
+		t.Errorf("acked %q after the reconnect, want %s", s.Acked, v1)
+	}
+}

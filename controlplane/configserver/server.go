@@ -1,6 +1,7 @@
 package configserver
 
 import (
+	"bytes"
 	"context"
 	"strings"
 	"sync"
@@ -291,20 +292,20 @@ func (s *Server) Stream(stream meshapiv1.Config_StreamServer) error {
 	log.Info("Proxy connected", "lastVersion", hello.GetLastVersion(), "deltas", p.deltas)
 	defer log.Info("Proxy disconnected")
 
-	// A reconnecting proxy that holds the current snapshot is not sent it
-	// again; one that holds an older one that this replica knows may be
-	// sent a delta.
-	lastVersion := hello.GetLastVersion()
+	// A reconnecting proxy that holds the current snapshot and trust
+	// bundle is not sent them again; one that holds an older snapshot that
+	// this replica knows may be sent a delta.
+	lastVersion, heldBundle := hello.GetLastVersion(), hello.GetTrustBundleSha256()
 	// Acks are read by a goroutine started when a response is sent and
 	// ended once the proxy answered it; until then gRPC buffers what the
 	// proxy sends. A proxy that goes away ends ctx.
 	recvErr := make(chan error, 1)
 	for {
 		if v, need := p.next(h.wantBundle()); need {
-			if err := s.send(stream, p, v, lastVersion); err != nil {
+			if err := s.send(stream, p, v, lastVersion, heldBundle); err != nil {
 				return err
 			}
-			lastVersion = ""
+			lastVersion, heldBundle = "", nil
 			if p.startReceiving() {
 				go func() {
 					if err := s.receive(stream, p, log); err != nil {
@@ -323,17 +324,21 @@ func (s *Server) Stream(stream meshapiv1.Config_StreamServer) error {
 	}
 }
 
-// send sends v's snapshot, unless its version is held (what the proxy said
-// it has): as a delta when the proxy accepts them and holds a snapshot this
+// send sends v's snapshot, unless its version and the trust bundle are held
+// (what the proxy said in Hello it has): as a delta when the proxy accepts them and holds a snapshot this
 // replica can diff against, else whole. Full snapshots are built here,
 // under the semaphore, and dropped after: with a thousand services each is
 // megabytes, and a thousand proxies connecting at once must not hold one
 // each.
-func (s *Server) send(stream meshapiv1.Config_StreamServer, p *proxy, v *view, hello string) error {
+func (s *Server) send(stream meshapiv1.Config_StreamServer, p *proxy, v *view, hello string, heldBundle []byte) error {
 	h := s.Hub
 	version := h.versionOf(v)
 	bundle, bundleSum := h.bundle()
-	if hello != "" && version == hello && bundleSum == h.wantBundle() {
+	// A bundle that changed while the proxy was away must reach it although
+	// its snapshot is current. A proxy too old to say what it holds is sent
+	// both again.
+	bundleHeld := len(bundle) == 0 || bytes.Equal(heldBundle, bundleSum[:])
+	if hello != "" && version == hello && bundleSum == h.wantBundle() && bundleHeld {
 		p.recordSent(heldOf(version, v, false), bundleSum)
 		_, acked := p.ack(version, "")
 		h.bases.put(acked)
