@@ -7,8 +7,8 @@ bin/fortio:
 	GOBIN=$(CURDIR)/bin go install fortio.org/fortio@$(FORTIO_VERSION)
 
 .PHONY: bin/weft-proxy
-bin/weft-proxy:
-	go build -trimpath -ldflags "-s -w" -o bin/weft-proxy ./proxy/cmd/weft-proxy
+bin/weft-proxy: ## Built as proxy/Dockerfile builds the image's binary, so the benchmark measures what ships.
+	CGO_ENABLED=0 go build -tags grpcnotrace -trimpath -ldflags "-s -w" -o bin/weft-proxy ./proxy/cmd/weft-proxy
 
 .PHONY: bench-proxy
 bench-proxy: bin/fortio bin/weft-proxy ## Proxy vs direct vs haproxy vs nginx (needs haproxy nginx libnginx-mod-stream).
