@@ -127,4 +127,20 @@ func TestReconcileAppliesOnlyWhatChanged(t *testing.T) {
 	if got := counter.since(start); !slices.Contains(got, "Deployment/weft-controlplane-v1-0-0") {
 		t.Errorf("after editing the Deployment the operator applied %v", got)
 	}
+
+	// Edits that move neither generation nor resourceVersion-tracked
+	// fields are bounded in time: after reapplyEvery everything is sent
+	// again.
+	start = counter.count()
+	clock.Advance(reapplyEvery + time.Minute)
+	poke(t, "applies")
+	waitFor(t, "everything is applied again after reapplyEvery", func() error {
+		got := counter.since(start)
+		for _, want := range []string{"ServiceAccount/weft-controlplane", "MutatingWebhookConfiguration/weft-proxy-injector", "ConfigMap/weft-trust-bundle"} {
+			if !slices.Contains(got, want) {
+				return fmt.Errorf("applied %v, not yet %s", got, want)
+			}
+		}
+		return nil
+	})
 }

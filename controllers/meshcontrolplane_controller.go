@@ -80,6 +80,17 @@ type MeshControlPlaneReconciler struct {
 	// rendering did not change does not send it again (see apply).
 	appliedMu sync.Mutex
 	applied   map[appliedKey]appliedState
+
+	// restarted records the workloads this process restarted for the
+	// upgrade in progress, so that a cache that has not caught up with
+	// those patches is recognised (see reconcileRollout).
+	restartedMu sync.Mutex
+	restarted   map[string]restartRecord
+}
+
+type restartRecord struct {
+	target string
+	at     time.Time
 }
 
 type appliedKey struct {
@@ -100,13 +111,14 @@ type appliedState struct {
 const reapplyEvery = 10 * time.Minute
 
 // versionMarker is what says an object changed since we applied it: its
-// generation where the type has one (so a Deployment's status updates do
-// not count), its resourceVersion otherwise.
+// UID (an object deleted and created again by someone else starts again at
+// generation 1), then its generation where the type has one (so a
+// Deployment's status updates do not count), its resourceVersion otherwise.
 func versionMarker(o metav1.Object) string {
 	if g := o.GetGeneration(); g > 0 {
-		return "g" + strconv.FormatInt(g, 10)
+		return string(o.GetUID()) + "/g" + strconv.FormatInt(g, 10)
 	}
-	return "rv" + o.GetResourceVersion()
+	return string(o.GetUID()) + "/rv" + o.GetResourceVersion()
 }
 
 // CacheOptions limits what the operator caches: Weft's own Secrets and

@@ -104,6 +104,9 @@ func (r *MeshControlPlaneReconciler) reconcileRollout(ctx context.Context, mesh 
 	}
 	prev := mesh.Status.Upgrade
 	if len(old) == 0 {
+		r.restartedMu.Lock()
+		r.restarted = nil
+		r.restartedMu.Unlock()
 		if prev != nil && prev.To == obs.desired.Version {
 			up := prev.DeepCopy()
 			up.Phase = phaseComplete
@@ -149,6 +152,12 @@ func (r *MeshControlPlaneReconciler) reconcileRollout(ctx context.Context, mesh 
 	inv, err := r.inventory(ctx, mesh, oldNames, obs.desired.Revision, start)
 	if err != nil {
 		return ctrl.Result{}, err
+	}
+	if key, behind := r.restartedButPending(inv.pending, start, obs.desired.Revision); behind {
+		// Counting it as pending would undercount the batch in flight and
+		// let the next batch start early.
+		log.V(1).Info("The cache is behind this operator's restarts; waiting for it", "workload", key)
+		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
 	up.WorkloadsTotal = int32(len(inv.restarted) + len(inv.pending))
 	// Batches are counted from the workloads (each batch shares one
@@ -218,6 +227,12 @@ func (r *MeshControlPlaneReconciler) reconcileRollout(ctx context.Context, mesh 
 			if err := r.restart(ctx, w.obj, now, obs.desired.Revision); err != nil {
 				return ctrl.Result{}, err
 			}
+			r.restartedMu.Lock()
+			if r.restarted == nil {
+				r.restarted = map[string]restartRecord{}
+			}
+			r.restarted[w.key] = restartRecord{target: obs.desired.Revision, at: now}
+			r.restartedMu.Unlock()
 		}
 		up.Batch++
 		up.Phase = phaseRestarting
@@ -456,6 +471,28 @@ func (r *MeshControlPlaneReconciler) podWorkload(ctx context.Context, p *corev1.
 	}
 	return nil, nil
 }
+
+// restartedButPending finds a workload the cache still shows as pending
+// although this process restarted it for this upgrade: the watch has not
+// delivered the patch yet. It covers every pending workload at no cost;
+// cacheBehindRestarts covers what this process does not remember. A record
+// older than cacheLagBound no longer counts: by then the workload is pending
+// for real (someone, a GitOps tool say, reverted the annotation) and must be
+// restarted again rather than waited for.
+func (r *MeshControlPlaneReconciler) restartedButPending(pending []workload, start time.Time, target string) (string, bool) {
+	r.restartedMu.Lock()
+	defer r.restartedMu.Unlock()
+	now := r.Now()
+	for _, w := range pending {
+		if rec, ok := r.restarted[w.key]; ok && rec.target == target && !rec.at.Before(start) && now.Sub(rec.at) < cacheLagBound {
+			return w.key, true
+		}
+	}
+	return "", false
+}
+
+// cacheLagBound is how long the cache may take to show a restart patch.
+const cacheLagBound = 30 * time.Second
 
 // cacheBehindRestarts reads the next batch's workloads from the API server
 // and reports whether any of them was already restarted for this upgrade.

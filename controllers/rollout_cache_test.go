@@ -64,3 +64,24 @@ func TestCacheBehindRestarts(t *testing.T) {
 		}
 	}
 }
+
+func TestRestartedButPending(t *testing.T) {
+	clock := &fakeClock{}
+	r := &MeshControlPlaneReconciler{Now: clock.Now}
+	start := clock.Now().Truncate(time.Second)
+	r.restarted = map[string]restartRecord{"Deployment/a/lagging": {target: "v1-1-0", at: clock.Now()}}
+	pending := []workload{{key: "Deployment/a/new"}, {key: "Deployment/a/lagging"}}
+	if key, behind := r.restartedButPending(pending, start, "v1-1-0"); !behind || key != "Deployment/a/lagging" {
+		t.Errorf("restartedButPending = %q, %v; want the lagging workload, even after a workload that sorts first", key, behind)
+	}
+	if _, behind := r.restartedButPending(pending, start, "v1-0-0"); behind {
+		t.Error("a restart for another target counted")
+	}
+	if _, behind := r.restartedButPending(pending, start.Add(time.Hour), "v1-1-0"); behind {
+		t.Error("a restart before this upgrade started counted")
+	}
+	clock.Advance(cacheLagBound)
+	if _, behind := r.restartedButPending(pending, start, "v1-1-0"); behind {
+		t.Error("a record older than cacheLagBound still holds the rollout back")
+	}
+}
