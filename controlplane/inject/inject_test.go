@@ -233,3 +233,37 @@ func equalJSON(t *testing.T, a, b any) bool {
 	}
 	return bytes.Equal(ja, jb)
 }
+
+// TestNeverExemptsByMark: the injector exempts the proxy by its UID only.
+// A socket-mark exemption (proxy-init --proxy-mark) would let any
+// application container with CAP_NET_RAW bypass the mesh.
+func TestNeverExemptsByMark(t *testing.T) {
+	injected := 0
+	for _, tc := range goldenCases {
+		cfg := DefaultConfig()
+		if tc.cfg != nil {
+			tc.cfg(&cfg)
+		}
+		ok, _ := Injectable(tc.pod, tc.ns, cfg)
+		if !ok {
+			continue
+		}
+		p, err := Inject(tc.pod, cfg)
+		if err != nil {
+			continue
+		}
+		injected++
+		b, err := json.Marshal(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, bad := range []string{"--proxy-mark", "WEFT_SOCKET_MARK", "socket-mark", "--proxy-uid=0\""} {
+			if bytes.Contains(b, []byte(bad)) {
+				t.Errorf("%s: the injected pod contains %q", tc.name, bad)
+			}
+		}
+	}
+	if injected == 0 {
+		t.Fatal("no golden case was injected")
+	}
+}

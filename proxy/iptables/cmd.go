@@ -46,7 +46,7 @@ func ParseFlags(args []string, stderr io.Writer) (Config, Options, error) {
 	outbound := fs.Uint("outbound-port", uint(def.OutboundPort), "port of the proxy's outbound listener")
 	admin := fs.Uint("admin-port", uint(def.AdminPort), "port of the proxy's admin server, never redirected inbound (0: none)")
 	uid := fs.Uint("proxy-uid", uint(def.ProxyUID), "UID of the proxy, whose connections are never redirected (0: none, only with --proxy-mark)")
-	mark := fs.String("proxy-mark", "", "socket mark (decimal or 0x-hex) of the proxy's connections, never redirected either; for when the proxy cannot run as its own UID")
+	mark := fs.String("proxy-mark", "", "socket mark (decimal or 0x-hex) of the proxy's connections, never redirected either; only where the proxy cannot run as its own UID: any container with CAP_NET_RAW can set a mark and bypass the mesh")
 	skipIn := fs.String("skip-inbound-ports", "", "comma-separated ports or ranges (8000-8100) not redirected inbound")
 	skipOut := fs.String("skip-outbound-ports", "", "comma-separated ports or ranges not redirected outbound")
 	skipCIDRs := fs.String("skip-outbound-cidrs", "", "comma-separated CIDRs not redirected outbound")

@@ -48,6 +48,9 @@ type Config struct {
 	// mark (weft-proxy -socket-mark). It is for places where the proxy cannot
 	// run as its own UID, such as an unprivileged user namespace mapping
 	// only root, where iptables refuses an owner match on an unmapped UID.
+	// Never in a Kubernetes pod: any container with CAP_NET_RAW (default
+	// set, Linux 5.17 and later) could mark its own connections and bypass
+	// the mesh; see package sockmark.
 	ProxyMark         uint32
 	SkipInboundPorts  []PortRange
 	SkipOutboundPorts []PortRange

@@ -2,9 +2,14 @@
 // socket mark (SO_MARK). proxy-init's --proxy-mark exempts marked
 // connections from redirection; it is the alternative to exempting the
 // proxy's UID where that UID cannot exist, such as an unprivileged user
-// namespace that maps only root. Setting a mark needs CAP_NET_ADMIN in the
-// pod's network namespace, which a proxy in a Kubernetes pod does not have,
-// so the UID stays the default.
+// namespace that maps only root.
+//
+// It must not be used in a Kubernetes pod: setting a mark needs CAP_NET_ADMIN,
+// or only CAP_NET_RAW since Linux 5.17, which is in the default capability
+// set of every container. Any application container could then mark its own
+// connections and leave the mesh (no mTLS, no policy). A UID cannot be
+// taken that way, so the UID is the exemption the injector programs, and it
+// never passes --proxy-mark (controlplane/inject tests this).
 package sockmark
 
 import (
@@ -42,7 +47,7 @@ func Control(mark uint32) func(network, address string, c syscall.RawConn) error
 			return err
 		}
 		if serr != nil {
-			return fmt.Errorf("setting socket mark %#x (needs CAP_NET_ADMIN): %w", mark, serr)
+			return fmt.Errorf("setting socket mark %#x (needs CAP_NET_ADMIN, or CAP_NET_RAW on Linux 5.17 and later): %w", mark, serr)
 		}
 		return nil
 	}

@@ -123,7 +123,7 @@ func run(args []string) int {
 		procs     = fs.Int("procs", 0, "threads running Go code (GOMAXPROCS); 0: 1 when the container's CPU limit is one CPU or less, else Go's default ($GOMAXPROCS, or the CPU limit rounded up but at least 2, or the CPU count)")
 		pprofOn   = fs.Bool("pprof", false, "serve Go profiles under /debug/pprof/ on the admin listener")
 		release   = fs.Bool("release-startup-pages", true, "once ready, unmap the executable's pages that start-up touched; they stay in the page cache and fault back in when used (lower RSS)")
-		markFlag  = fs.String("socket-mark", "", "SO_MARK for the proxy's own connections, exempted by proxy-init --proxy-mark where the proxy cannot run as its own UID; needs CAP_NET_ADMIN (default $WEFT_SOCKET_MARK)")
+		markFlag  = fs.String("socket-mark", "", "SO_MARK for the proxy's own connections, exempted by proxy-init --proxy-mark where the proxy cannot run as its own UID (not in Kubernetes pods: see package sockmark) (default $WEFT_SOCKET_MARK)")
 	)
 	fs.Var(&access, "access-log", "one line per HTTP request to stdout: off, text or json (alone: json) (default $WEFT_ACCESS_LOG)")
 	fs.Var(&static, "static", "extra outbound listener with a fixed destination, listen=ip:port (repeatable)")
