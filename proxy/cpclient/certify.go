@@ -47,6 +47,11 @@ func (c *Client) certifyLoop(ctx context.Context, cli meshapiv1.IdentityClient, 
 			bo.reset()
 			if prev := c.s.Identity.Current(); prev != nil && !prev.Bundle.Equal(m.Bundle) {
 				c.s.Metrics.BundleUpdated()
+				// The bundle no longer is the one the stream sent: Hello
+				// must not claim it, so that the stream's is sent again.
+				c.mu.Lock()
+				c.bundleSum = nil
+				c.mu.Unlock()
 			}
 			c.s.Identity.Set(m)
 			at := renewAt(m.Cert.Leaf.NotBefore, m.Cert.Leaf.NotAfter)

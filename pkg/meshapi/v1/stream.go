@@ -14,8 +14,14 @@ func SendError(stream Config_StreamClient, err error) error {
 	if !errors.Is(err, io.EOF) {
 		return err
 	}
-	if _, rerr := stream.Recv(); rerr != nil && !errors.Is(rerr, io.EOF) {
-		return rerr
+	// Responses sent before the stream ended come first; the status
+	// follows them.
+	for {
+		if _, rerr := stream.Recv(); rerr != nil {
+			if errors.Is(rerr, io.EOF) {
+				return err
+			}
+			return rerr
+		}
 	}
-	return err
 }

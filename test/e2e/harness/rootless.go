@@ -1,13 +1,16 @@
 package harness
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // rootlessMark is the socket mark that exempts the proxy from redirection
@@ -87,8 +90,10 @@ func userNSUnsupported() string {
 
 // inUserNS runs the test binary again as root of a new user namespace (see
 // userNSArgs) and returns its exit code. Interrupts are passed on, so that
-// the tests inside stop what they started; every namespace, mount and
-// process the run made disappears with the user namespace when it exits.
+// the tests inside stop what they started. The mounts and network
+// namespaces the run made live in its private mount namespace and go with
+// it; processes do not die with a user namespace, so every process the
+// harness starts carries a parent-death signal, as on the root path.
 func inUserNS() int {
 	self, err := os.Executable()
 	if err != nil {
@@ -135,7 +140,18 @@ func RunUnprivileged(t *testing.T, pattern string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(self, "-test.run", pattern, "-test.v", "-test.count=1", "-test.timeout=10m")
+	// The nested run dies with this test binary (go test's timeout kills
+	// it), and is interrupted first when the test's deadline is near.
+	ctx := context.Background()
+	if dl, ok := t.Deadline(); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, dl.Add(-30*time.Second))
+		defer cancel()
+	}
+	cmd := exec.CommandContext(ctx, self, "-test.run", pattern, "-test.v", "-test.count=1", "-test.timeout=10m")
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = 20 * time.Second
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	for _, kv := range os.Environ() {
 		// A fresh run: its own node, scratch directory and user namespace.
 		if k, _, _ := strings.Cut(kv, "="); k != envNode && k != envScratch && k != envUserNSPID && k != envUserNS {
