@@ -254,15 +254,10 @@ func TestPolicyChangeAsDelta(t *testing.T) {
 
 func TestTrustBundleChangeReachesProxies(t *testing.T) {
 	shopFixture(t, "shop15", "front15")
-	var mu sync.Mutex
-	bundle := issuer(t).BundlePEM()
+	src := newBundleSource(t)
 	cp := startControlPlaneWith(t, "127.0.0.1:0", func(h *Hub) {
 		h.BundleInterval = 20 * time.Millisecond
-		h.TrustBundle = func() []byte {
-			mu.Lock()
-			defer mu.Unlock()
-			return bundle
-		}
+		h.TrustBundle = src.get
 	})
 	web1 := cp.proxy(t, "front15", "web-1", "web")
 	web1.Deltas = true
@@ -274,10 +269,7 @@ func TestTrustBundleChangeReachesProxies(t *testing.T) {
 
 	// A rotation adds a root: running proxies are sent it with the
 	// snapshot they hold (an empty delta to one that accepts deltas).
-	rotated := append(append([]byte{}, bundle...), "# a second root\n"...)
-	mu.Lock()
-	bundle = rotated
-	mu.Unlock()
+	rotated := src.rotate()
 	waitUntil(t, "both proxies hold the new bundle", func() bool {
 		return bytes.Equal(web1.TrustBundle(), rotated) && bytes.Equal(web2.TrustBundle(), rotated)
 	})
@@ -298,15 +290,9 @@ func TestTrustBundleChangeReachesProxies(t *testing.T) {
 // (TestRestartReconnectAndConverge).
 func TestTrustBundleChangedWhileAwayReachesProxy(t *testing.T) {
 	shopFixture(t, "shop16", "front16")
-	var mu sync.Mutex
-	bundle := issuer(t).BundlePEM()
-	withBundle := func(h *Hub) {
-		h.TrustBundle = func() []byte {
-			mu.Lock()
-			defer mu.Unlock()
-			return bundle
-		}
-	}
+	src := newBundleSource(t)
+	bundle := src.get()
+	withBundle := func(h *Hub) { h.TrustBundle = src.get }
 	cp := startControlPlaneWith(t, "127.0.0.1:0", withBundle)
 	addr := cp.Addr
 	web := cp.proxy(t, "front16", "web-1", "web")
@@ -318,10 +304,7 @@ func TestTrustBundleChangedWhileAwayReachesProxy(t *testing.T) {
 	}
 
 	cp.Stop()
-	rotated := append(append([]byte{}, bundle...), "# a second root\n"...)
-	mu.Lock()
-	bundle = rotated
-	mu.Unlock()
+	rotated := src.rotate()
 	cp2 := startControlPlaneWith(t, addr, withBundle)
 	waitUntil(t, "the proxy holds the new bundle", func() bool { return bytes.Equal(web.TrustBundle(), rotated) })
 	if got := web.Versions(); !slices.Equal(got, []string{v1, v1}) {
@@ -330,4 +313,29 @@ func TestTrustBundleChangedWhileAwayReachesProxy(t *testing.T) {
 	if s := acked(t, cp2.Hub, "front16/web-1"); s.Acked != v1 {
 		t.Errorf("acked %q after the reconnect, want %s", s.Acked, v1)
 	}
+}
+
+// bundleSource is a trust bundle the tests rotate under a running hub.
+type bundleSource struct {
+	mu     sync.Mutex
+	bundle []byte
+}
+
+func newBundleSource(t *testing.T) *bundleSource {
+	return &bundleSource{bundle: issuer(t).BundlePEM()}
+}
+
+func (b *bundleSource) get() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.bundle
+}
+
+// rotate adds a second "root" (a comment is enough for the hash) and
+// returns the new bundle.
+func (b *bundleSource) rotate() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.bundle = append(append([]byte{}, b.bundle...), "# a second root\n"...)
+	return b.bundle
 }
