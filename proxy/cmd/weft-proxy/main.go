@@ -23,9 +23,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/weftmesh/weft/pkg/residency"
 	"github.com/weftmesh/weft/proxy/cpclient"
 	"github.com/weftmesh/weft/proxy/identity"
-	"github.com/weftmesh/weft/proxy/internal/residency"
 	"github.com/weftmesh/weft/proxy/metrics"
 	"github.com/weftmesh/weft/proxy/sidecar"
 	"github.com/weftmesh/weft/proxy/sockmark"

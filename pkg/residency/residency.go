@@ -1,4 +1,4 @@
-// Package residency lowers the part of the proxy's resident set that is the
+// Package residency lowers the part of a process's resident set that is the
 // executable itself. Start-up (package initialisation, flag parsing, loading
 // certificates and the first snapshot) touches code and tables all over the
 // binary, and the kernel maps each touched page together with its cached
