@@ -43,6 +43,7 @@ import (
 	"github.com/weftmesh/weft/controlplane/identity"
 	"github.com/weftmesh/weft/controlplane/status"
 	"github.com/weftmesh/weft/internal/scheme"
+	"github.com/weftmesh/weft/pkg/memrelease"
 	meshapiv1 "github.com/weftmesh/weft/pkg/meshapi/v1"
 	"github.com/weftmesh/weft/pkg/meshconfig"
 )
@@ -66,6 +67,10 @@ type options struct {
 	pprofAddr   string
 	leaderElect bool
 	replica     string
+	// gcPercent is GOGC, applied when given or when the environment has
+	// no GOGC (gcPercentGiven).
+	gcPercent      int
+	gcPercentGiven bool
 
 	// listening, if set, is told the gRPC address once bound (tests).
 	listening func(net.Addr)
@@ -92,9 +97,11 @@ func parseFlags(fs *flag.FlagSet, args []string) (options, error) {
 	fs.StringVar(&o.metricsAddr, "metrics-addr", ":9090", "Address of the Prometheus /metrics endpoint; \"0\" disables it.")
 	fs.StringVar(&o.pprofAddr, "pprof-addr", "0", "Address of the Go profiler (/debug/pprof/); \"0\" disables it.")
 	fs.BoolVar(&o.leaderElect, "leader-elect", false, "Elect a leader among replicas for status writing.")
+	fs.IntVar(&o.gcPercent, "gc-percent", defaultGCPercent, "GOGC of the control plane (default $GOGC when set).")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
+	fs.Visit(func(f *flag.Flag) { o.gcPercentGiven = o.gcPercentGiven || f.Name == "gc-percent" })
 	var missing []string
 	for name, v := range map[string]string{"--mesh-name": o.meshName, "--namespace": o.namespace, "--revision": o.revision} {
 		if v == "" {
@@ -131,6 +138,7 @@ func main() {
 	logger := zap.New(zap.UseFlagOptions(&zopts))
 	ctrl.SetLogger(logger)
 	klog.SetLogger(logger)
+	setGCPercent(o, os.Getenv)
 	if limit, err := setMemoryLimit(); err != nil {
 		logger.Error(err, "Reading the container's memory limit failed; the Go runtime has no soft limit")
 	} else if limit > 0 {
@@ -217,9 +225,6 @@ func run(ctx context.Context, o options, cfg *rest.Config, log logr.Logger) erro
 		Mesh:      compiler.Mesh{TrustDomain: o.trustDomain},
 		Log:       log.WithName("config"),
 		Metrics:   configserver.NewMetrics(ctrlmetrics.Registry),
-		// A burst (proxies connecting, a rollout's changes) grows the heap
-		// to twice its live size; give it back once the burst is over.
-		ReleaseMemoryAfter: time.Second,
 		TrustBundle: func() []byte {
 			if iss := store.Current(); iss != nil {
 				return iss.BundlePEM()
@@ -262,6 +267,12 @@ func run(ctx context.Context, o options, cfg *rest.Config, log logr.Logger) erro
 
 	for _, r := range []manager.Runnable{
 		everyReplica(store.Run),
+		// A burst (proxies connecting, a rollout's changes) grows the heap
+		// to twice its live size and maps code from all over the binary;
+		// give both back once the process is quiet again.
+		everyReplica((&memrelease.Releaser{OnRelease: func(collected bool, unmapped int, err error) {
+			log.V(1).Info("Released memory after a burst", "collected", collected, "unmappedBytes", unmapped, "err", err)
+		}}).Run),
 		everyReplica(func(ctx context.Context) error { return serving.renew(ctx, store) }),
 		everyReplica(func(ctx context.Context) error {
 			// The first compilation uses the MeshControlPlane's settings, so

@@ -14,6 +14,24 @@ import (
 	"google.golang.org/grpc/mem"
 )
 
+// defaultGCPercent is the control plane's GOGC. Its live heap is mostly what
+// a thousand connections hold, scattered by the handshakes' garbage, and Go
+// grows the heap to twice that before it collects: at 50 a thousand proxies
+// take 86–90 MiB instead of 91–98, and a burst peaks 25–30 MiB lower, for
+// about 10–20% more CPU per change (36 instead of 29 ms for one route, 148
+// instead of 130 ms for a change every proxy sees; bench/controlplane).
+const defaultGCPercent = 50
+
+// setGCPercent applies --gc-percent when it was given or when GOGC is not
+// set in the environment (which then wins, as the runtime read it).
+func setGCPercent(o options, getenv func(string) string) bool {
+	if !o.gcPercentGiven && getenv("GOGC") != "" {
+		return false
+	}
+	debug.SetGCPercent(o.gcPercent)
+	return true
+}
+
 // memoryLimitFraction is the share of the container's memory limit given to
 // the Go runtime as its soft limit: the rest is for the binary's mapped code
 // and what the runtime does not count.

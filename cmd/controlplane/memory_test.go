@@ -1,8 +1,10 @@
 package main
 
 import (
+	"flag"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 )
@@ -137,5 +139,39 @@ func TestSetMemoryLimitRespectsGOMEMLIMIT(t *testing.T) {
 	defer func() { cgroupRoot = old }()
 	if got, err := setMemoryLimit(); err != nil || got != 0 {
 		t.Errorf("with GOMEMLIMIT set: set %d, %v; want nothing set", got, err)
+	}
+}
+
+// TestGCPercent: --gc-percent applies when given, else unless GOGC is set.
+func TestGCPercent(t *testing.T) {
+	old := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(old)
+	for _, tc := range []struct {
+		args  []string
+		gogc  string
+		want  int
+		apply bool
+	}{
+		{args: nil, want: defaultGCPercent, apply: true},
+		{args: nil, gogc: "200", apply: false},
+		{args: []string{"--gc-percent=80"}, gogc: "200", want: 80, apply: true},
+		{args: []string{"--gc-percent=-1"}, want: -1, apply: true},
+	} {
+		fs := flag.NewFlagSet("test", flag.ContinueOnError)
+		o, err := parseFlags(fs, append([]string{"--mesh-name=m", "--namespace=n", "--revision=1"}, tc.args...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		debug.SetGCPercent(100)
+		applied := setGCPercent(o, func(k string) string {
+			if k == "GOGC" {
+				return tc.gogc
+			}
+			return ""
+		})
+		got := debug.SetGCPercent(100)
+		if applied != tc.apply || (tc.apply && got != tc.want) {
+			t.Errorf("%v with GOGC=%q: applied %v, GOGC %d; want %v, %d", tc.args, tc.gogc, applied, got, tc.apply, tc.want)
+		}
 	}
 }

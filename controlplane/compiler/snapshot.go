@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"io"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -13,14 +14,20 @@ import (
 
 // EncodedOutbound is an Outbound encoded once and shared by every proxy of a
 // namespace: with a thousand services, encoding it per proxy would dominate.
+// It is kept as its services' encodings, not as one document: namespaces
+// see mostly the same services, and an encoding equal to another
+// namespace's can be shared (see Intern), where one document per namespace
+// would hold every service once per namespace. MarshalJSON and WriteJSON
+// assemble the document when a snapshot is built.
 type EncodedOutbound struct {
-	JSON    json.RawMessage
 	Sources map[string]int64
-	// Services are the encoded services, in the order of JSON (each a
-	// slice of JSON), and OpaquePorts the opaque ports: what a delta
-	// against another Outbound needs.
+	// Services are the encoded services, in document order, and
+	// OpaquePorts the opaque ports: what a delta against another Outbound
+	// needs.
 	Services    []EncodedService
 	OpaquePorts []uint16
+	// opaqueJSON is OpaquePorts encoded.
+	opaqueJSON []byte
 }
 
 // EncodedService is one service of an EncodedOutbound.
@@ -28,6 +35,89 @@ type EncodedService struct {
 	// Key is meshconfig.Service.Key.
 	Key  string
 	JSON json.RawMessage
+}
+
+// Intern replaces each service by the one lookup returns, which must be
+// equal (the same key and bytes), so that equal services share their memory.
+func (e *EncodedOutbound) Intern(lookup func(EncodedService) EncodedService) {
+	for i := range e.Services {
+		e.Services[i] = lookup(e.Services[i])
+	}
+}
+
+// Size is the length of the document.
+func (e *EncodedOutbound) Size() int {
+	size := len(`{}`)
+	if len(e.Services) > 0 {
+		size += len(`"services":[]`) + len(e.Services) - 1
+		for _, s := range e.Services {
+			size += len(s.JSON)
+		}
+	}
+	if len(e.opaqueJSON) > 0 {
+		size += len(`"opaquePorts":`) + len(e.opaqueJSON)
+		if len(e.Services) > 0 {
+			size += len(`,`)
+		}
+	}
+	return size
+}
+
+// WriteJSON writes the document, as json.Marshal writes the Outbound, to w
+// (a hash, a buffer): it never fails but where w does.
+func (e *EncodedOutbound) WriteJSON(w io.Writer) error {
+	write := func(b []byte) error { _, err := w.Write(b); return err }
+	if err := write([]byte{'{'}); err != nil {
+		return err
+	}
+	if len(e.Services) > 0 {
+		if err := write([]byte(`"services":[`)); err != nil {
+			return err
+		}
+		for i, s := range e.Services {
+			if i > 0 {
+				if err := write([]byte{','}); err != nil {
+					return err
+				}
+			}
+			if err := write(s.JSON); err != nil {
+				return err
+			}
+		}
+		if err := write([]byte{']'}); err != nil {
+			return err
+		}
+	}
+	if len(e.opaqueJSON) > 0 {
+		if len(e.Services) > 0 {
+			if err := write([]byte{','}); err != nil {
+				return err
+			}
+		}
+		if err := write([]byte(`"opaquePorts":`)); err != nil {
+			return err
+		}
+		if err := write(e.opaqueJSON); err != nil {
+			return err
+		}
+	}
+	return write([]byte{'}'})
+}
+
+// MarshalJSON returns the document.
+func (e *EncodedOutbound) MarshalJSON() ([]byte, error) {
+	b := bytes.NewBuffer(make([]byte, 0, e.Size()))
+	e.WriteJSON(b) // a bytes.Buffer does not fail
+	return b.Bytes(), nil
+}
+
+// Sum is the SHA-256 of the document.
+func (e *EncodedOutbound) Sum() [32]byte {
+	h := sha256.New()
+	e.WriteJSON(h) // a hash does not fail
+	var sum [32]byte
+	h.Sum(sum[:0])
+	return sum
 }
 
 // EncodedOutbound compiles and encodes the Outbound of clientNS, with the
@@ -64,71 +154,22 @@ func hasTCPPort(svc *corev1.Service) bool {
 // generation. It cannot see TrafficSplits without matches: use
 // World.EncodedOutbound.
 func EncodeOutbound(o meshconfig.Outbound) (*EncodedOutbound, error) {
-	// Written as json.Marshal(o) writes it (a test checks), one service at
-	// a time so that each service's bytes are known. The services are
-	// encoded first and then copied once into a buffer of the exact size:
-	// this is kept as long as the namespace's config is current, and
-	// growing a buffer to it would allocate about twice as much again.
-	encoded := make([][]byte, len(o.Services))
-	size := len(`{}`)
-	if len(o.Services) > 0 {
-		size += len(`"services":[]`) + len(o.Services) - 1
-	}
+	// One service at a time, so that each service's bytes are known and can
+	// be shared; the document is what json.Marshal(o) writes (a test checks).
+	eo := &EncodedOutbound{OpaquePorts: o.OpaquePorts, Services: make([]EncodedService, len(o.Services))}
 	for i := range o.Services {
 		sj, err := json.Marshal(&o.Services[i])
 		if err != nil {
 			return nil, err
 		}
-		encoded[i] = sj
-		size += len(sj)
+		eo.Services[i] = EncodedService{Key: o.Services[i].Key(), JSON: sj}
 	}
-	var pj []byte
 	if len(o.OpaquePorts) > 0 {
-		var err error
-		if pj, err = json.Marshal(o.OpaquePorts); err != nil {
+		pj, err := json.Marshal(o.OpaquePorts)
+		if err != nil {
 			return nil, err
 		}
-		size += len(`"opaquePorts":`) + len(pj)
-		if len(o.Services) > 0 {
-			size += len(`,`)
-		}
-	}
-	b := bytes.NewBuffer(make([]byte, 0, size))
-	b.WriteByte('{')
-	bounds := make([]int, 0, len(o.Services)+1)
-	if len(o.Services) > 0 {
-		b.WriteString(`"services":[`)
-		for i, sj := range encoded {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			bounds = append(bounds, b.Len())
-			b.Write(sj)
-		}
-		bounds = append(bounds, b.Len())
-		b.WriteByte(']')
-	}
-	if len(o.OpaquePorts) > 0 {
-		if len(o.Services) > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(`"opaquePorts":`)
-		b.Write(pj)
-	}
-	b.WriteByte('}')
-	all := b.Bytes()
-	if cap(all) > len(all) {
-		// Not reached: size counts every byte written.
-		all = bytes.Clone(all)
-	}
-	eo := &EncodedOutbound{JSON: all, OpaquePorts: o.OpaquePorts, Services: make([]EncodedService, len(o.Services))}
-	for i := range o.Services {
-		// A comma separates two services: the next one starts one byte later.
-		end := bounds[i+1]
-		if i+1 < len(o.Services) {
-			end--
-		}
-		eo.Services[i] = EncodedService{Key: o.Services[i].Key(), JSON: all[bounds[i]:end:end]}
+		eo.opaqueJSON = pj
 	}
 	src := map[string]int64{}
 	for _, s := range o.Services {
@@ -161,7 +202,7 @@ type wire struct {
 	Identity    string              `json:"identity,omitempty"`
 	TrustDomain string              `json:"trustDomain,omitempty"`
 	MTLSMode    meshconfig.MTLSMode `json:"mtlsMode,omitempty"`
-	Outbound    json.RawMessage     `json:"outbound"`
+	Outbound    *EncodedOutbound    `json:"outbound"`
 	Inbound     meshconfig.Inbound  `json:"inbound"`
 }
 
@@ -176,10 +217,10 @@ func (w *World) SnapshotFor(pod *corev1.Pod, out *EncodedOutbound) (*Snapshot, e
 		Identity:    w.PodIdentity(pod),
 		TrustDomain: w.Mesh.TrustDomain,
 		MTLSMode:    w.Mesh.MTLSMode,
-		Outbound:    out.JSON,
+		Outbound:    out,
 		Inbound:     in,
 	}
-	msg.Version = snapshotVersion(msg.Identity, msg.TrustDomain, msg.MTLSMode, out.JSON, inJSON)
+	msg.Version = snapshotVersion(msg.Identity, msg.TrustDomain, msg.MTLSMode, out, inJSON)
 	b, err := json.Marshal(msg)
 	if err != nil {
 		return nil, err
@@ -198,14 +239,14 @@ func (w *World) SnapshotFor(pod *corev1.Pod, out *EncodedOutbound) (*Snapshot, e
 // inbound config encoded (json.Marshal(w.Inbound(pod))), without building
 // the snapshot: a delta carries it.
 func (w *World) SnapshotVersion(pod *corev1.Pod, out *EncodedOutbound, inJSON []byte) string {
-	return snapshotVersion(w.PodIdentity(pod), w.Mesh.TrustDomain, w.Mesh.MTLSMode, out.JSON, inJSON)
+	return snapshotVersion(w.PodIdentity(pod), w.Mesh.TrustDomain, w.Mesh.MTLSMode, out, inJSON)
 }
 
-func snapshotVersion(identity, trustDomain string, mode meshconfig.MTLSMode, outJSON, inJSON []byte) string {
+func snapshotVersion(identity, trustDomain string, mode meshconfig.MTLSMode, out *EncodedOutbound, inJSON []byte) string {
 	h := sha256.New()
 	head, _ := json.Marshal(identity + "|" + trustDomain + "|" + string(mode))
 	h.Write(head)
-	h.Write(outJSON)
+	out.WriteJSON(h)
 	h.Write(inJSON)
 	return hex.EncodeToString(h.Sum(nil)[:8])
 }

@@ -1,6 +1,7 @@
 package compiler
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"math/rand/v2"
 	"reflect"
@@ -94,7 +95,7 @@ func TestWireMatchesSnapshot(t *testing.T) {
 		}
 		want := sf.Type
 		if sf.Name == "Outbound" {
-			want = reflect.TypeFor[json.RawMessage]()
+			want = reflect.TypeFor[*EncodedOutbound]()
 		}
 		if wf.Type != want {
 			t.Errorf("field %s: wire type %s, want %s", sf.Name, wf.Type, want)
@@ -151,12 +152,18 @@ func TestEncodedOutboundParts(t *testing.T) {
 				t.Fatal(err)
 			}
 			want, _ := json.Marshal(o)
-			if string(eo.JSON) != string(want) {
-				t.Errorf("EncodeOutbound wrote\n%s\njson.Marshal writes\n%s", eo.JSON, want)
+			got, err := eo.MarshalJSON()
+			if err != nil {
+				t.Fatal(err)
 			}
-			// It is kept while the namespace's config is current.
-			if cap(eo.JSON) != len(eo.JSON) {
-				t.Errorf("the encoding keeps %d bytes of spare capacity", cap(eo.JSON)-len(eo.JSON))
+			if string(got) != string(want) {
+				t.Errorf("EncodeOutbound wrote\n%s\njson.Marshal writes\n%s", got, want)
+			}
+			if eo.Size() != len(want) || cap(got) != len(got) {
+				t.Errorf("Size() = %d, MarshalJSON gave %d bytes (capacity %d); want %d", eo.Size(), len(got), cap(got), len(want))
+			}
+			if eo.Sum() != sha256.Sum256(want) {
+				t.Error("Sum() is not the SHA-256 of the document")
 			}
 			if len(eo.Services) != len(o.Services) {
 				t.Fatalf("%d encoded services, want %d", len(eo.Services), len(o.Services))

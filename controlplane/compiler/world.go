@@ -21,6 +21,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -128,37 +130,49 @@ func load(ctx context.Context, r client.Reader, mesh Mesh, full bool) (*World, e
 	if w.Mesh.ClusterDomain == "" {
 		w.Mesh.ClusterDomain = "cluster.local"
 	}
-	noCopy := client.UnsafeDisableDeepCopy
-	var nss corev1.NamespaceList
-	var svcs corev1.ServiceList
-	var slices discoveryv1.EndpointSliceList
-	var pods corev1.PodList
-	var routes gatewayv1.HTTPRouteList
-	var splits meshv1alpha1.TrafficSplitList
-	var pols meshv1alpha1.AuthorizationPolicyList
-	lists := []client.ObjectList{&svcs, &routes, &splits}
-	if full {
-		lists = append(lists, &nss, &slices, &pods, &pols)
+	// The objects are the cache's own (never to be changed), not copies:
+	// a World is kept while it is current, and copies of a thousand Pods
+	// and Services are megabytes.
+	nss, err := cached[corev1.Namespace, *corev1.NamespaceList](ctx, r, full)
+	if err != nil {
+		return nil, err
 	}
-	for _, l := range lists {
-		if err := r.List(ctx, l, noCopy); err != nil {
-			if _, isRoutes := l.(*gatewayv1.HTTPRouteList); isRoutes && apimeta.IsNoMatchError(err) {
-				// Gateway API's CRDs are not installed: there are no
-				// HTTPRoutes, and TrafficSplits still work.
-				continue
-			}
-			return nil, fmt.Errorf("listing %T: %w", l, err)
+	svcs, err := cached[corev1.Service, *corev1.ServiceList](ctx, r, true)
+	if err != nil {
+		return nil, err
+	}
+	eps, err := cached[discoveryv1.EndpointSlice, *discoveryv1.EndpointSliceList](ctx, r, full)
+	if err != nil {
+		return nil, err
+	}
+	pods, err := cached[corev1.Pod, *corev1.PodList](ctx, r, full)
+	if err != nil {
+		return nil, err
+	}
+	routes, err := cached[gatewayv1.HTTPRoute, *gatewayv1.HTTPRouteList](ctx, r, true)
+	if err != nil {
+		if !apimeta.IsNoMatchError(err) {
+			return nil, err
 		}
+		// Gateway API's CRDs are not installed: there are no HTTPRoutes,
+		// and TrafficSplits still work.
+		routes = nil
 	}
-	for i := range nss.Items {
-		w.Namespaces[nss.Items[i].Name] = &nss.Items[i]
+	splits, err := cached[meshv1alpha1.TrafficSplit, *meshv1alpha1.TrafficSplitList](ctx, r, true)
+	if err != nil {
+		return nil, err
 	}
-	for i := range svcs.Items {
-		s := &svcs.Items[i]
+	pols, err := cached[meshv1alpha1.AuthorizationPolicy, *meshv1alpha1.AuthorizationPolicyList](ctx, r, full)
+	if err != nil {
+		return nil, err
+	}
+	for _, ns := range nss {
+		w.Namespaces[ns.Name] = ns
+	}
+	for _, s := range svcs {
 		w.Services[key{s.Namespace, s.Name}] = s
 	}
-	for i := range slices.Items {
-		es := &slices.Items[i]
+	for _, es := range eps {
 		svc := es.Labels[discoveryv1.LabelServiceName]
 		if svc == "" {
 			continue
@@ -166,19 +180,10 @@ func load(ctx context.Context, r client.Reader, mesh Mesh, full bool) (*World, e
 		k := key{es.Namespace, svc}
 		w.Slices[k] = append(w.Slices[k], es)
 	}
-	for i := range pods.Items {
-		p := &pods.Items[i]
+	for _, p := range pods {
 		w.Pods[key{p.Namespace, p.Name}] = p
 	}
-	for i := range routes.Items {
-		w.Routes = append(w.Routes, &routes.Items[i])
-	}
-	for i := range splits.Items {
-		w.Splits = append(w.Splits, &splits.Items[i])
-	}
-	for i := range pols.Items {
-		w.Policies = append(w.Policies, &pols.Items[i])
-	}
+	w.Routes, w.Splits, w.Policies = routes, splits, pols
 	w.sort()
 	keys := sortedKeys(w.Services)
 	w.sortedServices = &keys
@@ -215,4 +220,55 @@ func (w *World) PodIdentity(p *corev1.Pod) string {
 		sa = "default"
 	}
 	return "spiffe://" + w.Mesh.TrustDomain + "/ns/" + p.Namespace + "/sa/" + sa
+}
+
+// cached lists every object of kind T, or nothing when want is false. From an
+// informer cache whose informer has synced it returns the cached objects
+// themselves; from any other reader (or before the sync) it lists with
+// UnsafeDisableDeepCopy, which still copies each object into the list.
+func cached[T any, L interface {
+	client.ObjectList
+	*LT
+}, LT any](ctx context.Context, r client.Reader, want bool) ([]*T, error) {
+	if !want {
+		return nil, nil
+	}
+	var zero T
+	obj, ok := any(&zero).(client.Object)
+	if !ok {
+		return nil, fmt.Errorf("%T is not an object", zero)
+	}
+	if ic, ok := r.(interface {
+		GetInformer(context.Context, client.Object, ...cache.InformerGetOption) (cache.Informer, error)
+	}); ok {
+		inf, err := ic.GetInformer(ctx, obj, cache.BlockUntilSynced(false))
+		if err != nil {
+			return nil, fmt.Errorf("listing %T: %w", obj, err)
+		}
+		if s, ok := inf.(interface{ GetStore() toolscache.Store }); ok && inf.HasSynced() {
+			items := s.GetStore().List()
+			out := make([]*T, 0, len(items))
+			for _, it := range items {
+				if t, ok := it.(*T); ok {
+					out = append(out, t)
+				}
+			}
+			return out, nil
+		}
+	}
+	list := L(new(LT))
+	if err := r.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("listing %T: %w", obj, err)
+	}
+	objs, err := apimeta.ExtractList(list)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*T, 0, len(objs))
+	for _, o := range objs {
+		if t, ok := any(o).(*T); ok {
+			out = append(out, t)
+		}
+	}
+	return out, nil
 }

@@ -9,6 +9,7 @@
 package configserver
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -16,7 +17,6 @@ import (
 	"maps"
 	"reflect"
 	"runtime"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -71,19 +71,8 @@ type Hub struct {
 	// AckTimeout frees the in-flight slot of a proxy that does not ack (10s
 	// when zero).
 	AckTimeout time.Duration
-	// ReleaseMemoryAfter, if set, is how long the hub waits after a burst
-	// of work (compilations, responses sent) before it collects the garbage
-	// the burst left and returns the freed memory to the kernel. Go keeps
-	// the heap a burst grew to (up to twice the live heap) until its next
-	// collection, which nothing idle triggers: after a thousand proxies
-	// connect, that is most of the process's memory.
-	ReleaseMemoryAfter time.Duration
 
 	initOnce sync.Once
-	// lastWork is when the hub last compiled or sent (UnixNano).
-	lastWork atomic.Int64
-	// freeOSMemory is debug.FreeOSMemory (tests count the calls).
-	freeOSMemory func()
 	// bundleSum is the hash of the trust bundle proxies are to hold.
 	bundleSum atomic.Pointer[[32]byte]
 	kick      chan struct{}
@@ -103,6 +92,9 @@ type Hub struct {
 	mu       sync.Mutex
 	world    *compiler.World
 	outbound map[string]*nsOutbound
+	// shared indexes the service encodings of outbound, for namespaces
+	// compiled later against the same world.
+	shared *sharedServices
 	// compiling are the namespaces outboundFor is compiling.
 	compiling map[string]*flight
 	proxies   map[*proxy]struct{}
@@ -235,9 +227,6 @@ func (h *Hub) Start(ctx context.Context) error {
 	close(h.ready)
 	h.Log.Info("Config hub ready")
 	go h.watchBundle(ctx)
-	if h.ReleaseMemoryAfter > 0 {
-		go h.releaseMemory(ctx, h.ReleaseMemoryAfter)
-	}
 	window := h.Window
 	if window <= 0 {
 		window = DefaultWindow
@@ -470,7 +459,8 @@ func (h *Hub) recompile(ctx context.Context) (err error) {
 			namespaces[ns] = false
 		}
 	}
-	outs, err := encodeNamespaces(w, namespaces, prev)
+	shared := newSharedServices(prev)
+	outs, err := encodeNamespaces(w, namespaces, prev, shared)
 	if err != nil {
 		return err
 	}
@@ -481,6 +471,7 @@ func (h *Hub) recompile(ctx context.Context) (err error) {
 	h.mu.Lock()
 	h.world = w
 	h.outbound = outs
+	h.shared = shared
 	proxies := make([]*proxy, 0, len(h.proxies))
 	for p := range h.proxies {
 		proxies = append(proxies, p)
@@ -512,7 +503,6 @@ func (h *Hub) recompile(ctx context.Context) (err error) {
 		}
 	}
 	h.Metrics.compileSeconds.Observe(time.Since(start).Seconds())
-	h.worked()
 	if changed > 0 {
 		h.signal()
 	}
@@ -523,7 +513,7 @@ func (h *Hub) recompile(ctx context.Context) (err error) {
 // encodeNamespaces compiles the outbound config of the namespaces marked
 // true and keeps prev for the others, one namespace per CPU at a time: the
 // namespaces are independent and each is a full pass over the Services.
-func encodeNamespaces(w *compiler.World, namespaces map[string]bool, prev map[string]*nsOutbound) (map[string]*nsOutbound, error) {
+func encodeNamespaces(w *compiler.World, namespaces map[string]bool, prev map[string]*nsOutbound, shared *sharedServices) (map[string]*nsOutbound, error) {
 	outs := make(map[string]*nsOutbound, len(namespaces))
 	var mu sync.Mutex
 	var firstErr error
@@ -534,7 +524,7 @@ func encodeNamespaces(w *compiler.World, namespaces map[string]bool, prev map[st
 		go func() {
 			defer wg.Done()
 			for ns := range work {
-				o, err := encodeNamespace(w, ns, prev[ns])
+				o, err := encodeNamespace(w, ns, prev[ns], shared)
 				mu.Lock()
 				if err != nil && firstErr == nil {
 					firstErr = err
@@ -559,17 +549,56 @@ func encodeNamespaces(w *compiler.World, namespaces map[string]bool, prev map[st
 }
 
 // encodeNamespace compiles and encodes one namespace's outbound config,
-// keeping prev when nothing changed.
-func encodeNamespace(w *compiler.World, ns string, prev *nsOutbound) (*nsOutbound, error) {
+// keeping prev when nothing changed, and sharing the encoding of every
+// service equal to one in shared.
+func encodeNamespace(w *compiler.World, ns string, prev *nsOutbound, shared *sharedServices) (*nsOutbound, error) {
 	enc, err := w.EncodedOutbound(ns)
 	if err != nil {
 		return nil, fmt.Errorf("encoding the outbound config of namespace %s: %w", ns, err)
 	}
-	sum := sha256.Sum256(enc.JSON)
+	sum := enc.Sum()
 	if prev != nil && prev.sum == sum && sameSources(prev.enc.Sources, enc.Sources) {
 		return prev, nil
 	}
+	enc.Intern(shared.intern)
 	return &nsOutbound{enc: enc, sum: sum, outline: newOutline(enc)}, nil
+}
+
+// sharedServices holds one copy of each distinct encoding of a service
+// across namespaces. Namespaces mostly see the same services (routes of
+// their own and TrafficSplits make the difference): with a thousand
+// services and ten namespaces, a copy per namespace was 6 MiB of 7.
+type sharedServices struct {
+	mu    sync.Mutex
+	byKey map[string][]compiler.EncodedService
+}
+
+// newSharedServices indexes the services of the configs in outs (which it
+// does not change: proxies may be reading them).
+func newSharedServices(outs map[string]*nsOutbound) *sharedServices {
+	s := &sharedServices{byKey: map[string][]compiler.EncodedService{}}
+	for _, o := range outs {
+		if o == nil {
+			continue
+		}
+		for _, es := range o.enc.Services {
+			s.intern(es)
+		}
+	}
+	return s
+}
+
+// intern returns the copy of es held, adding es if there is none.
+func (s *sharedServices) intern(es compiler.EncodedService) compiler.EncodedService {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.byKey[es.Key] {
+		if bytes.Equal(c.JSON, es.JSON) {
+			return c
+		}
+	}
+	s.byKey[es.Key] = append(s.byKey[es.Key], es)
+	return es
 }
 
 func sameSources(a, b map[string]int64) bool {
@@ -645,7 +674,7 @@ func (h *Hub) outboundFor(w *compiler.World, ns string) (*nsOutbound, error) {
 	h.mu.Lock()
 	if h.world != w {
 		h.mu.Unlock()
-		return encodeNamespace(w, ns, nil)
+		return encodeNamespace(w, ns, nil, newSharedServices(nil))
 	}
 	if out := h.outbound[ns]; out != nil {
 		h.mu.Unlock()
@@ -661,9 +690,13 @@ func (h *Hub) outboundFor(w *compiler.World, ns string) (*nsOutbound, error) {
 		h.compiling = map[string]*flight{}
 	}
 	h.compiling[ns] = f
+	shared := h.shared
 	h.mu.Unlock()
 
-	f.out, f.err = encodeNamespace(w, ns, nil)
+	if shared == nil {
+		shared = newSharedServices(nil)
+	}
+	f.out, f.err = encodeNamespace(w, ns, nil, shared)
 	h.mu.Lock()
 	if h.compiling[ns] == f {
 		delete(h.compiling, ns)
@@ -840,39 +873,6 @@ func (h *Hub) Proxies() []ProxyState {
 		p.mu.Unlock()
 	}
 	return out
-}
-
-// worked notes that the hub compiled or sent something.
-func (h *Hub) worked() { h.lastWork.Store(time.Now().UnixNano()) }
-
-// releaseMemory returns the memory a burst of work left to the kernel, once
-// the hub has done nothing for after since. It costs one collection per
-// burst.
-func (h *Hub) releaseMemory(ctx context.Context, after time.Duration) {
-	t := time.NewTimer(after)
-	defer t.Stop()
-	var released int64
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		last := h.lastWork.Load()
-		if idle := time.Since(time.Unix(0, last)); idle < after {
-			t.Reset(after - idle)
-			continue
-		}
-		if last != released {
-			released = last
-			if h.freeOSMemory != nil {
-				h.freeOSMemory()
-			} else {
-				debug.FreeOSMemory()
-			}
-		}
-		t.Reset(after)
-	}
 }
 
 // bundle returns the current trust bundle and its hash.

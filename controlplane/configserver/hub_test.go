@@ -1,10 +1,7 @@
 package configserver
 
 import (
-	"context"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -40,24 +37,4 @@ func TestSameForMeshIgnoresRouteStatus(t *testing.T) {
 	if sameForMesh(noGen, noGen.DeepCopy()) {
 		t.Errorf("an object without a generation was taken as unchanged")
 	}
-}
-
-// TestReleaseMemoryOncePerBurst: the memory a burst of work left is given
-// back once the hub has been idle, once per burst, not on every tick.
-func TestReleaseMemoryOncePerBurst(t *testing.T) {
-	var releases atomic.Int32
-	h := &Hub{freeOSMemory: func() { releases.Add(1) }}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go h.releaseMemory(ctx, 10*time.Millisecond)
-
-	h.worked()
-	waitUntil(t, "the first burst is released", func() bool { return releases.Load() >= 1 })
-	// Idle ticks with no work in between release nothing more.
-	time.Sleep(50 * time.Millisecond)
-	if n := releases.Load(); n != 1 {
-		t.Fatalf("%d releases after one burst, want 1", n)
-	}
-	h.worked()
-	waitUntil(t, "the second burst is released", func() bool { return releases.Load() >= 2 })
 }

@@ -239,35 +239,60 @@ func (p *proxy) ack(version, errMsg string) (known bool, acked *held) {
 }
 
 // Stream serves one proxy: Hello, a snapshot, acks, newer snapshots.
+//
+// A proxy's stream lives for days and its goroutine's stack stays what the
+// frames below the wait need: the checks and the first compilation run in
+// open, whose frame is gone by then, so that the stack can shrink (a
+// thousand proxies, a KiB each matters).
 func (s *Server) Stream(stream meshapiv1.Config_StreamServer) error {
+	c, err := s.open(stream)
+	if err != nil {
+		return err
+	}
+	defer s.close(c)
+	return s.serve(stream, c)
+}
+
+// conn is one proxy's stream once it is admitted.
+type conn struct {
+	p   *proxy
+	log proxyLog
+	// lastVersion and heldBundle are what the proxy said in Hello it holds.
+	lastVersion string
+	heldBundle  []byte
+}
+
+// open checks the proxy's identity and Hello, compiles its view and
+// registers it with the hub.
+func (s *Server) open(stream meshapiv1.Config_StreamServer) (*conn, error) {
 	ctx := stream.Context()
 	h := s.Hub
 	h.init()
 	id, err := peerID(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ns, sa, err := s.serviceAccount(id)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	select {
 	case <-h.ready:
 	case <-ctx.Done():
-		return status.FromContextError(ctx.Err()).Err()
+		return nil, status.FromContextError(ctx.Err()).Err()
 	}
 	req, err := stream.Recv()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	hello := req.GetHello()
 	if hello == nil {
-		return status.Error(codes.InvalidArgument, "the first message on the Config stream must be a Hello")
+		return nil, status.Error(codes.InvalidArgument, "the first message on the Config stream must be a Hello")
 	}
 	pod, err := s.checkPod(ctx, hello, id, ns, sa)
 	if err != nil {
 		h.Log.Info("Refused a proxy", "identity", id.String(), "pod", hello.GetPodNamespace()+"/"+hello.GetPodName(), "reason", status.Convert(err).Message())
-		return err
+		return nil, err
 	}
 	// Not a logger WithValues: that clones the logger's core, a KiB per
 	// proxy kept for the stream's life.
@@ -275,7 +300,7 @@ func (s *Server) Stream(stream meshapiv1.Config_StreamServer) error {
 
 	v, err := h.viewFor(pod)
 	if err != nil {
-		return status.Errorf(codes.Unavailable, "cannot compile the configuration: %v", err)
+		return nil, status.Errorf(codes.Unavailable, "cannot compile the configuration: %v", err)
 	}
 	p := &proxy{
 		namespace: pod.Namespace, pod: pod.Name, proxyVersion: hello.GetProxyVersion(), id: id,
@@ -287,41 +312,61 @@ func (s *Server) Stream(stream meshapiv1.Config_StreamServer) error {
 			p.update(nv)
 		}
 	}
-	defer h.remove(p)
-	defer p.releaseSlots()
 	log.Info("Proxy connected", "lastVersion", hello.GetLastVersion(), "deltas", p.deltas)
-	defer log.Info("Proxy disconnected")
-
 	// A reconnecting proxy that holds the current snapshot and trust
 	// bundle is not sent them again; one that holds an older snapshot that
 	// this replica knows may be sent a delta.
-	lastVersion, heldBundle := hello.GetLastVersion(), hello.GetTrustBundleSha256()
+	return &conn{p: p, log: log, lastVersion: hello.GetLastVersion(), heldBundle: hello.GetTrustBundleSha256()}, nil
+}
+
+// close unregisters the proxy.
+func (s *Server) close(c *conn) {
+	c.log.Info("Proxy disconnected")
+	c.p.releaseSlots()
+	s.Hub.remove(c.p)
+}
+
+// serve sends the proxy what it should hold whenever that changes, until
+// the stream ends.
+func (s *Server) serve(stream meshapiv1.Config_StreamServer, c *conn) error {
+	ctx := stream.Context()
 	// Acks are read by a goroutine started when a response is sent and
 	// ended once the proxy answered it; until then gRPC buffers what the
 	// proxy sends. A proxy that goes away ends ctx.
 	recvErr := make(chan error, 1)
 	for {
-		if v, need := p.next(h.wantBundle()); need {
-			if err := s.send(stream, p, v, lastVersion, heldBundle); err != nil {
-				return err
-			}
-			lastVersion, heldBundle = "", nil
-			if p.startReceiving() {
-				go func() {
-					if err := s.receive(stream, p, log); err != nil {
-						recvErr <- err
-					}
-				}()
-			}
+		if err := s.sendIfNeeded(stream, c, recvErr); err != nil {
+			return err
 		}
 		select {
 		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
 		case err := <-recvErr:
 			return err
-		case <-p.notify:
+		case <-c.p.notify:
 		}
 	}
+}
+
+// sendIfNeeded sends what the proxy should hold if it does not hold it yet.
+func (s *Server) sendIfNeeded(stream meshapiv1.Config_StreamServer, c *conn, recvErr chan<- error) error {
+	p := c.p
+	v, need := p.next(s.Hub.wantBundle())
+	if !need {
+		return nil
+	}
+	if err := s.send(stream, p, v, c.lastVersion, c.heldBundle); err != nil {
+		return err
+	}
+	c.lastVersion, c.heldBundle = "", nil
+	if p.startReceiving() {
+		go func() {
+			if err := s.receive(stream, p, c.log); err != nil {
+				recvErr <- err
+			}
+		}()
+	}
+	return nil
 }
 
 // send sends v's snapshot, unless its version and the trust bundle are held
@@ -408,7 +453,6 @@ func (s *Server) send(stream meshapiv1.Config_StreamServer, p *proxy, v *view, h
 		h.Metrics.deltasSent.Inc()
 	}
 	h.Metrics.bytesSent.Add(float64(len(resp.Snapshot) + len(resp.Delta)))
-	h.worked()
 	h.signal()
 	return nil
 }
