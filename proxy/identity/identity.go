@@ -30,10 +30,12 @@ import (
 
 // ALPN protocol names spoken between two proxies. The inbound side learns from
 // them how to treat the stream without detecting again: "h2" carries many HTTP
-// requests (HTTP/1 and HTTP/2 from the app alike) multiplexed on one
-// connection, "http/1.1" carries one HTTP/1.1 connection (used for Upgrade,
-// e.g. WebSocket, which HTTP/2 cannot carry without extended CONNECT), and
-// "weft/tcp" carries opaque bytes.
+// requests multiplexed on one connection (HTTP/2 from the app; with the h2
+// mesh protocol HTTP/1 too), "http/1.1" carries keep-alive HTTP/1.1 (HTTP/1
+// from the app with the default auto mesh protocol, and every Upgrade, e.g.
+// WebSocket, which HTTP/2 cannot carry without extended CONNECT), and
+// "weft/tcp" carries opaque bytes. The inbound listener has offered all three
+// since the first release, so a client may pick any of them per connection.
 const (
 	ALPNH2   = "h2"
 	ALPNH1   = "http/1.1"

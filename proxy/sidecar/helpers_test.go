@@ -121,6 +121,8 @@ type pathOpts struct {
 	detect time.Duration
 	// fwd is the client proxy's forwarder factory (DefaultForwarder when nil).
 	fwd ForwarderFactory
+	// serverAccess is the server proxy's access log (two hops).
+	serverAccess *slog.Logger
 }
 
 // oneHop: client app → proxy (outbound, static) → app, plaintext.
@@ -138,6 +140,7 @@ func twoHop(t *testing.T, app string, o pathOpts) *path {
 	cs, cf, cdir := k.source(t, clientID)
 	srv := startProxy(t, Config{
 		InboundAddr: "127.0.0.1:0", InboundTarget: app, Identity: ss, OpaquePorts: o.opaque, DetectTimeout: o.detect,
+		AccessLog: o.serverAccess,
 	}, snapshot(meshconfig.Endpoint{Address: "127.0.0.1:9"}, "", meshconfig.MTLSStrict))
 	cl := startProxy(t, Config{
 		Static: []Static{{Listen: "127.0.0.1:0", Dst: vip}}, Identity: cs, Mesh: meshProto(o.mesh),

@@ -82,8 +82,8 @@ func TestHTTPThroughProxies(t *testing.T) {
 	}
 }
 
-// TestMeshProtocolH1: the per-connection HTTP/1.1 mesh mode works too (it is
-// the alternative measured in the benchmark).
+// TestMeshProtocolH1: the HTTP/1.1-only mesh mode (-mesh-protocol h1) works
+// too, from HTTP/1.1 and h2c clients.
 func TestMeshProtocolH1(t *testing.T) {
 	p := twoHop(t, echoApp(t), pathOpts{mesh: "h1"})
 	cl1 := h1Client()
@@ -99,8 +99,9 @@ func TestMeshProtocolH1(t *testing.T) {
 		}
 		// Bodies, trailers and pooled mTLS connections, several times.
 		// (From an h2c client the trailers of a short response can be
-		// lost on an HTTP/1.1 mesh hop, as before the inline client: one
-		// reason h2 is the default. Only the HTTP/1.1 client checks them.)
+		// lost on an HTTP/1.1 mesh hop, as before the inline client: why
+		// the default, auto, sends HTTP/2 over HTTP/2. Only the HTTP/1.1
+		// client checks them.)
 		for i := range 3 {
 			body := strings.Repeat("y", 1000+i*30000)
 			res, err := c.Post("http://"+p.addr+"/p", "text/plain", strings.NewReader(body))

@@ -272,8 +272,10 @@ func (p *Proxy) rewriteInbound(pr *httputil.ProxyRequest) {
 	if info.peer != "" {
 		h.Set(upstream.HeaderClientID, info.peer)
 	}
-	// Between proxies every request rides HTTP/2; the app gets the
-	// protocol its client spoke. From a plaintext client, the one it spoke.
+	// Between proxies a request may ride HTTP/2 or HTTP/1.1 whatever its
+	// client spoke (the mesh protocol decides); the app gets the protocol
+	// the client spoke, which the calling proxy marks when it was HTTP/2.
+	// From a plaintext client, the one it spoke.
 	pr.Out.ProtoMajor = 1
 	if origH2 || (!info.tls && pr.In.ProtoMajor == 2) {
 		pr.Out.ProtoMajor = 2

@@ -82,22 +82,27 @@ func TestPeerRefused(t *testing.T) {
 					&meshconfig.Snapshot{Version: "s", MTLSMode: meshconfig.MTLSStrict})
 				cl := startProxy(t, Config{Static: []Static{{Listen: "127.0.0.1:0", Dst: vip}}, Identity: cs},
 					snapshot(meshconfig.Endpoint{Address: srv.Addr("inbound"), Identity: serverID}, "", ""))
-				res, err := h1Client().Get("http://" + cl.Addr("127.0.0.1:0") + "/")
-				if err != nil {
-					t.Fatal(err)
-				}
-				res.Body.Close()
-				if name == "valid" {
-					if res.StatusCode != http.StatusOK || reached.Swap(0) != 1 {
-						t.Fatalf("valid peers: status %d", res.StatusCode)
+				// With the default mesh protocol an HTTP/1.1 client's request
+				// goes over the HTTP/1.1 mesh pool and an h2c client's over the
+				// HTTP/2 one: both must check the peer alike.
+				for _, c := range []*http.Client{h1Client(), h2cClient()} {
+					res, err := c.Get("http://" + cl.Addr("127.0.0.1:0") + "/")
+					if err != nil {
+						t.Fatal(err)
 					}
-					return
-				}
-				if res.StatusCode != http.StatusBadGateway {
-					t.Errorf("status %d, want 502", res.StatusCode)
-				}
-				if reached.Load() != 0 {
-					t.Fatalf("the application was reached")
+					res.Body.Close()
+					if name == "valid" {
+						if res.StatusCode != http.StatusOK || reached.Swap(0) != 1 {
+							t.Fatalf("valid peers, %s: status %d", res.Proto, res.StatusCode)
+						}
+						continue
+					}
+					if res.StatusCode != http.StatusBadGateway {
+						t.Errorf("%s: status %d, want 502", res.Proto, res.StatusCode)
+					}
+					if reached.Load() != 0 {
+						t.Fatalf("%s: the application was reached", res.Proto)
+					}
 				}
 			})
 		}

@@ -62,7 +62,8 @@ type Config struct {
 	// RequireSnapshot keeps Ready false until a snapshot has been applied
 	// (the control-plane mode, where the proxy starts with none).
 	RequireSnapshot bool
-	// Mesh chooses the HTTP protocol between proxies.
+	// Mesh chooses the HTTP protocol between proxies (upstream.MeshAuto
+	// when empty).
 	Mesh upstream.MeshProtocol
 	// Forwarders builds per-service-port HTTP handlers (DefaultForwarder
 	// when nil).
@@ -125,6 +126,11 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Forwarders == nil {
 		cfg.Forwarders = DefaultForwarder
 	}
+	mesh, err := upstream.ParseMeshProtocol(string(cfg.Mesh))
+	if err != nil {
+		return nil, err
+	}
+	cfg.Mesh = mesh
 	if cfg.DetectTimeout == 0 {
 		cfg.DetectTimeout = 3 * time.Second
 	}

@@ -13,6 +13,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"strings"
@@ -41,13 +42,34 @@ const (
 type MeshProtocol string
 
 const (
+	// MeshAuto, the default, carries each request between proxies in the
+	// protocol the application spoke: HTTP/1.x requests over pooled
+	// HTTP/1.1 mTLS connections, HTTP/2 (h2c, gRPC) multiplexed over one
+	// HTTP/2 mTLS connection. HTTP/1.1 requests are served by the inline
+	// client at both ends, with no HTTP/2 framing or stream goroutines in
+	// between (the faster path for them, see bench/proxy/RESULTS.md), and
+	// HTTP/2 keeps its streams, trailers and flow control end to end.
+	MeshAuto MeshProtocol = "auto"
 	// MeshH2 multiplexes all requests to one endpoint on one mTLS
-	// connection: one handshake, no head-of-line wait for a free
-	// connection, and fewer sockets. Chosen by default (see bench/RESULTS.md).
+	// connection: one handshake, no wait for a free connection, and fewer
+	// sockets. Upgrades still go over HTTP/1.1.
 	MeshH2 MeshProtocol = "h2"
-	// MeshH1 uses one mTLS connection per concurrent request (HTTP/1.1).
+	// MeshH1 uses one mTLS connection per concurrent request (HTTP/1.1),
+	// whatever the application spoke. From an HTTP/2 client the trailers
+	// of a short response can be lost on this hop.
 	MeshH1 MeshProtocol = "h1"
 )
+
+// ParseMeshProtocol checks a -mesh-protocol value; "" is MeshAuto.
+func ParseMeshProtocol(s string) (MeshProtocol, error) {
+	switch m := MeshProtocol(s); m {
+	case "":
+		return MeshAuto, nil
+	case MeshAuto, MeshH2, MeshH1:
+		return m, nil
+	}
+	return "", fmt.Errorf("mesh protocol %q: want auto, h2 or h1", s)
+}
 
 // Pool holds upstream connections. Create it with New.
 type Pool struct {
@@ -77,7 +99,7 @@ type meshKey struct {
 type Options struct {
 	// Identity enables mTLS to endpoints that have an Identity.
 	Identity *identity.Source
-	// Mesh selects the inter-proxy HTTP protocol; empty means MeshH2.
+	// Mesh selects the inter-proxy HTTP protocol; empty means MeshAuto.
 	Mesh MeshProtocol
 	// IdleTimeout closes pooled connections unused for this long.
 	IdleTimeout time.Duration
@@ -91,7 +113,7 @@ type Options struct {
 // New returns an empty pool.
 func New(o Options) *Pool {
 	if o.Mesh == "" {
-		o.Mesh = MeshH2
+		o.Mesh = MeshAuto
 	}
 	if o.IdleTimeout == 0 {
 		o.IdleTimeout = 90 * time.Second
@@ -154,15 +176,26 @@ func (rt endpointRT) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, errors.New("endpoint requires mTLS but the proxy has no identity")
 	}
 	u.Scheme = "https"
-	alpn := identity.ALPNH2
-	if rt.p.proto == MeshH1 || isUpgrade(req) {
-		alpn = identity.ALPNH1
-	}
+	alpn := rt.p.meshALPN(req)
 	if req.ProtoMajor == 2 {
 		out.Header = req.Header.Clone()
 		out.Header.Set(HeaderOrigProto, "HTTP/2")
 	}
 	return rt.p.meshTransport(rt.ep.Address, id, alpn).RoundTrip(&out)
+}
+
+// meshALPN is the protocol req travels in to a peer proxy. Every weft-proxy
+// inbound listener has offered both h2 and http/1.1 (identity.ServerConfig),
+// so the choice is the caller's alone.
+func (p *Pool) meshALPN(req *http.Request) string {
+	switch {
+	case isUpgrade(req), p.proto == MeshH1:
+		// HTTP/2 cannot carry an Upgrade (no extended CONNECT here).
+		return identity.ALPNH1
+	case p.proto == MeshAuto && req.ProtoMajor == 1:
+		return identity.ALPNH1
+	}
+	return identity.ALPNH2
 }
 
 // Local returns the plaintext transport for req to an app or an unmeshed

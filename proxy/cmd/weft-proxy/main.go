@@ -109,7 +109,7 @@ func run(args []string) int {
 		bundle    = fs.String("bundle", "", "trust bundle (PEM, several roots allowed)")
 		target    = fs.String("inbound-target", "", "application address for inbound connections not redirected by iptables (static mode)")
 		opaque    = fs.String("opaque-ports", "25,587,3306,5432,6379,11211,27017", "ports never inspected (server-first protocols)")
-		mesh      = fs.String("mesh-protocol", "h2", "HTTP between proxies: h2 (multiplexed) or h1")
+		mesh      = fs.String("mesh-protocol", "auto", "HTTP between proxies: auto (HTTP/1.x requests over pooled HTTP/1.1, HTTP/2 and gRPC over multiplexed HTTP/2), h2 (all multiplexed) or h1 (all HTTP/1.1)")
 		level     = fs.String("log-level", "info", "debug, info, warn or error")
 		access    = accessLogFlag("off")
 		maxConns  = fs.Int("max-conns", 10000, "cap on open connections")
@@ -160,6 +160,11 @@ func run(args []string) int {
 		log.Error("Bad -socket-mark", "err", err)
 		return 2
 	}
+	meshProto, err := upstream.ParseMeshProtocol(*mesh)
+	if err != nil {
+		log.Error("Bad -mesh-protocol", "err", err)
+		return 2
+	}
 	ports, err := parsePorts(*opaque)
 	if err != nil {
 		log.Error("Bad -opaque-ports", "err", err)
@@ -169,7 +174,7 @@ func run(args []string) int {
 	cfg := sidecar.Config{
 		OutboundAddr: *outbound, InboundAddr: *inbound, AdminAddr: *admin,
 		Static: static, InboundTarget: *target, OpaquePorts: ports,
-		Mesh: upstream.MeshProtocol(*mesh), MaxConns: *maxConns,
+		Mesh: meshProto, MaxConns: *maxConns,
 		DetectTimeout: *detectTO, HeaderTimeout: *headerTO, IdleTimeout: *idleTO,
 		Registry: reg, Log: log, Pprof: *pprofOn, SocketMark: mark,
 		// HTTPRoute and TrafficSplit rules, retries, timeouts, balancing.
