@@ -136,10 +136,13 @@ func runPhase(o options, proto, backend, certs string) (*phase, error) {
 	}
 	ph.setups = append(ph.setups, setup{name: "nginx", addr: a, procs: []*proc{n1}})
 
-	// Two hops with mTLS.
-	meshes := []string{"h2"}
+	// Two hops with mTLS, with the default mesh protocol (auto: HTTP/1.1
+	// between the proxies for HTTP/1.x clients, HTTP/2 for HTTP/2 and
+	// gRPC). For HTTP/1.1 also with everything multiplexed over HTTP/2,
+	// the default before auto; for HTTP/2 and gRPC auto already is h2.
+	meshes := []string{"auto"}
 	if proto == pHTTP1 {
-		meshes = append(meshes, "h1") // the measurement behind the default
+		meshes = append(meshes, "h2")
 	}
 	for _, mesh := range meshes {
 		in, out := freePort(), freePort()
@@ -155,8 +158,8 @@ func runPhase(o options, proto, backend, certs string) (*phase, error) {
 			return nil, err
 		}
 		name := "weft 2 hops mTLS"
-		if mesh == "h1" {
-			name += " (h1 between proxies)"
+		if mesh != "auto" {
+			name += " (" + mesh + " between proxies)"
 		}
 		ph.setups = append(ph.setups, setup{name: name, addr: out, procs: []*proc{wc, ws}})
 	}
