@@ -40,10 +40,22 @@ func newFake() (*Releaser, *fakeProcess) {
 }
 
 // tick advances one tick during which the process used cpu.
-func (p *fakeProcess) tick(r *Releaser, cpu time.Duration) {
-	p.cpu += cpu
-	p.now = p.now.Add(r.Tick)
-	r.step(p.now)
+func (p *fakeProcess) tick(r *Releaser, cpu time.Duration) { p.ticks(r, 1, cpu) }
+
+// ticks advances n ticks during each of which the process used cpu.
+func (p *fakeProcess) ticks(r *Releaser, n int, cpu time.Duration) {
+	for range n {
+		p.cpu += cpu
+		p.now = p.now.Add(r.Tick)
+		r.step(p.now)
+	}
+}
+
+// firstBurst starts the releaser, runs one busy tick and one quiet one.
+func (p *fakeProcess) firstBurst(r *Releaser) {
+	p.tick(r, 0)
+	p.tick(r, time.Second)
+	p.tick(r, 0)
 }
 
 func TestReleasesOnceQuietAfterABurst(t *testing.T) {
@@ -51,9 +63,7 @@ func TestReleasesOnceQuietAfterABurst(t *testing.T) {
 	p.releaseCPU = 50 * time.Millisecond
 	p.tick(r, 0) // first look
 	// A burst: nothing is released while it lasts.
-	for range 3 {
-		p.tick(r, 900*time.Millisecond)
-	}
+	p.ticks(r, 3, 900*time.Millisecond)
 	if p.collected != 0 || p.unmapped != 0 {
 		t.Fatalf("released during the burst: %d collections, %d unmaps", p.collected, p.unmapped)
 	}
@@ -65,9 +75,7 @@ func TestReleasesOnceQuietAfterABurst(t *testing.T) {
 	// One more collection CollectEvery later, for what caches dropped
 	// after the burst; then staying quiet (keepalives) releases nothing
 	// more: the collections' own CPU is not counted as work.
-	for range 4 {
-		p.tick(r, time.Millisecond)
-	}
+	p.ticks(r, 4, time.Millisecond)
 	if p.collected != 1 {
 		t.Fatalf("%d collections 4 ticks after the first, want 1", p.collected)
 	}
@@ -75,16 +83,12 @@ func TestReleasesOnceQuietAfterABurst(t *testing.T) {
 	if p.collected != 2 {
 		t.Fatalf("%d collections CollectEvery after the first, want 2", p.collected)
 	}
-	for range 20 {
-		p.tick(r, time.Millisecond)
-	}
+	p.ticks(r, 20, time.Millisecond)
 	if p.collected != 2 || p.unmapped != 1 {
 		t.Fatalf("while idle: %d collections, %d unmaps; want still 2 and 1", p.collected, p.unmapped)
 	}
 	// Idle work adds up to a collection eventually.
-	for range 100 {
-		p.tick(r, time.Millisecond)
-	}
+	p.ticks(r, 100, time.Millisecond)
 	if p.collected != 4 {
 		t.Fatalf("after 120 ms of idle work since the last collection and CollectEvery more: %d collections, want 4 (that one and its follow-up)", p.collected)
 	}
@@ -92,9 +96,7 @@ func TestReleasesOnceQuietAfterABurst(t *testing.T) {
 
 func TestCollectsAgainWhenTheHeapGrows(t *testing.T) {
 	r, p := newFake()
-	p.tick(r, 0)
-	p.tick(r, time.Second)
-	p.tick(r, 0)
+	p.firstBurst(r)
 	if p.collected != 1 {
 		t.Fatalf("%d collections after the first burst, want 1", p.collected)
 	}
@@ -105,23 +107,17 @@ func TestCollectsAgainWhenTheHeapGrows(t *testing.T) {
 	if p.collected != 1 {
 		t.Fatalf("collected again %s after the last time; want CollectEvery (%s) between two", r.Tick, r.CollectEvery)
 	}
-	for range 5 {
-		p.tick(r, 0)
-	}
+	p.ticks(r, 5, 0)
 	if p.collected != 2 {
 		t.Fatalf("%d collections after the heap grew by 6 MiB, want 2", p.collected)
 	}
-	for range 5 {
-		p.tick(r, 0)
-	}
+	p.ticks(r, 5, 0)
 	if p.collected != 3 {
 		t.Fatalf("%d collections; want 3 with the follow-up", p.collected)
 	}
 	// Growth under HeapGrowth waits.
 	p.heap += 1 << 20
-	for range 10 {
-		p.tick(r, 0)
-	}
+	p.ticks(r, 10, 0)
 	if p.collected != 3 {
 		t.Fatalf("collected for 1 MiB of growth (%d collections)", p.collected)
 	}
@@ -129,9 +125,7 @@ func TestCollectsAgainWhenTheHeapGrows(t *testing.T) {
 
 func TestUnmapsAgainWhenCodePagesComeBack(t *testing.T) {
 	r, p := newFake()
-	p.tick(r, 0)
-	p.tick(r, time.Second)
-	p.tick(r, 0)
+	p.firstBurst(r)
 	if p.unmapped != 1 {
 		t.Fatalf("%d unmaps after the first burst, want 1", p.unmapped)
 	}
@@ -143,17 +137,13 @@ func TestUnmapsAgainWhenCodePagesComeBack(t *testing.T) {
 	if p.unmapped != 1 {
 		t.Fatalf("unmapped again %s after the last time; want ExecEvery (%s) between two", r.Tick*2, r.ExecEvery)
 	}
-	for range 5 {
-		p.tick(r, 0)
-	}
+	p.ticks(r, 5, 0)
 	if p.unmapped != 2 {
 		t.Fatalf("%d unmaps, want 2", p.unmapped)
 	}
 	// Pages code run periodically maps back, under FileGrowth, stay.
 	p.file += 1 << 20
-	for range 10 {
-		p.tick(r, 0)
-	}
+	p.ticks(r, 10, 0)
 	if p.unmapped != 2 {
 		t.Fatalf("unmapped for 1 MiB of growth (%d unmaps)", p.unmapped)
 	}
