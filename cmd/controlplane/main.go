@@ -97,7 +97,7 @@ func parseFlags(fs *flag.FlagSet, args []string) (options, error) {
 	fs.StringVar(&o.metricsAddr, "metrics-addr", ":9090", "Address of the Prometheus /metrics endpoint; \"0\" disables it.")
 	fs.StringVar(&o.pprofAddr, "pprof-addr", "0", "Address of the Go profiler (/debug/pprof/); \"0\" disables it.")
 	fs.BoolVar(&o.leaderElect, "leader-elect", false, "Elect a leader among replicas for status writing.")
-	fs.IntVar(&o.gcPercent, "gc-percent", defaultGCPercent, "GOGC of the control plane (default $GOGC when set).")
+	fs.IntVar(&o.gcPercent, "gc-percent", defaultGCPercent, "GOGC of the control plane; when the flag is not given, GOGC from the environment wins.")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -271,7 +271,11 @@ func run(ctx context.Context, o options, cfg *rest.Config, log logr.Logger) erro
 		// to twice its live size and maps code from all over the binary;
 		// give both back once the process is quiet again.
 		everyReplica((&memrelease.Releaser{OnRelease: func(collected bool, unmapped int, err error) {
-			log.V(1).Info("Released memory after a burst", "collected", collected, "unmappedBytes", unmapped, "err", err)
+			if err != nil {
+				log.Error(err, "Unmapping the executable's pages failed")
+				return
+			}
+			log.V(1).Info("Released memory after a burst", "collected", collected, "unmappedBytes", unmapped)
 		}}).Run),
 		everyReplica(func(ctx context.Context) error { return serving.renew(ctx, store) }),
 		everyReplica(func(ctx context.Context) error {

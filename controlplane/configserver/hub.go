@@ -438,7 +438,9 @@ func (h *Hub) recompile(ctx context.Context) (err error) {
 	for p := range h.proxies {
 		namespaces[p.namespace] = true
 	}
-	prev := h.outbound
+	// A copy: outboundFor adds namespaces to the installed map, under the
+	// lock, while this compilation reads prev without it.
+	prev := maps.Clone(h.outbound)
 	// Taken before the read of the cache: a change after this point kicks
 	// another compilation and is marked for it.
 	d := h.dirty
@@ -471,7 +473,9 @@ func (h *Hub) recompile(ctx context.Context) (err error) {
 	h.mu.Lock()
 	h.world = w
 	h.outbound = outs
-	h.shared = shared
+	// Indexed again from what is installed, so that encodings only the
+	// previous compilation used are not kept alive by the index.
+	h.shared = newSharedServices(outs)
 	proxies := make([]*proxy, 0, len(h.proxies))
 	for p := range h.proxies {
 		proxies = append(proxies, p)

@@ -3,6 +3,7 @@ package configserver
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -153,5 +154,52 @@ func TestWorldHoldsTheCachedObjects(t *testing.T) {
 	}
 	if got := w.Pod("worldcache", "web-1"); got != item.(*corev1.Pod) {
 		t.Errorf("the World holds %p, the cache %p: a copy", got, item)
+	}
+}
+
+// TestRecompileWhileNamespacesCompile: a compilation reads the previous
+// namespaces' configs while proxies of new namespaces add theirs to the
+// installed ones (run with -race).
+func TestRecompileWhileNamespacesCompile(t *testing.T) {
+	// Namespaces need not exist for their outbound config: every loop
+	// below compiles a new one.
+	create(t, namespace("recompile"), service("recompile", "web", map[string]string{"app": "web"}))
+	c, err := cache.New(env.Config, cache.Options{Scheme: scheme.New()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go c.Start(ctx)
+	if !c.WaitForCacheSync(ctx) {
+		t.Fatal("cache did not sync")
+	}
+	h := &Hub{Cache: c, Mesh: compiler.Mesh{TrustDomain: "cluster.local"}}
+	h.init()
+	if err := h.recompile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 10 {
+			if err := h.recompile(ctx); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	for i := 0; ; i++ {
+		select {
+		case <-done:
+			return
+		default:
+		}
+		h.mu.Lock()
+		w := h.world
+		h.mu.Unlock()
+		if _, err := h.outboundFor(w, fmt.Sprintf("client-%d", i)); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -97,28 +97,29 @@ func TestReleasesOnceQuietAfterABurst(t *testing.T) {
 func TestCollectsAgainWhenTheHeapGrows(t *testing.T) {
 	r, p := newFake()
 	p.firstBurst(r)
-	if p.collected != 1 {
-		t.Fatalf("%d collections after the first burst, want 1", p.collected)
+	p.ticks(r, 5, 0)
+	if p.collected != 2 {
+		t.Fatalf("%d collections after the first burst and its follow-up, want 2", p.collected)
 	}
 	// A small burst (a status write) leaves 6 MiB of garbage for little
 	// CPU: collected once quiet, CollectEvery after the last collection.
 	p.heap += 6 << 20
 	p.tick(r, 10*time.Millisecond)
-	if p.collected != 1 {
+	if p.collected != 2 {
 		t.Fatalf("collected again %s after the last time; want CollectEvery (%s) between two", r.Tick, r.CollectEvery)
 	}
-	p.ticks(r, 5, 0)
-	if p.collected != 2 {
-		t.Fatalf("%d collections after the heap grew by 6 MiB, want 2", p.collected)
+	p.ticks(r, 4, 0)
+	if p.collected != 3 {
+		t.Fatalf("%d collections after the heap grew by 6 MiB, want 3", p.collected)
 	}
 	p.ticks(r, 5, 0)
-	if p.collected != 3 {
-		t.Fatalf("%d collections; want 3 with the follow-up", p.collected)
+	if p.collected != 4 {
+		t.Fatalf("%d collections; want 4 with the follow-up", p.collected)
 	}
 	// Growth under HeapGrowth waits.
 	p.heap += 1 << 20
 	p.ticks(r, 10, 0)
-	if p.collected != 3 {
+	if p.collected != 4 {
 		t.Fatalf("collected for 1 MiB of growth (%d collections)", p.collected)
 	}
 }
