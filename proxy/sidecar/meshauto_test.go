@@ -301,3 +301,24 @@ func TestMeshProtocolUnknown(t *testing.T) {
 		t.Fatal("mesh protocol h3 accepted")
 	}
 }
+
+// TestOrigProtoNotForged: an HTTP/1.1 client cannot make the server proxy
+// call the application over h2c by sending the mesh's own header.
+func TestOrigProtoNotForged(t *testing.T) {
+	for _, mesh := range []string{"auto", "h2", "h1"} {
+		t.Run(mesh, func(t *testing.T) {
+			p := twoHop(t, echoApp(t), pathOpts{mesh: mesh})
+			req, _ := http.NewRequest("GET", "http://"+p.addr+"/", nil)
+			req.Header.Set("Weft-Orig-Proto", "HTTP/2")
+			res, err := h1Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			if res.StatusCode != http.StatusCreated || res.Header.Get("X-Proto") != "HTTP/1.1" {
+				t.Errorf("status %d, app saw %s; want 201 HTTP/1.1", res.StatusCode, res.Header.Get("X-Proto"))
+			}
+		})
+	}
+}

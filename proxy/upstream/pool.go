@@ -180,6 +180,10 @@ func (rt endpointRT) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.ProtoMajor == 2 {
 		out.Header = req.Header.Clone()
 		out.Header.Set(HeaderOrigProto, "HTTP/2")
+	} else if _, ok := req.Header[HeaderOrigProto]; ok {
+		// Only this proxy says what its client spoke.
+		out.Header = req.Header.Clone()
+		delete(out.Header, HeaderOrigProto)
 	}
 	return rt.p.meshTransport(rt.ep.Address, id, alpn).RoundTrip(&out)
 }
