@@ -154,7 +154,17 @@ func TestStreamingResponse(t *testing.T) {
 // TestWebSocketUpgrade: an HTTP/1.1 Upgrade is honoured end to end and the
 // connection then carries bytes both ways.
 func TestWebSocketUpgrade(t *testing.T) {
-	app := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	app := wsEchoApp(t)
+	for name, p := range hops(t, app, pathOpts{}) {
+		t.Run(name, func(t *testing.T) {
+			wsEcho(t, p.addr, "hello", strings.Repeat("z", 100000))
+		})
+	}
+}
+
+// wsEchoApp accepts a WebSocket upgrade and echoes the tunnel's bytes.
+func wsEchoApp(t *testing.T) string {
+	return serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Upgrade") != "websocket" {
 			http.Error(w, "want upgrade", 400)
 			return
@@ -168,30 +178,32 @@ func TestWebSocketUpgrade(t *testing.T) {
 		brw.Flush()
 		io.Copy(c, brw) // echo until the client closes
 	}))
-	for name, p := range hops(t, app, pathOpts{}) {
-		t.Run(name, func(t *testing.T) {
-			c, err := net.Dial("tcp", p.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(20 * time.Second))
-			fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: backend\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-			br := bufio.NewReader(c)
-			res, err := http.ReadResponse(br, nil)
-			if err != nil || res.StatusCode != http.StatusSwitchingProtocols {
-				t.Fatalf("upgrade: %v %v", res, err)
-			}
-			for _, msg := range []string{"hello", strings.Repeat("z", 100000)} {
-				if _, err := io.WriteString(c, msg); err != nil {
-					t.Fatal(err)
-				}
-				got := make([]byte, len(msg))
-				if _, err := io.ReadFull(br, got); err != nil || string(got) != msg {
-					t.Fatalf("echo: %v (%d bytes)", err, len(got))
-				}
-			}
-		})
+}
+
+// wsEcho upgrades a connection to addr, checks that each message comes back
+// through the tunnel, and closes it.
+func wsEcho(t *testing.T, addr string, msgs ...string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: backend\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	br := bufio.NewReader(c)
+	res, err := http.ReadResponse(br, nil)
+	if err != nil || res.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", res, err)
+	}
+	for _, msg := range msgs {
+		if _, err := io.WriteString(c, msg); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(br, got); err != nil || string(got) != msg {
+			t.Fatalf("echo: %v (%d bytes)", err, len(got))
+		}
 	}
 }
 

@@ -1,12 +1,10 @@
 package sidecar
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -247,46 +245,14 @@ func TestMeshAutoChunkedTrailers(t *testing.T) {
 // TestMeshWebSocket: a WebSocket upgrade through two proxies works with
 // every mesh protocol; the hop is HTTP/1.1 (HTTP/2 cannot carry an Upgrade).
 func TestMeshWebSocket(t *testing.T) {
-	app := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Upgrade") != "websocket" {
-			http.Error(w, "want upgrade", 400)
-			return
-		}
-		c, brw, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-		brw.Flush()
-		io.Copy(c, brw)
-	}))
+	app := wsEchoApp(t)
 	for _, mesh := range []string{"auto", "h2", "h1"} {
 		t.Run(mesh, func(t *testing.T) {
 			var log hopLog
 			p := twoHop(t, app, pathOpts{mesh: mesh, serverAccess: log.logger()})
-			c, err := net.Dial("tcp", p.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(20 * time.Second))
-			fmt.Fprintf(c, "GET /ws HTTP/1.1\r\nHost: backend\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-			br := bufio.NewReader(c)
-			res, err := http.ReadResponse(br, nil)
-			if err != nil || res.StatusCode != http.StatusSwitchingProtocols {
-				t.Fatalf("upgrade: %v %v", res, err)
-			}
-			for _, msg := range []string{"hello", strings.Repeat("w", 70000)} {
-				if _, err := io.WriteString(c, msg); err != nil {
-					t.Fatal(err)
-				}
-				got := make([]byte, len(msg))
-				if _, err := io.ReadFull(br, got); err != nil || string(got) != msg {
-					t.Fatalf("echo: %v (%d bytes)", err, len(got))
-				}
-			}
-			c.Close() // the tunnel ends, and with it the server proxy's request
+			// Closed at its end: the tunnel ends, and with it the server
+			// proxy's request, which is then logged.
+			wsEcho(t, p.addr, "hello", strings.Repeat("w", 70000))
 			if h := log.wait(t, "/ws"); h.proto != "HTTP/1.1" || h.status != http.StatusSwitchingProtocols {
 				t.Errorf("hop between the proxies: %s %d, want HTTP/1.1 101", h.proto, h.status)
 			}
