@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -83,6 +84,18 @@ func identityOf(podIP string) (proxyIdentity, error) {
 	}
 	defer res.Body.Close()
 	return id, json.NewDecoder(res.Body).Decode(&id)
+}
+
+// configOf is a proxy's admin /config: the snapshot it applies.
+func configOf(podIP string) (string, error) {
+	cl := &http.Client{Timeout: 5 * time.Second}
+	res, err := cl.Get("http://" + podIP + ":4191/config")
+	if err != nil {
+		return "", err
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	return string(b), err
 }
 
 func parseCerts(b []byte) []*x509.Certificate {
@@ -185,6 +198,18 @@ func testTrustAnchorRotation(t *testing.T, m *mesh) {
 			return false, err
 		}
 		return id.Serial != "" && len(id.Roots) == 2, fmt.Errorf("%+v", id)
+	})
+
+	// The client's proxy must know the new pod before traffic moves to it:
+	// a split to a backend whose endpoints the proxy has not heard of yet
+	// answers 503 (no endpoint), as Envoy and Linkerd do. The EndpointSlice
+	// and the split reach the proxy by separate compilations.
+	harness.Eventually(t, time.Minute, "the client's proxy knows the new web-v2 endpoint", func() (bool, error) {
+		cfg, err := configOf(cl.Status.PodIP)
+		if err != nil {
+			return false, err
+		}
+		return strings.Contains(cfg, `"`+fresh.Status.PodIP+`:`), fmt.Errorf("no endpoint %s in the client's config", fresh.Status.PodIP)
 	})
 
 	// Traffic moves to the new pod: a client with a leaf of the old issuer
