@@ -125,16 +125,7 @@ func serviceJSON(t *testing.T, o *nsOutbound, key string) json.RawMessage {
 func TestWorldHoldsTheCachedObjects(t *testing.T) {
 	create(t, namespace("worldcache"), service("worldcache", "web", map[string]string{"app": "web"}),
 		pod("worldcache", "web-1", "web", true, map[string]string{"app": "web"}))
-	c, err := cache.New(env.Config, cache.Options{Scheme: scheme.New()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go c.Start(ctx)
-	if !c.WaitForCacheSync(ctx) {
-		t.Fatal("cache did not sync")
-	}
+	ctx, c := startCache(t)
 	w, err := compiler.Load(ctx, c, compiler.Mesh{TrustDomain: "cluster.local"})
 	if err != nil {
 		t.Fatal(err)
@@ -164,16 +155,7 @@ func TestRecompileWhileNamespacesCompile(t *testing.T) {
 	// Namespaces need not exist for their outbound config: every loop
 	// below compiles a new one.
 	create(t, namespace("recompile"), service("recompile", "web", map[string]string{"app": "web"}))
-	c, err := cache.New(env.Config, cache.Options{Scheme: scheme.New()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go c.Start(ctx)
-	if !c.WaitForCacheSync(ctx) {
-		t.Fatal("cache did not sync")
-	}
+	ctx, c := startCache(t)
 	h := &Hub{Cache: c, Mesh: compiler.Mesh{TrustDomain: "cluster.local"}}
 	h.init()
 	if err := h.recompile(ctx); err != nil {
@@ -202,4 +184,21 @@ func TestRecompileWhileNamespacesCompile(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// startCache starts an informer cache on the test API server, stopped when
+// the test ends.
+func startCache(t *testing.T) (context.Context, cache.Cache) {
+	t.Helper()
+	c, err := cache.New(env.Config, cache.Options{Scheme: scheme.New()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go c.Start(ctx)
+	if !c.WaitForCacheSync(ctx) {
+		t.Fatal("cache did not sync")
+	}
+	return ctx, c
 }
