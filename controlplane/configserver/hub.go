@@ -441,6 +441,8 @@ func (h *Hub) recompile(ctx context.Context) (err error) {
 	// A copy: outboundFor adds namespaces to the installed map, under the
 	// lock, while this compilation reads prev without it.
 	prev := maps.Clone(h.outbound)
+	// The index of prev's encodings, kept up to date by outboundFor.
+	shared := h.shared
 	// Taken before the read of the cache: a change after this point kicks
 	// another compilation and is marked for it.
 	d := h.dirty
@@ -461,7 +463,9 @@ func (h *Hub) recompile(ctx context.Context) (err error) {
 			namespaces[ns] = false
 		}
 	}
-	shared := newSharedServices(prev)
+	if shared == nil {
+		shared = newSharedServices(prev)
+	}
 	outs, err := encodeNamespaces(w, namespaces, prev, shared)
 	if err != nil {
 		return err
