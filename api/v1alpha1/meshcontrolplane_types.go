@@ -195,6 +195,16 @@ type ProxySpec struct {
 	// +kubebuilder:default={requests: {cpu: "10m", memory: "20Mi"}, limits: {memory: "128Mi"}}
 	Resources corev1.ResourceRequirements `json:"resources,omitempty,omitzero"`
 
+	// concurrency is how many threads run the proxy's code (its
+	// GOMAXPROCS). Unset, a proxy uses its CPU limit rounded up, or 1
+	// without a limit: one thread serves several thousand requests a
+	// second, and every thread more costs CPU in wake-ups. The pod
+	// annotation mesh.weft.dev/proxy-concurrency overrides it.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=64
+	Concurrency int32 `json:"concurrency,omitempty"`
+
 	// logLevel of the proxy.
 	// +optional
 	// +kubebuilder:default=info

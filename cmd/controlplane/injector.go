@@ -61,6 +61,7 @@ func injectorConfig(mcp *meshv1alpha1.MeshControlPlane, o options) inject.Config
 	if len(p.Resources.Requests) > 0 || len(p.Resources.Limits) > 0 {
 		cfg.Resources = *p.Resources.DeepCopy()
 	}
+	cfg.ProxyConcurrency = p.Concurrency
 	for _, port := range p.SkipInboundPorts {
 		cfg.SkipInboundPorts = append(cfg.SkipInboundPorts, strconv.Itoa(int(port)))
 	}

@@ -51,3 +51,15 @@ func TestInjectorConfigAccessLog(t *testing.T) {
 		}
 	}
 }
+
+func TestInjectorConfigConcurrency(t *testing.T) {
+	o := options{revision: "v1-0-0", namespace: "weft-system", grpcAddr: ":8090"}
+	mcp := &meshv1alpha1.MeshControlPlane{}
+	if got := injectorConfig(mcp, o).ProxyConcurrency; got != 0 {
+		t.Errorf("unset concurrency → %d, want 0 (the proxy decides)", got)
+	}
+	mcp.Spec.Proxy.Concurrency = 3
+	if got := injectorConfig(mcp, o).ProxyConcurrency; got != 3 {
+		t.Errorf("proxy.concurrency 3 → %d", got)
+	}
+}

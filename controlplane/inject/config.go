@@ -35,8 +35,11 @@ const (
 	AnnotationProxyCPULimit      = "mesh.weft.dev/proxy-cpu-limit"
 	AnnotationProxyMemoryRequest = "mesh.weft.dev/proxy-memory-request"
 	AnnotationProxyMemoryLimit   = "mesh.weft.dev/proxy-memory-limit"
-	AnnotationSkipInboundPorts   = "mesh.weft.dev/skip-inbound-ports"
-	AnnotationSkipOutboundPorts  = "mesh.weft.dev/skip-outbound-ports"
+	// AnnotationProxyConcurrency (a whole number, 1 to MaxProxyConcurrency)
+	// sets the proxy's GOMAXPROCS for the pod; see Config.ProxyConcurrency.
+	AnnotationProxyConcurrency  = "mesh.weft.dev/proxy-concurrency"
+	AnnotationSkipInboundPorts  = "mesh.weft.dev/skip-inbound-ports"
+	AnnotationSkipOutboundPorts = "mesh.weft.dev/skip-outbound-ports"
 	// AnnotationRewriteProbes ("enabled", the default, or "disabled")
 	// chooses whether the application's probes go through the proxy's
 	// admin port or bypass the proxy on excluded ports.
@@ -90,6 +93,9 @@ const (
 	EnvAppProbes = "WEFT_APP_PROBES"
 )
 
+// MaxProxyConcurrency bounds spec.proxy.concurrency and the annotation.
+const MaxProxyConcurrency = 64
+
 // Paths of the proxy's admin server used by the sidecar's own probes.
 const (
 	ProxyReadyPath = "/ready"
@@ -113,6 +119,10 @@ type Config struct {
 	AccessLog string
 	// Resources of the proxy, unless overridden by pod annotations.
 	Resources corev1.ResourceRequirements
+	// ProxyConcurrency, when above 0, is the proxy's GOMAXPROCS (passed
+	// in $GOMAXPROCS) unless the pod's annotation says otherwise. At 0 the
+	// proxy uses its CPU limit rounded up, or 1 without a limit.
+	ProxyConcurrency int32
 	// InitResources of proxy-init, which only runs iptables-restore.
 	InitResources corev1.ResourceRequirements
 	// Revision of the control plane that injects (and that the proxy talks to).
@@ -193,6 +203,9 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.ProxyImage == "" {
 		errs = append(errs, errors.New("proxy image is empty"))
+	}
+	if c.ProxyConcurrency < 0 || c.ProxyConcurrency > MaxProxyConcurrency {
+		errs = append(errs, fmt.Errorf("proxy concurrency %d is outside 0 to %d", c.ProxyConcurrency, MaxProxyConcurrency))
 	}
 	if c.ProxyUID <= 0 {
 		// Root is never exempted from redirection: that would exempt every

@@ -158,6 +158,15 @@ var goldenCases = []struct {
 	{name: "resource-override-request-above-limit", ns: meshedNS(), pod: with(func(p *corev1.Pod) {
 		p.Annotations = map[string]string{AnnotationProxyMemoryRequest: "1Gi"}
 	})},
+	// The mesh's proxy concurrency reaches the proxy as GOMAXPROCS; the
+	// pod's annotation wins over it.
+	{name: "concurrency", ns: meshedNS(), pod: basePod(), cfg: func(c *Config) { c.ProxyConcurrency = 2 }},
+	{name: "concurrency-annotation", ns: meshedNS(), pod: with(func(p *corev1.Pod) {
+		p.Annotations = map[string]string{AnnotationProxyConcurrency: "4"}
+	}), cfg: func(c *Config) { c.ProxyConcurrency = 2 }},
+	{name: "concurrency-annotation-invalid", ns: meshedNS(), pod: with(func(p *corev1.Pod) {
+		p.Annotations = map[string]string{AnnotationProxyConcurrency: "0"}
+	})},
 	{name: "skip-ports-invalid", ns: meshedNS(), pod: with(func(p *corev1.Pod) {
 		p.Annotations = map[string]string{AnnotationSkipOutboundPorts: "3306,mysql"}
 	})},

@@ -56,7 +56,16 @@ func Inject(pod *corev1.Pod, cfg Config) (Patch, error) {
 		return nil, err
 	}
 
+	concurrency, err := proxyConcurrency(pod, cfg)
+	if err != nil {
+		return nil, err
+	}
+
 	var extraEnv []corev1.EnvVar
+	if concurrency > 0 {
+		// Read by Go's runtime itself; the proxy leaves it alone.
+		extraEnv = append(extraEnv, corev1.EnvVar{Name: "GOMAXPROCS", Value: strconv.Itoa(int(concurrency))})
+	}
 	if len(probes.probes) > 0 {
 		v, err := appProbesEnv(probes.probes)
 		if err != nil {
@@ -203,6 +212,20 @@ func proxyResources(pod *corev1.Pod, cfg Config) (corev1.ResourceRequirements, e
 		}
 	}
 	return r, nil
+}
+
+// proxyConcurrency is the pod's annotation, else the mesh's setting; 0
+// leaves the choice to the proxy.
+func proxyConcurrency(pod *corev1.Pod, cfg Config) (int32, error) {
+	v, ok := pod.Annotations[AnnotationProxyConcurrency]
+	if !ok {
+		return cfg.ProxyConcurrency, nil
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n < 1 || n > MaxProxyConcurrency {
+		return 0, fmt.Errorf("cannot inject: annotation %s=%q: want a whole number of threads from 1 to %d", AnnotationProxyConcurrency, v, MaxProxyConcurrency)
+	}
+	return int32(n), nil
 }
 
 // probeRewriteEnabled reads the annotation that turns probe rewriting off.

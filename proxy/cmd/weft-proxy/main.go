@@ -120,7 +120,7 @@ func run(args []string) int {
 		reload    = fs.Duration("reload-interval", time.Second, "how often files are checked for changes")
 		gcPercent = fs.Int("gc-percent", defaultGCPercent, "GOGC for the proxy (default $GOGC when set)")
 		memLimit  = fs.Int64("memory-limit", 0, "soft memory limit in bytes (0: GOMEMLIMIT or none)")
-		procs     = fs.Int("procs", 0, "threads running Go code (GOMAXPROCS); 0: 1 when the container's CPU limit is one CPU or less, else Go's default ($GOMAXPROCS, or the CPU limit rounded up but at least 2, or the CPU count)")
+		procs     = fs.Int("procs", 0, "threads running Go code (GOMAXPROCS); 0: $GOMAXPROCS when set, else the container's CPU limit rounded up, else 1")
 		pprofOn   = fs.Bool("pprof", false, "serve Go profiles under /debug/pprof/ on the admin listener")
 		release   = fs.Bool("release-startup-pages", true, "once ready, unmap the executable's pages that start-up touched; they stay in the page cache and fault back in when used (lower RSS)")
 		markFlag  = fs.String("socket-mark", "", "SO_MARK for the proxy's own connections, exempted by proxy-init --proxy-mark where the proxy cannot run as its own UID (not in Kubernetes pods: see package sockmark) (default $WEFT_SOCKET_MARK)")
@@ -149,8 +149,8 @@ func run(args []string) int {
 	}
 	if *procs > 0 {
 		runtime.GOMAXPROCS(*procs)
-	} else if os.Getenv("GOMAXPROCS") == "" && oneCPU(os.ReadFile) {
-		runtime.GOMAXPROCS(1)
+	} else if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(defaultProcs(os.ReadFile, runtime.NumCPU()))
 	}
 	if *memLimit > 0 {
 		debug.SetMemoryLimit(*memLimit)

@@ -1,20 +1,29 @@
 package main
 
 import (
+	"math"
 	"path"
 	"slices"
 	"strconv"
 	"strings"
 )
 
-// oneCPU says whether the proxy's cgroup limits it to one CPU or less.
-// Go's container-aware GOMAXPROCS stops at 2 whatever the limit, and a
-// second P costs the proxy 15-25% more CPU per request in wake-ups across
-// threads (bench/proxy/RESULTS.md), which a sidecar limited to one CPU
-// pays without gaining parallelism. readFile is os.ReadFile.
-func oneCPU(readFile func(string) ([]byte, error)) bool {
+// defaultProcs is GOMAXPROCS when neither -procs nor $GOMAXPROCS says: the
+// container's CPU limit rounded up, at most numCPU; without a limit, 1.
+//
+// Go's own default is the limit rounded up but at least 2, or every CPU of
+// the node without a limit: 64 threads running Go code, and 16 of them
+// marking during each collection, for a sidecar of a pod that asked for
+// 50m. A second P also costs 15-25% more CPU per request in wake-ups across
+// threads (bench/proxy/RESULTS.md). One P serves several thousand requests
+// a second; a busier pod sets a CPU limit or the mesh's proxy concurrency
+// (which the injector passes as $GOMAXPROCS). readFile is os.ReadFile.
+func defaultProcs(readFile func(string) ([]byte, error), numCPU int) int {
 	limit := cpuLimit(readFile)
-	return limit > 0 && limit <= 1
+	if limit <= 0 {
+		return 1
+	}
+	return max(1, min(int(math.Ceil(limit)), numCPU))
 }
 
 // cpuLimit returns the CPU limit of the process's cgroup (v2, else v1) in
