@@ -254,6 +254,9 @@ func run(args []string) int {
 	if *release {
 		go releaseWhenReady(ctx, p, log)
 	}
+	if *procs == 0 && os.Getenv("GOMAXPROCS") == "" {
+		go followCPULimit(ctx, 10*time.Second, log)
+	}
 	log.Info("Serving", "procs", runtime.GOMAXPROCS(0), "controlPlane", *cpAddr, "outbound", p.Addr("outbound"), "inbound", p.Addr("inbound"), "admin", p.Addr("admin"), "static", len(static))
 	<-ctx.Done()
 	log.Info("Draining", "timeout", *drainTO)

@@ -1,11 +1,16 @@
 package main
 
 import (
+	"context"
+	"log/slog"
 	"math"
+	"os"
 	"path"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // defaultProcs is GOMAXPROCS when neither -procs nor $GOMAXPROCS says: the
@@ -24,6 +29,42 @@ func defaultProcs(readFile func(string) ([]byte, error), numCPU int) int {
 		return 1
 	}
 	return max(1, min(int(math.Ceil(limit)), numCPU))
+}
+
+// followCPULimit keeps GOMAXPROCS at defaultProcs when the container's CPU
+// limit changes (an in-place pod resize). Go's runtime tracks the limit
+// itself, but only until the program sets GOMAXPROCS, as main does.
+func followCPULimit(ctx context.Context, every time.Duration, log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	f := procsFollower{read: os.ReadFile, numCPU: runtime.NumCPU(), set: runtime.GOMAXPROCS}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if from, to, changed := f.step(); changed {
+				log.Info("CPU limit changed", "procs", to, "was", from)
+			}
+		}
+	}
+}
+
+// procsFollower is one look of followCPULimit.
+type procsFollower struct {
+	read   func(string) ([]byte, error)
+	numCPU int
+	// set is runtime.GOMAXPROCS: sets n when n > 0, returns the previous.
+	set func(n int) int
+}
+
+func (f procsFollower) step() (from, to int, changed bool) {
+	to = defaultProcs(f.read, f.numCPU)
+	if from = f.set(0); from == to {
+		return from, to, false
+	}
+	f.set(to)
+	return from, to, true
 }
 
 // cpuLimit returns the CPU limit of the process's cgroup (v2, else v1) in

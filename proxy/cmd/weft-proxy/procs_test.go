@@ -54,3 +54,46 @@ func TestDefaultProcs(t *testing.T) {
 		})
 	}
 }
+
+// An in-place resize of the container's CPU limit reaches GOMAXPROCS.
+func TestFollowCPULimit(t *testing.T) {
+	cpuMax := "max 100000\n"
+	read := func(name string) ([]byte, error) {
+		switch name {
+		case "/proc/self/cgroup":
+			return []byte("0::/\n"), nil
+		case "/sys/fs/cgroup/cpu.max":
+			return []byte(cpuMax), nil
+		}
+		return nil, &fs.PathError{Op: "open", Path: name, Err: errors.New("no such file")}
+	}
+	procs := 1
+	var sets []int
+	f := procsFollower{read: read, numCPU: 8, set: func(n int) int {
+		prev := procs
+		if n > 0 {
+			procs = n
+			sets = append(sets, n)
+		}
+		return prev
+	}}
+	for _, step := range []struct {
+		cpuMax   string
+		from, to int
+		changed  bool
+	}{
+		{"max 100000\n", 1, 1, false},
+		{"250000 100000\n", 1, 3, true}, // resized to 2.5 CPUs
+		{"250000 100000\n", 3, 3, false},
+		{"max 100000\n", 3, 1, true}, // limit removed
+	} {
+		cpuMax = step.cpuMax
+		from, to, changed := f.step()
+		if from != step.from || to != step.to || changed != step.changed {
+			t.Errorf("cpu.max %q: step() = %d, %d, %v; want %d, %d, %v", step.cpuMax, from, to, changed, step.from, step.to, step.changed)
+		}
+	}
+	if len(sets) != 2 || procs != 1 {
+		t.Errorf("GOMAXPROCS set %v, now %d; want [3 1], 1", sets, procs)
+	}
+}
