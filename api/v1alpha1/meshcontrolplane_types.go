@@ -197,9 +197,10 @@ type ProxySpec struct {
 
 	// concurrency is how many threads run the proxy's code (its
 	// GOMAXPROCS). Unset, a proxy uses its CPU limit rounded up, or 1
-	// without a limit: one thread serves several thousand requests a
-	// second, and every thread more costs CPU in wake-ups. The pod
-	// annotation mesh.weft.dev/proxy-concurrency overrides it.
+	// without a limit: one thread serves thousands of requests a second,
+	// and every thread more costs CPU in wake-ups. A pod's annotations
+	// override it: mesh.weft.dev/proxy-concurrency, or
+	// mesh.weft.dev/proxy-cpu-limit (the proxy then follows its limit).
 	// +optional
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=64

@@ -120,8 +120,9 @@ type Config struct {
 	// Resources of the proxy, unless overridden by pod annotations.
 	Resources corev1.ResourceRequirements
 	// ProxyConcurrency, when above 0, is the proxy's GOMAXPROCS (passed
-	// in $GOMAXPROCS) unless the pod's annotation says otherwise. At 0 the
-	// proxy uses its CPU limit rounded up, or 1 without a limit.
+	// in $GOMAXPROCS) unless the pod's annotations say otherwise: its
+	// concurrency, or its proxy CPU limit (the proxy then follows that).
+	// At 0 the proxy uses its CPU limit rounded up, or 1 without a limit.
 	ProxyConcurrency int32
 	// InitResources of proxy-init, which only runs iptables-restore.
 	InitResources corev1.ResourceRequirements

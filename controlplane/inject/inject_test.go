@@ -6,6 +6,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -274,5 +275,41 @@ func TestNeverExemptsByMark(t *testing.T) {
 	}
 	if injected == 0 {
 		t.Fatal("no golden case was injected")
+	}
+}
+
+func TestProxyConcurrency(t *testing.T) {
+	for _, tc := range []struct {
+		annotations map[string]string
+		mesh        int32
+		want        int32
+		wantErr     bool
+	}{
+		{nil, 0, 0, false},
+		{nil, 2, 2, false},
+		{map[string]string{AnnotationProxyConcurrency: "4"}, 2, 4, false},
+		{map[string]string{AnnotationProxyConcurrency: " 3 "}, 0, 3, false},
+		{map[string]string{AnnotationProxyConcurrency: "+3"}, 0, 3, false},
+		{map[string]string{AnnotationProxyConcurrency: "64"}, 0, 64, false},
+		// The pod's own CPU limit wins over the mesh's concurrency.
+		{map[string]string{AnnotationProxyCPULimit: "3"}, 2, 0, false},
+		{map[string]string{AnnotationProxyCPULimit: "3", AnnotationProxyConcurrency: "1"}, 2, 1, false},
+		{map[string]string{AnnotationProxyConcurrency: ""}, 0, 0, true},
+		{map[string]string{AnnotationProxyConcurrency: "0"}, 0, 0, true},
+		{map[string]string{AnnotationProxyConcurrency: "65"}, 0, 0, true},
+		{map[string]string{AnnotationProxyConcurrency: "2.0"}, 0, 0, true},
+		{map[string]string{AnnotationProxyConcurrency: "99999999999999999999"}, 0, 0, true},
+	} {
+		pod := basePod()
+		pod.Annotations = tc.annotations
+		cfg := DefaultConfig()
+		cfg.ProxyConcurrency = tc.mesh
+		got, err := proxyConcurrency(pod, cfg)
+		if (err != nil) != tc.wantErr || got != tc.want {
+			t.Errorf("annotations %v, mesh %d: got %d, %v; want %d, error %v", tc.annotations, tc.mesh, got, err, tc.want, tc.wantErr)
+		}
+		if err != nil && !strings.Contains(err.Error(), AnnotationProxyConcurrency) {
+			t.Errorf("error %q does not name the annotation", err)
+		}
 	}
 }

@@ -214,11 +214,16 @@ func proxyResources(pod *corev1.Pod, cfg Config) (corev1.ResourceRequirements, e
 	return r, nil
 }
 
-// proxyConcurrency is the pod's annotation, else the mesh's setting; 0
-// leaves the choice to the proxy.
+// proxyConcurrency is the pod's annotation; else 0 when the pod sets its
+// proxy's CPU limit (the proxy then follows the limit: the pod's own
+// setting wins over the mesh's); else the mesh's setting. 0 leaves the
+// choice to the proxy.
 func proxyConcurrency(pod *corev1.Pod, cfg Config) (int32, error) {
 	v, ok := pod.Annotations[AnnotationProxyConcurrency]
 	if !ok {
+		if _, limited := pod.Annotations[AnnotationProxyCPULimit]; limited {
+			return 0, nil
+		}
 		return cfg.ProxyConcurrency, nil
 	}
 	n, err := strconv.Atoi(strings.TrimSpace(v))

@@ -120,7 +120,7 @@ func run(args []string) int {
 		reload    = fs.Duration("reload-interval", time.Second, "how often files are checked for changes")
 		gcPercent = fs.Int("gc-percent", defaultGCPercent, "GOGC for the proxy (default $GOGC when set)")
 		memLimit  = fs.Int64("memory-limit", 0, "soft memory limit in bytes (0: GOMEMLIMIT or none)")
-		procs     = fs.Int("procs", 0, "threads running Go code (GOMAXPROCS); 0: $GOMAXPROCS when set, else the container's CPU limit rounded up, else 1")
+		procs     = fs.Int("procs", 0, "threads running Go code (GOMAXPROCS); 0 or less: $GOMAXPROCS when set, else the container's CPU limit rounded up (followed when it changes), else 1")
 		pprofOn   = fs.Bool("pprof", false, "serve Go profiles under /debug/pprof/ on the admin listener")
 		release   = fs.Bool("release-startup-pages", true, "once ready, unmap the executable's pages that start-up touched; they stay in the page cache and fault back in when used (lower RSS)")
 		markFlag  = fs.String("socket-mark", "", "SO_MARK for the proxy's own connections, exempted by proxy-init --proxy-mark where the proxy cannot run as its own UID (not in Kubernetes pods: see package sockmark) (default $WEFT_SOCKET_MARK)")
@@ -147,10 +147,12 @@ func run(args []string) int {
 	if *pprofOn {
 		runtime.MemProfileRate = defaultMemProfileRate
 	}
+	autoP := autoProcs(*procs, os.Getenv)
 	if *procs > 0 {
 		runtime.GOMAXPROCS(*procs)
-	} else if os.Getenv("GOMAXPROCS") == "" {
-		runtime.GOMAXPROCS(defaultProcs(os.ReadFile, runtime.NumCPU()))
+	} else if autoP {
+		n, _ := defaultProcs(os.ReadFile, runtime.NumCPU())
+		runtime.GOMAXPROCS(n)
 	}
 	if *memLimit > 0 {
 		debug.SetMemoryLimit(*memLimit)
@@ -254,7 +256,7 @@ func run(args []string) int {
 	if *release {
 		go releaseWhenReady(ctx, p, log)
 	}
-	if *procs == 0 && os.Getenv("GOMAXPROCS") == "" {
+	if autoP {
 		go followCPULimit(ctx, 10*time.Second, log)
 	}
 	log.Info("Serving", "procs", runtime.GOMAXPROCS(0), "controlPlane", *cpAddr, "outbound", p.Addr("outbound"), "inbound", p.Addr("inbound"), "admin", p.Addr("admin"), "static", len(static))

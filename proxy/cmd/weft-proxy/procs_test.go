@@ -48,8 +48,14 @@ func TestDefaultProcs(t *testing.T) {
 				}
 				return nil, &fs.PathError{Op: "open", Path: name, Err: errors.New("no such file")}
 			}
-			if got := defaultProcs(read, 8); got != tc.want {
+			got, ok := defaultProcs(read, 8)
+			if got != tc.want {
 				t.Errorf("got %d, want %d", got, tc.want)
+			}
+			// ok means a cgroup CPU file was read: in these cases, those
+			// that give one besides /proc/self/cgroup.
+			if readable := tc.files["/proc/self/cgroup"] != "" && len(tc.files) > 1; ok != readable {
+				t.Errorf("ok = %v, want %v", ok, readable)
 			}
 		})
 	}
@@ -59,10 +65,12 @@ func TestDefaultProcs(t *testing.T) {
 func TestFollowCPULimit(t *testing.T) {
 	cpuMax := "max 100000\n"
 	read := func(name string) ([]byte, error) {
-		switch name {
-		case "/proc/self/cgroup":
+		switch {
+		case cpuMax == "":
+			return nil, &fs.PathError{Op: "open", Path: name, Err: errors.New("too many open files")}
+		case name == "/proc/self/cgroup":
 			return []byte("0::/\n"), nil
-		case "/sys/fs/cgroup/cpu.max":
+		case name == "/sys/fs/cgroup/cpu.max":
 			return []byte(cpuMax), nil
 		}
 		return nil, &fs.PathError{Op: "open", Path: name, Err: errors.New("no such file")}
@@ -85,6 +93,7 @@ func TestFollowCPULimit(t *testing.T) {
 		{"max 100000\n", 1, 1, false},
 		{"250000 100000\n", 1, 3, true}, // resized to 2.5 CPUs
 		{"250000 100000\n", 3, 3, false},
+		{"", 3, 3, false},            // unreadable: says nothing about the limit
 		{"max 100000\n", 3, 1, true}, // limit removed
 	} {
 		cpuMax = step.cpuMax
@@ -95,5 +104,33 @@ func TestFollowCPULimit(t *testing.T) {
 	}
 	if len(sets) != 2 || procs != 1 {
 		t.Errorf("GOMAXPROCS set %v, now %d; want [3 1], 1", sets, procs)
+	}
+}
+
+func TestAutoProcs(t *testing.T) {
+	for _, tc := range []struct {
+		flag int
+		env  string
+		want bool
+	}{
+		{0, "", true},
+		{-1, "", true},
+		{2, "", false},
+		{0, "4", false},
+		{2, "4", false},
+		// Go's runtime ignores these, so the proxy still chooses.
+		{0, "0", true},
+		{0, "auto", true},
+		{0, "-2", true},
+	} {
+		getenv := func(k string) string {
+			if k == "GOMAXPROCS" {
+				return tc.env
+			}
+			return ""
+		}
+		if got := autoProcs(tc.flag, getenv); got != tc.want {
+			t.Errorf("-procs %d, GOMAXPROCS=%q: autoProcs = %v, want %v", tc.flag, tc.env, got, tc.want)
+		}
 	}
 }
