@@ -44,7 +44,7 @@ curl -sf -o /dev/null -d ping "http://127.0.0.1:$pport/echo"
 sleep 0.2
 one=$(mem)
 c0=$(cpu)
-"$fortio" load -quiet -qps 1000 -c 8 -t "${dur}s" -payload-size 1024 -json "$work/load.json" \
+"$fortio" load -quiet -qps 1000 -c 8 -t "${dur}s" -payload-size 1024 -r 0.00001 -json "$work/load.json" \
 	"http://127.0.0.1:$pport/echo" >"$work/load.log" 2>&1
 c1=$(cpu)
 loaded=$(mem)

@@ -19,8 +19,8 @@ func render(o options, phases []*phase, took time.Duration, loadStart, loadEnd s
 	p("Measured %s by `make bench-proxy` (bench/proxy) in %s on %d vCPUs shared with other work; %s, %s.\n",
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), took.Round(time.Second), runtime.NumCPU(), version(o.haproxy, "-v"), version(o.nginx, "-v"))
 	p("Load average (1/5/15 min) %s at the start, %s at the end: other work ran on the machine, which is why setups run side by side in rotating order and ratios are computed per round.\n", loadStart, loadEnd)
-	p("fortio %d rps, 1 KiB bodies (echoed back), %s per run, %d rounds per cell, setups in rotating order each round.\n",
-		o.qps, o.dur, o.rounds)
+	p("fortio %d rps, 1 KiB bodies (echoed back), %s per run, %d rounds per cell, setups in rotating order each round; histogram resolution (fortio -r) %s: percentiles are interpolated within fortio's buckets, 1× the resolution wide up to 100×, then 2×, 5×, 10× and 20× up to 200×.\n",
+		o.qps, o.dur, o.rounds, o.resolution)
 	p("Latencies are medians over rounds; *added* is that round's percentile minus the direct run's, then the median over rounds (µs).\n")
 	p("Ratio is weft's added latency over haproxy's (≤ 1.0 is the goal). CPU is the proxy's utime+stime during the run divided by its wall time.\n\n")
 	for _, ph := range phases {
