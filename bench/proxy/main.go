@@ -61,7 +61,8 @@ func main() {
 	flag.IntVar(&o.qps, "qps", 1000, "request rate")
 	// fortio's default, 1 ms, puts every loopback request in one bucket and
 	// reports a p50 near 0.5 ms whatever the latency is; at 10 µs its
-	// buckets are 10 µs wide below 120 µs, 50 µs to 0.5 ms, 100 µs to 1 ms.
+	// buckets are 10 µs wide below 120 µs, 20 µs to 0.2 ms, 50 µs to
+	// 0.5 ms, 100 µs to 1 ms.
 	flag.DurationVar(&o.resolution, "resolution", 10*time.Microsecond, "fortio histogram resolution (-r)")
 	flag.StringVar(&conns, "c", "8,16", "connection counts")
 	flag.StringVar(&protos, "protos", "HTTP/1.1,HTTP/2,gRPC,TCP", "protocols")

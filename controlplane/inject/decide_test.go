@@ -86,6 +86,7 @@ func TestConfigValidate(t *testing.T) {
 		{"same ports", func(c *Config) { c.AdminPort = c.InboundPort }, "inbound and admin ports are both 4143"},
 		{"port out of range", func(c *Config) { c.OutboundPort = 70000 }, "outbound port 70000 is not a port"},
 		{"no revision", func(c *Config) { c.Revision = "" }, "revision is empty"},
+		{"concurrency too high", func(c *Config) { c.ProxyConcurrency = 65 }, "proxy concurrency 65 is outside 0 to 64"},
 		{"trust anchors", func(c *Config) { c.TrustAnchorsPEM = trustAnchors() + trustAnchors() }, ""},
 		{"trust anchors not PEM", func(c *Config) { c.TrustAnchorsPEM = "root" }, "trust anchors: trailing data that is not PEM"},
 		{"trust anchors with a key", func(c *Config) {
