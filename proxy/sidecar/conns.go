@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+
+	"github.com/weftmesh/weft/proxy/internal/coalesce"
 )
 
 // conn is an accepted connection with what the proxy learned about it. Reads
@@ -14,8 +16,11 @@ type conn struct {
 	net.Conn
 	br   *bufio.Reader // nil once drained or never used
 	info *connInfo
-	once sync.Once
-	done func(*conn)
+	// keepBuf keeps reading through br after detection: for HTTP/2, whose
+	// server reads each frame's header and payload separately.
+	keepBuf bool
+	once    sync.Once
+	done    func(*conn)
 }
 
 // connInfo is per-connection data handed to HTTP handlers via ConnContext.
@@ -32,7 +37,7 @@ type connInfo struct {
 
 func (c *conn) Read(p []byte) (int, error) {
 	if c.br != nil {
-		if c.br.Buffered() > 0 {
+		if c.keepBuf || c.br.Buffered() > 0 {
 			return c.br.Read(p)
 		}
 		c.br = nil
@@ -166,4 +171,17 @@ func (t *tracker) count() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return len(t.conns)
+}
+
+// coalesced batches the writes of an HTTP/2 connection (see package
+// coalesce). The result is a *conn again so that the server finds the
+// connection's info.
+func coalesced(c *conn, bufferReads bool) *conn {
+	if bufferReads {
+		c.keepBuf = true
+		if c.br == nil {
+			c.br = bufio.NewReaderSize(c.Conn, 4096)
+		}
+	}
+	return &conn{Conn: coalesce.New(c), info: c.info, done: func(*conn) {}}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/weftmesh/weft/proxy/detect"
 	"github.com/weftmesh/weft/proxy/httpguard"
 	"github.com/weftmesh/weft/proxy/identity"
+	"github.com/weftmesh/weft/proxy/internal/coalesce"
 	"github.com/weftmesh/weft/proxy/metrics"
 	"github.com/weftmesh/weft/proxy/origdst"
 	"github.com/weftmesh/weft/proxy/pipe"
@@ -74,8 +75,11 @@ func (p *Proxy) handleInbound(c *conn) {
 		return
 	}
 	var hc net.Conn = c
-	if kind == detect.HTTP1 {
+	switch kind {
+	case detect.HTTP1:
 		hc = p.guardH1(c, c)
+	case detect.HTTP2:
+		hc = coalesced(c, true)
 	}
 	if !p.inQ.push(context.Background(), hc) {
 		hc.Close()
@@ -132,17 +136,23 @@ func (p *Proxy) inboundTarget(c *conn) (string, uint16, bool) {
 }
 
 func (p *Proxy) inboundTLS(c *conn, port uint16) {
-	tc := tls.Server(c, p.tlsCfg)
+	// Writes under TLS are coalesced for HTTP/2 (each frame is a record
+	// of its own, the batch one system call) and go straight for the rest.
+	cc := coalesced(c, false)
+	tc := tls.Server(cc, p.tlsCfg)
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.HeaderTimeout)
 	err := tc.HandshakeContext(ctx)
 	cancel()
 	if err != nil {
 		p.metrics.Refused(metrics.Inbound, "tls_handshake")
 		p.log.Debug("Inbound TLS handshake failed", "client", c.RemoteAddr().String(), "err", err)
-		c.Close()
+		cc.Close()
 		return
 	}
 	cs := tc.ConnectionState()
+	if cs.NegotiatedProtocol != identity.ALPNH2 {
+		cc.Conn.(*coalesce.Conn).Direct()
+	}
 	c.info.tls = true
 	if id, ok := identity.PeerID(cs); ok {
 		c.info.peer = id.String()

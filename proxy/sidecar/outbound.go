@@ -77,8 +77,12 @@ func (p *Proxy) handleOutbound(c *conn, static netip.AddrPort) {
 		p.outboundTCP(c, d, dst)
 		return
 	}
-	if !p.outQ.push(context.Background(), c) {
-		c.Close()
+	var hc net.Conn = c
+	if kind == detect.HTTP2 || (d != nil && (d.proto == meshconfig.ProtocolHTTP2 || d.proto == meshconfig.ProtocolGRPC)) {
+		hc = coalesced(c, true)
+	}
+	if !p.outQ.push(context.Background(), hc) {
+		hc.Close()
 	}
 }
 

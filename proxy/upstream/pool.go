@@ -24,6 +24,7 @@ import (
 
 	"github.com/weftmesh/weft/pkg/meshconfig"
 	"github.com/weftmesh/weft/proxy/identity"
+	"github.com/weftmesh/weft/proxy/internal/coalesce"
 	"github.com/weftmesh/weft/proxy/sockmark"
 )
 
@@ -127,7 +128,14 @@ func New(o Options) *Pool {
 	p.h1t.DialContext = p.dial.DialContext
 	p.h1 = newH1Client(p.dial.DialContext, p.h1t, o.IdleTimeout)
 	p.h2c = p.transport(o.IdleTimeout)
-	p.h2c.DialContext = p.dial.DialContext
+	// HTTP/2 flushes every frame on its own; see package coalesce.
+	p.h2c.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := p.dial.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return coalesce.New(c), nil
+	}
 	p.h2c.Protocols = new(http.Protocols)
 	p.h2c.Protocols.SetUnencryptedHTTP2(true)
 	return p
@@ -273,6 +281,11 @@ func (p *Pool) dialTLS(ctx context.Context, addr string, id spiffeid.ID, alpn st
 	raw, err := p.dial.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
+	}
+	if alpn == identity.ALPNH2 {
+		// One system call for the frames (each its own TLS record) that
+		// a round of work produced; see package coalesce.
+		raw = coalesce.New(raw)
 	}
 	c := tls.Client(raw, p.ids.ClientConfig(id, alpn))
 	if err := c.HandshakeContext(ctx); err != nil {

@@ -1,0 +1,283 @@
+package coalesce
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"sync"
+	"testing"
+)
+
+// tcpPair returns the two ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (client, server net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type res struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		c, err := ln.Accept()
+		ch <- res{c, err}
+	}()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := <-ch
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	t.Cleanup(func() { client.Close(); r.c.Close() })
+	return client, r.c
+}
+
+// recorder is a net.Conn that records each Write it gets. When gate is
+// set, the first Write waits for it to close, having said on started
+// that it began.
+type recorder struct {
+	net.Conn
+	mu      sync.Mutex
+	writes  [][]byte
+	fail    error
+	gate    chan struct{}
+	started chan struct{}
+	once    sync.Once
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	if r.gate != nil {
+		r.once.Do(func() {
+			close(r.started)
+			<-r.gate
+		})
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.fail != nil {
+		return 0, r.fail
+	}
+	r.writes = append(r.writes, bytes.Clone(p))
+	return len(p), nil
+}
+
+func (r *recorder) Close() error { return nil }
+
+func (r *recorder) snapshot() [][]byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([][]byte(nil), r.writes...)
+}
+
+func (r *recorder) joined() []byte { return bytes.Join(r.snapshot(), nil) }
+
+func TestWritesArriveInOrder(t *testing.T) {
+	a, b := tcpPair(t)
+	c := New(a)
+	var want bytes.Buffer
+	go func() {
+		for i := range 5000 {
+			msg := fmt.Appendf(nil, "frame %d;", i)
+			if i%500 == 0 {
+				msg = append(msg, bytes.Repeat([]byte{'x'}, maxBuffered)...) // larger than the buffer
+			}
+			want.Write(msg)
+			if _, err := c.Write(msg); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+		c.Close()
+	}()
+	got, err := io.ReadAll(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want.Bytes()) {
+		t.Fatalf("read %d bytes, not the %d written in order", len(got), want.Len())
+	}
+}
+
+func TestConcurrentWritesStayWhole(t *testing.T) {
+	a, b := tcpPair(t)
+	c := New(a)
+	const writers, each = 8, 500
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				if _, err := fmt.Fprintf(c, "<%d:%d>", w, i); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	go func() {
+		wg.Wait()
+		c.Close()
+	}()
+	got, err := io.ReadAll(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := make([]int, writers)
+	for rec := range bytes.SplitSeq(got, []byte(">")) {
+		if len(rec) == 0 {
+			continue
+		}
+		var w, i int
+		if _, err := fmt.Sscanf(string(rec), "<%d:%d", &w, &i); err != nil {
+			t.Fatalf("torn record %q: %v", rec, err)
+		}
+		if i != next[w] {
+			t.Fatalf("writer %d: record %d after %d", w, i, next[w]-1)
+		}
+		next[w]++
+	}
+	for w, n := range next {
+		if n != each {
+			t.Errorf("writer %d: %d records arrived, want %d", w, n, each)
+		}
+	}
+}
+
+// While a send is under way, the writes that follow are joined into one.
+func TestWritesDuringASendAreJoined(t *testing.T) {
+	r := &recorder{gate: make(chan struct{}), started: make(chan struct{})}
+	c := New(r)
+	c.Write([]byte("first;"))
+	<-r.started // the flusher holds "first;" and is blocked sending it
+	var want bytes.Buffer
+	want.WriteString("first;")
+	for i := range 100 {
+		msg := fmt.Appendf(nil, "%d;", i)
+		want.Write(msg)
+		c.Write(msg)
+	}
+	close(r.gate)
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	w := r.snapshot()
+	if len(w) != 2 {
+		t.Fatalf("%d sends for 101 writes, want 2 (the blocked one and the rest joined)", len(w))
+	}
+	if !bytes.Equal(r.joined(), want.Bytes()) {
+		t.Fatalf("sent %q", r.joined())
+	}
+}
+
+func TestSendErrorIsReturnedByTheNextWrite(t *testing.T) {
+	boom := errors.New("boom")
+	r := &recorder{fail: boom}
+	c := New(r)
+	if _, err := c.Write([]byte("lost")); err != nil {
+		t.Fatalf("first write: %v (it is only buffered)", err)
+	}
+	if err := c.Flush(); !errors.Is(err, boom) {
+		t.Fatalf("Flush: %v, want %v", err, boom)
+	}
+	if _, err := c.Write([]byte("more")); !errors.Is(err, boom) {
+		t.Fatalf("Write after a failed send: %v, want %v", err, boom)
+	}
+	if n, err := c.Write(make([]byte, 2*maxBuffered)); n != 0 || !errors.Is(err, boom) {
+		t.Fatalf("large Write after a failed send: %d, %v", n, err)
+	}
+}
+
+func TestWriteAfterClose(t *testing.T) {
+	a, _ := tcpPair(t)
+	c := New(a)
+	c.Close()
+	if _, err := c.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Write after Close: %v, want net.ErrClosed", err)
+	}
+}
+
+func TestCloseSendsWhatIsBuffered(t *testing.T) {
+	a, b := tcpPair(t)
+	c := New(a)
+	c.Write([]byte("goodbye"))
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(b)
+	if err != nil || string(got) != "goodbye" {
+		t.Fatalf("peer read %q, %v", got, err)
+	}
+}
+
+// A peer that stops reading blocks a send; Close still returns, and the
+// blocked writer gets an error.
+func TestCloseWithAPeerThatDoesNotRead(t *testing.T) {
+	a, _ := tcpPair(t)
+	c := New(a)
+	done := make(chan error, 1)
+	go func() {
+		chunk := make([]byte, 1<<20)
+		for {
+			if _, err := c.Write(chunk); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	// Wait for a send to be under way; with nobody reading, the socket
+	// buffers fill and one of the sends blocks in the kernel.
+	for c.wmu.TryLock() {
+		c.wmu.Unlock()
+		runtime.Gosched()
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err == nil {
+		t.Fatal("the blocked writer got no error")
+	}
+}
+
+func TestCloseWriteSendsThenHalfCloses(t *testing.T) {
+	a, b := tcpPair(t)
+	c := New(a)
+	c.Write([]byte("request"))
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(b)
+	if err != nil || string(got) != "request" {
+		t.Fatalf("peer read %q, %v", got, err)
+	}
+	// The other direction still works.
+	if _, err := b.Write([]byte("response")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 8)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "response" {
+		t.Fatalf("read back %q, %v", buf, err)
+	}
+}
+
+func TestDirectWritesGoStraight(t *testing.T) {
+	r := &recorder{}
+	c := New(r)
+	c.Write([]byte("handshake;"))
+	c.Direct()
+	if got := r.joined(); string(got) != "handshake;" {
+		t.Fatalf("Direct did not send the buffered bytes first: %q", got)
+	}
+	for i := range 10 {
+		c.Write(fmt.Appendf(nil, "%d;", i))
+	}
+	if w := r.snapshot(); len(w) != 11 {
+		t.Fatalf("%d sends after Direct for 1+10 writes, want 11", len(w))
+	}
+}
