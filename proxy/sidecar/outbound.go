@@ -77,6 +77,9 @@ func (p *Proxy) handleOutbound(c *conn, static netip.AddrPort) {
 		p.outboundTCP(c, d, dst)
 		return
 	}
+	// HTTP/2 gets its writes coalesced and its reads buffered; a
+	// destination declared HTTP/2 or gRPC skipped detection, and an
+	// HTTP/1 client of it (a misconfiguration) is served the same way.
 	var hc net.Conn = c
 	if kind == detect.HTTP2 || (d != nil && (d.proto == meshconfig.ProtocolHTTP2 || d.proto == meshconfig.ProtocolGRPC)) {
 		hc = coalesced(c, true)

@@ -13,12 +13,16 @@
 // timer; a round that produces a single frame pays one goroutine start more.
 //
 // Write reports success once the bytes are buffered. A failure to send is
-// returned by the next Write, and by Close. At most maxBuffered bytes wait;
-// a write that would exceed it sends everything at once on the caller.
+// returned by the next Write, and by Close; the connection is then dead (as
+// a crypto/tls connection is after a failed write). At most maxBuffered
+// bytes wait; a write that would exceed it sends everything at once on the
+// caller. Close, and a write deadline that has passed, send what is
+// buffered first.
 package coalesce
 
 import (
 	"net"
+	"os"
 	"runtime"
 	"sync"
 	"time"
@@ -35,7 +39,7 @@ const (
 	closeFlushTime = time.Second
 )
 
-// Conn is a net.Conn whose writes are coalesced. Reads, deadlines and
+// Conn is a net.Conn whose writes are coalesced. Reads, read deadlines and
 // addresses are the underlying connection's.
 type Conn struct {
 	net.Conn
@@ -47,8 +51,9 @@ type Conn struct {
 	spare     []byte // the other buffer, empty, reused by the next round
 	scheduled bool   // a flusher will take buf
 	closed    bool
-	direct    bool  // Direct was called: writes are no longer buffered
-	err       error // the first failed send; every later Write returns it
+	direct    bool      // Direct was called: writes are no longer buffered
+	deadline  time.Time // the write deadline last set
+	err       error     // the first failed send; every later Write returns it
 }
 
 // New wraps c.
@@ -117,6 +122,9 @@ func (c *Conn) errLocked() error {
 	if c.closed {
 		return net.ErrClosed
 	}
+	if !c.deadline.IsZero() && !time.Now().Before(c.deadline) {
+		return os.ErrDeadlineExceeded
+	}
 	return nil
 }
 
@@ -177,37 +185,67 @@ func (c *Conn) Flush() error {
 	return c.err
 }
 
-// Close sends what is buffered (waiting at most a second for a blocked
-// send) and closes the connection.
+// Close sends what is buffered, after a send already under way (waiting at
+// most a second for each, for a peer that does not read), and closes the
+// connection. It returns the error of a send that failed, if any.
 func (c *Conn) Close() error {
 	c.mu.Lock()
 	already := c.closed
 	c.closed = true
-	pending := len(c.buf) > 0 || c.scheduled
 	c.mu.Unlock()
-	if !already && pending {
-		if !c.wmu.TryLock() {
-			// A send is under way and may be blocked on a peer that
-			// does not read: bound it, then wait for it.
-			c.Conn.SetWriteDeadline(time.Now().Add(closeFlushTime))
-			c.wmu.Lock()
-		}
-		c.mu.Lock()
-		b := c.buf
-		c.buf = nil
-		broken := c.err != nil
-		c.mu.Unlock()
-		if len(b) > 0 && !broken {
-			c.Conn.SetWriteDeadline(time.Now().Add(closeFlushTime))
-			c.Conn.Write(b)
-		}
-		c.wmu.Unlock()
+	if already {
+		return c.Conn.Close()
 	}
-	return c.Conn.Close()
+	if !c.wmu.TryLock() {
+		// A flusher holds bytes it took from buf: let it finish, bounded.
+		c.Conn.SetWriteDeadline(time.Now().Add(closeFlushTime))
+		c.wmu.Lock()
+	}
+	c.mu.Lock()
+	b := c.buf
+	c.buf = nil
+	err := c.err
+	c.mu.Unlock()
+	if len(b) > 0 && err == nil {
+		c.Conn.SetWriteDeadline(time.Now().Add(closeFlushTime))
+		if _, werr := c.Conn.Write(b); werr != nil {
+			err = werr
+		}
+	}
+	c.wmu.Unlock()
+	if cerr := c.Conn.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// SetDeadline is SetWriteDeadline's rule and the read deadline.
+func (c *Conn) SetDeadline(t time.Time) error {
+	c.beforeWriteDeadline(t)
+	return c.Conn.SetDeadline(t)
+}
+
+// SetWriteDeadline applies t to the sends still to come. A deadline that
+// has passed ends writing (crypto/tls sets one right after its close_notify
+// alert): what was written before it is sent first, waiting at most a
+// second, and later writes fail at once.
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	c.beforeWriteDeadline(t)
+	return c.Conn.SetWriteDeadline(t)
+}
+
+func (c *Conn) beforeWriteDeadline(t time.Time) {
+	c.mu.Lock()
+	c.deadline = t
+	c.mu.Unlock()
+	if !t.IsZero() && !t.After(time.Now()) {
+		c.Conn.SetWriteDeadline(time.Now().Add(closeFlushTime))
+		c.flush()
+	}
 }
 
 // CloseWrite sends what is buffered and half-closes when the underlying
-// connection can.
+// connection can; otherwise it closes.
 func (c *Conn) CloseWrite() error {
 	if err := c.Flush(); err != nil {
 		return err
@@ -215,5 +253,5 @@ func (c *Conn) CloseWrite() error {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
-	return c.Conn.Close()
+	return c.Close()
 }

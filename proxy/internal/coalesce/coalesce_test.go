@@ -2,13 +2,21 @@ package coalesce
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
+	"os"
 	"runtime"
 	"sync"
 	"testing"
+	"time"
 )
 
 // tcpPair returns the two ends of a loopback TCP connection.
@@ -40,9 +48,10 @@ func tcpPair(t *testing.T) (client, server net.Conn) {
 	return client, r.c
 }
 
-// recorder is a net.Conn that records each Write it gets. When gate is
-// set, the first Write waits for it to close, having said on started
-// that it began.
+// recorder is a net.Conn that records each Write it gets, and its Close.
+// When gate is set, the first Write waits for it to close, having said on
+// started that it began; a write deadline set meanwhile stands for a peer
+// that never reads: the waiting Write and every later one time out.
 type recorder struct {
 	net.Conn
 	mu      sync.Mutex
@@ -51,14 +60,29 @@ type recorder struct {
 	gate    chan struct{}
 	started chan struct{}
 	once    sync.Once
+	stuck   chan struct{} // closed by SetWriteDeadline when gate is set
+	stuckMu sync.Once
 }
 
 func (r *recorder) Write(p []byte) (int, error) {
 	if r.gate != nil {
+		timedOut := false
 		r.once.Do(func() {
 			close(r.started)
-			<-r.gate
+			select {
+			case <-r.gate:
+			case <-r.stuckCh():
+				timedOut = true
+			}
 		})
+		select {
+		case <-r.stuckCh():
+			timedOut = true
+		default:
+		}
+		if timedOut {
+			return 0, os.ErrDeadlineExceeded
+		}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -69,7 +93,35 @@ func (r *recorder) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (r *recorder) Close() error { return nil }
+func (r *recorder) stuckCh() chan struct{} {
+	r.stuckMu.Do(func() { r.stuck = make(chan struct{}) })
+	return r.stuck
+}
+
+func (r *recorder) SetWriteDeadline(t time.Time) error {
+	if r.gate != nil && !t.IsZero() {
+		select {
+		case <-r.gate: // released: the peer reads
+		default:
+			ch := r.stuckCh()
+			select {
+			case <-ch:
+			default:
+				close(ch)
+			}
+		}
+	}
+	return nil
+}
+
+func (r *recorder) SetDeadline(t time.Time) error { return r.SetWriteDeadline(t) }
+
+func (r *recorder) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.writes = append(r.writes, []byte("<closed>"))
+	return nil
+}
 
 func (r *recorder) snapshot() [][]byte {
 	r.mu.Lock()
@@ -216,9 +268,9 @@ func TestCloseSendsWhatIsBuffered(t *testing.T) {
 	}
 }
 
-// A peer that stops reading blocks a send; Close still returns, and the
-// blocked writer gets an error.
-func TestCloseWithAPeerThatDoesNotRead(t *testing.T) {
+// A peer that stops reading blocks a large write; Close still returns, and
+// the blocked writer gets an error.
+func TestCloseWithALargeWriteBlocked(t *testing.T) {
 	a, _ := tcpPair(t)
 	c := New(a)
 	done := make(chan error, 1)
@@ -237,12 +289,126 @@ func TestCloseWithAPeerThatDoesNotRead(t *testing.T) {
 		c.wmu.Unlock()
 		runtime.Gosched()
 	}
-	if err := c.Close(); err != nil {
-		t.Fatal(err)
-	}
+	c.Close()
 	if err := <-done; err == nil {
 		t.Fatal("the blocked writer got no error")
 	}
+}
+
+// Small writes pile up behind a flusher blocked on a peer that does not
+// read; Close bounds the wait with a write deadline, gives up on them and
+// says so.
+func TestCloseWithBufferedWritesBlocked(t *testing.T) {
+	r := &recorder{gate: make(chan struct{}), started: make(chan struct{})}
+	c := New(r)
+	c.Write([]byte("first;"))
+	<-r.started // the flusher is blocked sending "first;"
+	for range 10 {
+		if _, err := c.Write([]byte("more;")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Close(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Close: %v, want the send's timeout", err)
+	}
+	if got := string(r.joined()); got != "<closed>" {
+		t.Fatalf("the connection saw %q", got)
+	}
+	if _, err := c.Write([]byte("x")); err == nil {
+		t.Fatal("Write after Close succeeded")
+	}
+}
+
+// Close waits for a flusher that already took the buffer: the bytes go out
+// before the connection closes.
+func TestCloseWaitsForASendUnderWay(t *testing.T) {
+	r := &recorder{gate: make(chan struct{}), started: make(chan struct{})}
+	c := New(r)
+	c.Write([]byte("last words"))
+	<-r.started // the flusher took them and is sending
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close() }()
+	close(r.gate)
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if got := string(r.joined()); got != "last words<closed>" {
+		t.Fatalf("the connection saw %q, want the bytes then the close", got)
+	}
+}
+
+// crypto/tls sends close_notify, then sets a write deadline in the past:
+// the alert and what came before it still go out, later writes fail.
+func TestPastWriteDeadlineSendsWhatCameBefore(t *testing.T) {
+	a, b := tcpPair(t)
+	c := New(a)
+	c.Write([]byte("data;"))
+	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	c.Write([]byte("alert;"))
+	c.SetWriteDeadline(time.Now())
+	if _, err := c.Write([]byte("late")); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Write after a past deadline: %v, want os.ErrDeadlineExceeded", err)
+	}
+	c.SetWriteDeadline(time.Time{})
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(b)
+	if err != nil || string(got) != "data;alert;" {
+		t.Fatalf("peer read %q, %v", got, err)
+	}
+}
+
+// TLS on top: the handshake, records and close_notify all pass through.
+func TestUnderTLS(t *testing.T) {
+	a, b := tcpPair(t)
+	cert := selfSigned(t)
+	srv := tls.Server(New(b), &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13})
+	pool := x509.NewCertPool()
+	pool.AddCert(cert.Leaf)
+	cli := tls.Client(New(a), &tls.Config{RootCAs: pool, ServerName: "coalesce.test", MinVersion: tls.VersionTLS13})
+	const n = 200
+	go func() {
+		for i := range n {
+			fmt.Fprintf(cli, "record %d;", i)
+		}
+		cli.Close() // sends close_notify
+	}()
+	got, err := io.ReadAll(srv) // io.EOF only after close_notify
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want bytes.Buffer
+	for i := range n {
+		fmt.Fprintf(&want, "record %d;", i)
+	}
+	if !bytes.Equal(got, want.Bytes()) {
+		t.Fatalf("server read %d bytes, want %d", len(got), want.Len())
+	}
+	srv.Close()
+}
+
+func selfSigned(t *testing.T) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		DNSNames:     []string{"coalesce.test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
 }
 
 func TestCloseWriteSendsThenHalfCloses(t *testing.T) {
