@@ -524,7 +524,10 @@ func (r *podRun) start(c corev1.Container) (*proc, error) {
 	fmt.Fprintf(&script, "mount --bind %q /etc/hosts\n", filepath.Join(r.dir, "hosts"))
 	uid, args, env := asUser(netns.UIDMapped, bin, r.runAsUser(c), args, env)
 	if uid != 0 {
-		fmt.Fprintf(&script, "exec setpriv --reuid=%d --regid=%d --clear-groups --inh-caps=-all -- \"$@\"\n", uid, uid)
+		// A change of user clears the parent-death signal; keep it, or
+		// the container outlives a test binary that dies (go test's
+		// timeout) and holds its ports on the next run.
+		fmt.Fprintf(&script, "exec setpriv --reuid=%d --regid=%d --clear-groups --inh-caps=-all --pdeathsig keep -- \"$@\"\n", uid, uid)
 	} else {
 		script.WriteString("exec \"$@\"\n")
 	}
