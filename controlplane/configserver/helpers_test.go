@@ -133,7 +133,9 @@ func startControlPlaneWith(t *testing.T, addr string, configure func(*Hub)) *con
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer(append(ServerOptions(), grpc.Creds(credentials.NewTLS(ServerTLS(func() *tls.Certificate { return serving }, func() *x509.CertPool { return roots(t) }))))...)
+	// WaitForHandlers: Stop returns after the streams' handlers, whose
+	// last log lines would otherwise reach t after the test ended.
+	srv := grpc.NewServer(append(ServerOptions(), grpc.WaitForHandlers(true), grpc.Creds(credentials.NewTLS(ServerTLS(func() *tls.Certificate { return serving }, func() *x509.CertPool { return roots(t) }))))...)
 	meshapiv1.RegisterConfigServer(srv, &Server{Hub: hub, TrustDomain: td})
 	var l net.Listener
 	// A restarted control plane rebinds the same port; the old socket may

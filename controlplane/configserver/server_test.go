@@ -101,8 +101,17 @@ func TestRouteChangeReachesOnlyAffectedProxies(t *testing.T) {
 	// sent the weight change, that snapshot would come before this one.
 	create(t, service("shop1", "extra", map[string]string{"app": "extra"}))
 	waitUntil(t, "every proxy acked the new Service", func() bool {
-		return len(api.Versions()) == 2 && len(web1.Versions()) == 3 && len(web2.Versions()) == 3 &&
-			api.Last() == api.Versions()[1] && web1.Last() == web1.Versions()[2]
+		if len(api.Versions()) != 2 || len(web1.Versions()) != 3 || len(web2.Versions()) != 3 ||
+			api.Last() != api.Versions()[1] || web1.Last() != web1.Versions()[2] {
+			return false
+		}
+		// A proxy records a snapshot before its ack reaches the hub.
+		for _, s := range cp.Hub.Proxies() {
+			if s.Acked != s.Sent {
+				return false
+			}
+		}
+		return true
 	})
 	for _, s := range cp.Hub.Proxies() {
 		if s.Acked != s.Sent || s.Error != "" {
