@@ -139,6 +139,29 @@ func (c *Conn) flushLater() {
 func (c *Conn) flush() {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	c.send()
+}
+
+// flushBounded is flush for a peer that may not read: a send under way
+// and its own get at most closeFlushTime each.
+func (c *Conn) flushBounded() {
+	if !c.wmu.TryLock() {
+		// A flusher holds bytes it took from buf: let it finish, bounded.
+		c.Conn.SetWriteDeadline(time.Now().Add(closeFlushTime))
+		c.wmu.Lock()
+	}
+	defer c.wmu.Unlock()
+	c.mu.Lock()
+	pending := len(c.buf) > 0 && c.err == nil
+	c.mu.Unlock()
+	if pending {
+		c.Conn.SetWriteDeadline(time.Now().Add(closeFlushTime))
+	}
+	c.send()
+}
+
+// send takes buf and writes it; the caller holds wmu.
+func (c *Conn) send() {
 	c.mu.Lock()
 	c.scheduled = false
 	b := c.buf
@@ -196,23 +219,10 @@ func (c *Conn) Close() error {
 	if already {
 		return c.Conn.Close()
 	}
-	if !c.wmu.TryLock() {
-		// A flusher holds bytes it took from buf: let it finish, bounded.
-		c.Conn.SetWriteDeadline(time.Now().Add(closeFlushTime))
-		c.wmu.Lock()
-	}
+	c.flushBounded()
 	c.mu.Lock()
-	b := c.buf
-	c.buf = nil
 	err := c.err
 	c.mu.Unlock()
-	if len(b) > 0 && err == nil {
-		c.Conn.SetWriteDeadline(time.Now().Add(closeFlushTime))
-		if _, werr := c.Conn.Write(b); werr != nil {
-			err = werr
-		}
-	}
-	c.wmu.Unlock()
 	if cerr := c.Conn.Close(); err == nil {
 		err = cerr
 	}
@@ -239,8 +249,7 @@ func (c *Conn) beforeWriteDeadline(t time.Time) {
 	c.deadline = t
 	c.mu.Unlock()
 	if !t.IsZero() && !t.After(time.Now()) {
-		c.Conn.SetWriteDeadline(time.Now().Add(closeFlushTime))
-		c.flush()
+		c.flushBounded()
 	}
 }
 
