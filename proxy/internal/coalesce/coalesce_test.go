@@ -50,8 +50,9 @@ func tcpPair(t *testing.T) (client, server net.Conn) {
 
 // recorder is a net.Conn that records each Write it gets, and its Close.
 // When gate is set, the first Write waits for it to close, having said on
-// started that it began; a write deadline set meanwhile stands for a peer
-// that never reads: the waiting Write and every later one time out.
+// started that it began. With neverReads, a write deadline set meanwhile
+// stands for a peer that never reads: the waiting Write and every later one
+// time out.
 type recorder struct {
 	net.Conn
 	mu      sync.Mutex
@@ -60,8 +61,10 @@ type recorder struct {
 	gate    chan struct{}
 	started chan struct{}
 	once    sync.Once
-	stuck   chan struct{} // closed by SetWriteDeadline when gate is set
+	stuck   chan struct{} // closed by SetWriteDeadline when neverReads
 	stuckMu sync.Once
+
+	neverReads bool
 }
 
 func (r *recorder) Write(p []byte) (int, error) {
@@ -99,7 +102,7 @@ func (r *recorder) stuckCh() chan struct{} {
 }
 
 func (r *recorder) SetWriteDeadline(t time.Time) error {
-	if r.gate != nil && !t.IsZero() {
+	if r.gate != nil && r.neverReads && !t.IsZero() {
 		select {
 		case <-r.gate: // released: the peer reads
 		default:
@@ -299,7 +302,7 @@ func TestCloseWithALargeWriteBlocked(t *testing.T) {
 // read; Close bounds the wait with a write deadline, gives up on them and
 // says so.
 func TestCloseWithBufferedWritesBlocked(t *testing.T) {
-	r := &recorder{gate: make(chan struct{}), started: make(chan struct{})}
+	r := &recorder{gate: make(chan struct{}), started: make(chan struct{}), neverReads: true}
 	c := New(r)
 	c.Write([]byte("first;"))
 	<-r.started // the flusher is blocked sending "first;"
