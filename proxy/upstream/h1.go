@@ -69,6 +69,8 @@ type h1Conn struct {
 	peekFn  func(fd uintptr) bool
 	peekBuf [1]byte
 	live    bool
+
+	head []byte // the last request head written, reused
 }
 
 // limitReader counts what a response read and caps its head.
@@ -164,12 +166,11 @@ func (c *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err != nil {
 			return nil, err
 		}
+		var body []byte
 		if bp != nil {
-			// A bytes.Reader lets Request.Write send head and body in one
-			// write instead of flushing the head first.
-			out.Body = io.NopCloser(bytes.NewReader((*bp)[:req.ContentLength]))
+			body = (*bp)[:req.ContentLength]
 		}
-		resp, err := c.exchange(ctx, pc, &out, req)
+		resp, err := c.exchange(ctx, pc, &out, req, body)
 		if err == nil {
 			return resp, nil
 		}
@@ -187,9 +188,10 @@ func (c *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
-// exchange writes out on pc and reads the response head. The body is read
-// by the caller through h1Body, which returns pc to the pool at its end.
-func (c *h1Client) exchange(ctx context.Context, pc *h1Conn, out, orig *http.Request) (*http.Response, error) {
+// exchange writes out, with body (its whole body, already read), on pc and
+// reads the response head. The response body is read by the caller through
+// h1Body, which returns pc to the pool at its end.
+func (c *h1Client) exchange(ctx context.Context, pc *h1Conn, out, orig *http.Request, body []byte) (*http.Response, error) {
 	var stop func() bool
 	if ctx.Done() != nil {
 		stop = context.AfterFunc(ctx, func() { pc.nc.SetDeadline(aLongTimeAgo) })
@@ -201,10 +203,7 @@ func (c *h1Client) exchange(ctx context.Context, pc *h1Conn, out, orig *http.Req
 		return nil, err
 	}
 	pc.lr.left, pc.lr.total = maxResponseHeader, 0
-	if err := out.Write(pc.bw); err != nil {
-		return fail(err)
-	}
-	if err := pc.bw.Flush(); err != nil {
+	if err := pc.send(out, body); err != nil {
 		return fail(err)
 	}
 	var resp *http.Response
@@ -288,6 +287,39 @@ func (b *h1Body) finish(ok bool) {
 	}
 	b.pc.nc.Close()
 }
+
+// send writes the request: head and body in one system call (one TLS
+// record) when they fit in maxCoalesce, else as one writev.
+func (pc *h1Conn) send(out *http.Request, body []byte) error {
+	head, ok := appendRequestHead(pc.head[:0], out)
+	if !ok {
+		if body != nil {
+			// A bytes.Reader lets Request.Write send head and body in one
+			// write instead of flushing the head first.
+			out.Body = io.NopCloser(bytes.NewReader(body))
+		}
+		if err := out.Write(pc.bw); err != nil {
+			return err
+		}
+		return pc.bw.Flush()
+	}
+	var err error
+	if len(head)+len(body) <= maxCoalesce {
+		head = append(head, body...)
+		_, err = pc.nc.Write(head)
+	} else {
+		bufs := net.Buffers{head, body}
+		_, err = bufs.WriteTo(pc.nc)
+	}
+	if cap(head) <= maxCoalesce {
+		pc.head = head // kept for the next request
+	}
+	return err
+}
+
+// maxCoalesce bounds the request a connection copies into its head buffer
+// to send in one write.
+const maxCoalesce = 16 << 10
 
 // get returns a live pooled connection to addr or dials one.
 func (c *h1Client) get(ctx context.Context, addr string) (*h1Conn, error) {
