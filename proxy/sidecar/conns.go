@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/weftmesh/weft/proxy/internal/coalesce"
 )
@@ -21,6 +23,9 @@ type conn struct {
 	keepBuf bool
 	once    sync.Once
 	done    func(*conn)
+	// lane is the HTTP/1.1 lane's state (laneNone, laneIdle, laneActive),
+	// for the drain.
+	lane atomic.Int32
 }
 
 // connInfo is per-connection data handed to HTTP handlers via ConnContext.
@@ -166,6 +171,21 @@ func (t *tracker) closeAll() {
 		c.Conn.Close()
 	}
 }
+
+// wakeIdleLanes interrupts the lane connections waiting for a request, so
+// that they see the drain and close.
+func (t *tracker) wakeIdleLanes() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for c := range t.conns {
+		if c.lane.Load() == laneIdle {
+			c.Conn.SetReadDeadline(aLongTimeAgo)
+		}
+	}
+}
+
+// aLongTimeAgo is a deadline that has passed.
+var aLongTimeAgo = time.Unix(1, 0)
 
 func (t *tracker) count() int {
 	t.mu.Lock()

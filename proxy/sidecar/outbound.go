@@ -80,13 +80,14 @@ func (p *Proxy) handleOutbound(c *conn, static netip.AddrPort) {
 	// HTTP/2 gets its writes coalesced and its reads buffered; a
 	// destination declared HTTP/2 or gRPC skipped detection, and an
 	// HTTP/1 client of it (a misconfiguration) is served the same way.
-	var hc net.Conn = c
 	if kind == detect.HTTP2 || (d != nil && (d.proto == meshconfig.ProtocolHTTP2 || d.proto == meshconfig.ProtocolGRPC)) {
-		hc = coalesced(c, true)
+		hc := coalesced(c, true)
+		if !p.outQ.push(context.Background(), hc) {
+			hc.Close()
+		}
+		return
 	}
-	if !p.outQ.push(context.Background(), hc) {
-		hc.Close()
-	}
+	p.serveH1(c, p.outQ, p.outHandler)
 }
 
 func (p *Proxy) outboundTCP(c *conn, d *dest, dst netip.AddrPort) {

@@ -109,6 +109,8 @@ type Proxy struct {
 
 	outHTTP, inHTTP *http.Server
 	outQ, inQ       *queue
+	outHandler      http.Handler
+	draining        atomic.Bool // Shutdown has begun
 	admin           *http.Server
 	inboundProxy    http.Handler
 	passthrough     http.Handler
@@ -308,7 +310,8 @@ func (p *Proxy) Start() error {
 
 	errLog := log.New(slogWriter{p.log}, "", 0)
 	p.outQ, p.inQ = newQueue(nil), newQueue(nil)
-	p.outHTTP = p.httpServer(http.HandlerFunc(p.serveOutbound), errLog)
+	p.outHandler = http.HandlerFunc(p.serveOutbound)
+	p.outHTTP = p.httpServer(p.outHandler, errLog)
 	p.inHTTP = p.httpServer(http.HandlerFunc(p.serveInbound), errLog)
 	p.goServe(func() { p.outHTTP.Serve(p.outQ) })
 	p.goServe(func() { p.inHTTP.Serve(p.inQ) })
@@ -389,6 +392,8 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	}
 	p.mu.Unlock()
 	drained := p.conns.startDrain()
+	p.draining.Store(true)
+	p.conns.wakeIdleLanes()
 	var wg sync.WaitGroup
 	for _, s := range []*http.Server{p.outHTTP, p.inHTTP} {
 		if s != nil {

@@ -1,0 +1,735 @@
+package sidecar
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+
+	"github.com/weftmesh/weft/proxy/internal/h1wire"
+)
+
+// The HTTP/1.1 lane serves the plain requests of an application's
+// connection on the goroutine that owns it, without net/http's server:
+// that server reads each connection from a second goroutine while a
+// request is handled (to notice a client that goes away), gives every
+// request a cancelable context and clones its header map on WriteHeader,
+// which was about a sixth of the proxy's CPU for HTTP/1.1.
+//
+// Only plain requests stay in the lane: HTTP/1.1, a head that parses and
+// fits the 4 KiB read buffer, exactly one valid Host, a body of known length
+// or none, no Transfer-Encoding, Expect or Upgrade, and not CONNECT. At the
+// first other request (or anything that does not parse) the connection,
+// with that request still unread, goes to net/http's server for the rest of
+// its life, which serves it or answers its error as before.
+//
+// A client that goes away is noticed as net/http notices it, by a read of
+// the connection while the request is handled, whose end cancels the
+// request's context (and with it the upstream exchange). The lane starts
+// that read only for a request that is still being handled after
+// laneWatchAfter, once its body has been read: most requests end sooner,
+// and their read, its goroutine and its abort cost more than the rest of
+// the lane's work. Unlike net/http the lane never sniffs a Content-Type.
+
+// laneState tells the drain what a lane connection is doing.
+const (
+	laneNone   int32 = iota
+	laneIdle         // waiting for the next request
+	laneActive       // reading or serving a request
+)
+
+// laneWatchAfter is how long a request is handled before the lane watches
+// for its client going away.
+const laneWatchAfter = 100 * time.Millisecond
+
+// maxLaneDrain is how much of an unread request body the lane reads to keep
+// the connection, as net/http does (256 KiB).
+const maxLaneDrain = 256 << 10
+
+// serveH1 serves c's requests with h until c closes, ends with an error,
+// or meets a request the lane leaves to q's server.
+func (p *Proxy) serveH1(c *conn, q *queue, h http.Handler) {
+	if c.br == nil {
+		c.br = bufio.NewReaderSize(c.Conn, 4096)
+	}
+	c.keepBuf = true
+	l := &lane{p: p, c: c, h: h, br: c.br}
+	l.ctx = context.WithValue(context.Background(), infoKey{}, c.info)
+	l.remote = c.RemoteAddr().String()
+	handoff := l.serve()
+	if l.timer != nil {
+		l.timer.Stop()
+	}
+	if handoff {
+		c.lane.Store(laneNone)
+		c.SetReadDeadline(time.Time{})
+		c.keepBuf = false // what is buffered is read first, then the socket
+		if !q.push(context.Background(), c) {
+			c.Close()
+		}
+		return
+	}
+	if l.linger {
+		l.closeWriteAndWait()
+	}
+	c.Close()
+}
+
+// closeWriteAndWait ends the connection after a response while the client
+// may still be sending (a body the lane did not read, pipelined requests):
+// closing at once would make the kernel answer those bytes with a reset,
+// which can destroy the response before the client reads it. It sends a
+// FIN and reads until the client closes too, for at most lingerTime.
+func (l *lane) closeWriteAndWait() {
+	cw, ok := l.c.Conn.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	l.c.SetReadDeadline(time.Now().Add(lingerTime))
+	io.Copy(io.Discard, l.c.Conn)
+}
+
+// lingerTime bounds closeWriteAndWait, like net/http's 500 ms.
+const lingerTime = 500 * time.Millisecond
+
+type lane struct {
+	p      *Proxy
+	c      *conn
+	h      http.Handler
+	br     *bufio.Reader
+	ctx    context.Context
+	remote string
+
+	hr   bufio.Reader  // parses a head peeked from br
+	hb   bytes.Reader  // the head, for hr
+	bw   *bufio.Writer // responses
+	body *laneBody     // of the request being served (nil without one), under wmu
+	w    laneWriter
+
+	// The watch for a client that goes away (see laneWatchAfter).
+	timer     *time.Timer
+	wmu       sync.Mutex
+	handling  bool               // the handler runs: the watch may start
+	cancel    context.CancelFunc // the request's context
+	watchDone chan error         // the watching read's end, nil if none
+	stopping  atomic.Bool        // the lane ends the watching read itself
+
+	linger bool // a response was sent before the lane closes
+}
+
+// serve runs requests until the connection should close (false) or be
+// handed to net/http (true).
+func (l *lane) serve() (handoff bool) {
+	first := true
+	for {
+		if !first {
+			// In this order: the drain sets draining, then interrupts the
+			// idle lanes' reads, so it either finds this lane idle after
+			// its deadline was set or is seen here.
+			l.c.lane.Store(laneIdle)
+			l.c.SetReadDeadline(time.Now().Add(l.p.cfg.IdleTimeout))
+			if l.p.draining.Load() {
+				return false
+			}
+			if _, err := l.br.Peek(1); err != nil {
+				return false
+			}
+		}
+		l.c.lane.Store(laneActive)
+		head, ok := l.peekHead()
+		first = false
+		if !ok {
+			return true
+		}
+		req, ok := l.parse(head)
+		if !ok {
+			return true
+		}
+		l.br.Discard(len(head))
+		if !l.serveOne(req) {
+			return false
+		}
+	}
+}
+
+// peekHead returns the next request head (through its blank line) without
+// consuming it, reading more under the header timeout when the buffer does
+// not hold it yet. ok is false when the head is not there in full within
+// the buffer (too long, a timeout, an error): net/http's server takes over
+// and reads or refuses it.
+func (l *lane) peekHead() (head []byte, ok bool) {
+	deadline := false
+	defer func() {
+		if deadline {
+			l.c.SetReadDeadline(time.Time{})
+		}
+	}()
+	for {
+		b, _ := l.br.Peek(l.br.Buffered())
+		if i := bytes.Index(b, []byte("\r\n\r\n")); i >= 0 {
+			return b[:i+4], crlfOnly(b[:i+4])
+		}
+		if bytes.Contains(b, []byte("\n\n")) {
+			return nil, false // bare LF line ends: not the lane's
+		}
+		if len(b) == l.br.Size() {
+			return nil, false
+		}
+		if !deadline {
+			deadline = true
+			l.c.SetReadDeadline(time.Now().Add(l.p.cfg.HeaderTimeout))
+		}
+		if _, err := l.br.Peek(len(b) + 1); err != nil {
+			return nil, false
+		}
+	}
+}
+
+// crlfOnly says that every line of head ends with CRLF and that it has no
+// other CR or LF: the lane counts Host fields by CRLF lines, so a head that
+// another reader could split differently is left to net/http.
+func crlfOnly(head []byte) bool {
+	for i, c := range head {
+		switch c {
+		case '\r':
+			if i+1 >= len(head) || head[i+1] != '\n' {
+				return false
+			}
+		case '\n':
+			if i == 0 || head[i-1] != '\r' {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// parse reads the request in head and says whether the lane serves it.
+func (l *lane) parse(head []byte) (*http.Request, bool) {
+	// Cheap refusals before parsing: another protocol version, the h2c
+	// preface, CONNECT.
+	line, fields, _ := bytes.Cut(head, []byte("\r\n"))
+	if !bytes.HasSuffix(line, []byte(" HTTP/1.1")) || bytes.HasPrefix(line, []byte("CONNECT ")) {
+		return nil, false
+	}
+	// Exactly one Host field, and no folded lines: ReadRequest drops the
+	// Host field it read, and net/http's server refuses the others.
+	hosts := 0
+	for f := range bytes.SplitSeq(fields, []byte("\r\n")) {
+		if len(f) > 0 && (f[0] == ' ' || f[0] == '\t') {
+			return nil, false
+		}
+		if len(f) >= 5 && f[4] == ':' && bytes.EqualFold(f[:4], []byte("host")) {
+			hosts++
+		}
+	}
+	if hosts != 1 {
+		return nil, false
+	}
+	l.hb.Reset(head)
+	l.hr.Reset(&l.hb)
+	req, err := http.ReadRequest(&l.hr)
+	if err != nil || req.ProtoMajor != 1 || req.ProtoMinor != 1 || req.Method == http.MethodConnect {
+		return nil, false
+	}
+	// Origin form only ("/path"): the Host field is then req.Host.
+	if len(req.RequestURI) == 0 || req.RequestURI[0] != '/' {
+		return nil, false
+	}
+	if req.Host == "" || !httpguts.ValidHostHeader(req.Host) {
+		return nil, false
+	}
+	hd := req.Header
+	for k, vv := range hd {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return nil, false
+		}
+		for _, v := range vv {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return nil, false
+			}
+		}
+	}
+	for _, k := range []string{"Transfer-Encoding", "Expect", "Upgrade", "Trailer"} {
+		if _, ok := hd[k]; ok {
+			return nil, false
+		}
+	}
+	if req.ContentLength < 0 || len(req.TransferEncoding) > 0 {
+		return nil, false
+	}
+	return req, true
+}
+
+// serveOne runs the handler for req and finishes its response. It says
+// whether the connection may serve another request.
+func (l *lane) serveOne(req *http.Request) (keep bool) {
+	if l.p.cfg.IdleTimeout > 0 && req.ContentLength > 0 {
+		// The idle deadline of the wait for this request must not cut its
+		// body short.
+		l.c.SetReadDeadline(time.Time{})
+	}
+	ctx, cancel := context.WithCancel(l.ctx)
+	defer cancel()
+	req = req.WithContext(ctx)
+
+	req.RemoteAddr = l.remote
+	// A body of its own for every request: a reader left over from the
+	// last one (a transport goroutine still sending it) must find it
+	// ended, not read this request's.
+	var body *laneBody
+	req.Body = http.NoBody
+	if req.ContentLength > 0 {
+		body = &laneBody{br: l.br, left: req.ContentLength}
+		body.unreadA.Store(true)
+		req.Body = body
+	}
+	l.startTimer(cancel, body)
+	if l.bw == nil {
+		l.bw = bufio.NewWriterSize(l.c.Conn, 4096)
+	}
+	// The writer and its header map are the lane's, reset for each
+	// request: nothing keeps them once the handler has returned.
+	if l.w.hdr == nil {
+		l.w.hdr = make(http.Header, 8)
+	}
+	clear(l.w.hdr)
+	l.w = laneWriter{bw: l.bw, req: req, hdr: l.w.hdr, cl: -1, scratch: l.w.scratch,
+		closeAfter: req.Close, draining: &l.p.draining}
+	w := &l.w
+	handled := l.run(w, req)
+	if gone := l.stopWatch(); gone || !handled {
+		return false
+	}
+	w.finish()
+	if w.err != nil {
+		return false
+	}
+	if w.closeAfter {
+		l.linger = true
+		return false
+	}
+	// Read what the handler left of the body, up to a bound, to reach the
+	// next request. The deadline also bounds a read still running for the
+	// handler (a transport goroutine sending the body), which finish waits
+	// for.
+	if body == nil {
+		return true
+	}
+	if body.unread() {
+		l.c.SetReadDeadline(time.Now().Add(l.p.cfg.HeaderTimeout))
+		defer l.c.SetReadDeadline(time.Time{})
+	}
+	left := body.finish()
+	if left > maxLaneDrain {
+		l.linger = true
+		return false
+	}
+	if left > 0 {
+		if _, err := l.br.Discard(int(left)); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// startTimer arms the watch for the request being handled.
+// A callback of the last request's timer that Stop came too late for may
+// start this one's watch early, which is harmless.
+func (l *lane) startTimer(cancel context.CancelFunc, body *laneBody) {
+	l.wmu.Lock()
+	l.handling, l.cancel, l.body = true, cancel, body
+	l.wmu.Unlock()
+	if l.timer == nil {
+		l.timer = time.AfterFunc(laneWatchAfter, l.watch)
+	} else {
+		l.timer.Reset(laneWatchAfter)
+	}
+}
+
+// watch runs when a request has been handled for laneWatchAfter: once its
+// body has been read, a read of the connection waits for the client's
+// next bytes (left buffered for the next request) or for its end, which
+// cancels the request.
+func (l *lane) watch() {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	if !l.handling || l.watchDone != nil {
+		return
+	}
+	if l.body != nil && l.body.unread() {
+		// The body's own reads see the client go; look again later.
+		l.timer.Reset(laneWatchAfter)
+		return
+	}
+	done := make(chan error, 1)
+	l.watchDone = done
+	cancel := l.cancel
+	l.c.SetReadDeadline(time.Time{}) // the idle deadline of the wait before
+	go func() {
+		_, err := l.br.Peek(1)
+		if err != nil && !l.stopping.Load() {
+			cancel()
+		}
+		done <- err
+	}()
+}
+
+// stopWatch ends the watch after the handler returned. gone says the
+// client went away (or broke the connection) meanwhile.
+func (l *lane) stopWatch() (gone bool) {
+	l.timer.Stop()
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	l.handling, l.cancel = false, nil
+	done := l.watchDone
+	if done == nil {
+		return false
+	}
+	l.watchDone = nil
+	l.stopping.Store(true)
+	l.c.SetReadDeadline(aLongTimeAgo)
+	err := <-done
+	l.c.SetReadDeadline(time.Time{})
+	l.stopping.Store(false)
+	if err == nil {
+		return false // the next request is already here
+	}
+	if !isTimeout(err) {
+		return true
+	}
+	// Our deadline ended the read: bufio keeps that error for the next
+	// read, which an empty Read takes.
+	if l.br.Buffered() == 0 {
+		l.br.Read(nil)
+	}
+	return false
+}
+
+// run calls the handler; false if it panicked, which closes the
+// connection. http.ErrAbortHandler is how a handler breaks a response it
+// cannot finish; anything else is also logged.
+func (l *lane) run(w *laneWriter, req *http.Request) (ok bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v != http.ErrAbortHandler {
+				buf := make([]byte, 16<<10)
+				buf = buf[:runtime.Stack(buf, false)]
+				l.p.log.Error("Panic serving HTTP/1.1", "client", l.remote, "panic", fmt.Sprint(v), "stack", string(buf))
+			}
+			ok = false
+		}
+	}()
+	l.h.ServeHTTP(w, req)
+	return true
+}
+
+// laneBody is a request body of known length read from the connection's
+// buffer. It ends when the handler returns; a later read (a transport
+// goroutine still sending the body) gets an error instead of the next
+// request.
+type laneBody struct {
+	mu   sync.Mutex // held by a read, which may wait for the client
+	br   *bufio.Reader
+	left int64
+	done bool
+	// unreadA mirrors left > 0 && !done for the watch, which must not
+	// wait behind a read.
+	unreadA atomic.Bool
+}
+
+var errBodyAfterHandler = errors.New("http: invalid Read on closed Body")
+
+func (b *laneBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.done {
+		return 0, errBodyAfterHandler
+	}
+	if b.left <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.br.Read(p)
+	b.left -= int64(n)
+	b.unreadA.Store(b.left > 0)
+	if err == io.EOF && b.left > 0 {
+		err = io.ErrUnexpectedEOF
+	}
+	if err == nil && b.left == 0 {
+		err = io.EOF
+	}
+	return n, err
+}
+
+func (b *laneBody) Close() error { return nil }
+
+// unread says whether some of the body is still to be read.
+func (b *laneBody) unread() bool {
+	return b.unreadA.Load()
+}
+
+// finish ends the body for the handler and returns how much of it is left
+// unread. A nil body has nothing left.
+func (b *laneBody) finish() int64 {
+	if b == nil {
+		return 0
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.done = true
+	b.unreadA.Store(false)
+	return b.left
+}
+
+// laneWriter is the lane's http.ResponseWriter. The status line and the
+// handler's fields are written into the connection's buffer at
+// WriteHeader (net/http takes its copy of the header map there too); the
+// framing fields follow at the first Write, Flush or the handler's return,
+// when the lane knows whether the body is empty: Content-Length when the
+// handler set it or wrote nothing, chunked otherwise.
+type laneWriter struct {
+	bw  *bufio.Writer
+	req *http.Request
+	hdr http.Header
+
+	status     int   // final status, 0 until WriteHeader
+	headDone   bool  // the head's blank line is written
+	noBody     bool  // HEAD, 204 or 304: no body, no framing added
+	isHead     bool  // a HEAD request
+	cl         int64 // declared Content-Length, -1 if none
+	chunked    bool
+	written    int64
+	closeAfter bool
+	draining   *atomic.Bool // the proxy's: close after this response
+	err        error
+	scratch    []byte
+}
+
+func (w *laneWriter) Header() http.Header { return w.hdr }
+
+func (w *laneWriter) WriteHeader(code int) {
+	if w.status != 0 {
+		return
+	}
+	if code < 100 || code > 999 {
+		panic(fmt.Sprintf("invalid WriteHeader code %v", code))
+	}
+	b := w.scratch[:0]
+	b = appendStatusLine(b, code)
+	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
+		// Informational: out now, with the fields set so far.
+		for k, vv := range w.hdr {
+			for _, v := range vv {
+				b = h1wire.AppendField(b, k, v)
+			}
+		}
+		b = append(b, "\r\n"...)
+		w.write(b)
+		w.flush()
+		w.scratch = b[:0]
+		return
+	}
+	w.status = code
+	w.isHead = w.req.Method == http.MethodHead
+	w.noBody = w.isHead || code == http.StatusNoContent || code == http.StatusNotModified
+	if v := w.hdr["Content-Length"]; len(v) == 1 {
+		if n, err := strconv.ParseInt(v[0], 10, 64); err == nil && n >= 0 {
+			w.cl = n
+		}
+	}
+	if c := w.hdr["Connection"]; len(c) > 0 && h1wire.HasToken(c[0], "close") {
+		w.closeAfter = true
+	}
+	_, hasDate := w.hdr["Date"]
+	for k, vv := range w.hdr {
+		switch k {
+		case "Content-Length", "Transfer-Encoding", "Connection":
+			continue
+		}
+		if len(k) > len(http.TrailerPrefix) && k[:len(http.TrailerPrefix)] == http.TrailerPrefix {
+			continue
+		}
+		for _, v := range vv {
+			b = h1wire.AppendField(b, k, v)
+		}
+	}
+	if !hasDate {
+		b = append(b, "Date: "...)
+		b = time.Now().UTC().AppendFormat(b, http.TimeFormat)
+		b = append(b, "\r\n"...)
+	}
+	w.write(b)
+	w.scratch = b[:0]
+}
+
+// endHead writes the framing fields and the blank line. done says the
+// handler has returned.
+func (w *laneWriter) endHead(done bool) {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	w.headDone = true
+	b := w.scratch[:0]
+	switch {
+	case w.noBody:
+		if w.cl >= 0 && (w.isHead || w.status == http.StatusNotModified) {
+			b = append(b, "Content-Length: "...)
+			b = strconv.AppendInt(b, w.cl, 10)
+			b = append(b, "\r\n"...)
+		}
+	case w.cl >= 0:
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, w.cl, 10)
+		b = append(b, "\r\n"...)
+	case done && w.written == 0 && !w.trailers():
+		b = append(b, "Content-Length: 0\r\n"...)
+		w.cl = 0
+	default:
+		w.chunked = true
+		b = append(b, "Transfer-Encoding: chunked\r\n"...)
+	}
+	if w.draining.Load() {
+		w.closeAfter = true
+	}
+	if w.closeAfter {
+		b = append(b, "Connection: close\r\n"...)
+	}
+	b = append(b, "\r\n"...)
+	w.write(b)
+	w.scratch = b[:0]
+}
+
+// trailers says whether the handler announced or set trailers.
+func (w *laneWriter) trailers() bool {
+	if _, ok := w.hdr["Trailer"]; ok {
+		return true
+	}
+	for k := range w.hdr {
+		if len(k) > len(http.TrailerPrefix) && k[:len(http.TrailerPrefix)] == http.TrailerPrefix {
+			return true
+		}
+	}
+	return false
+}
+
+func (w *laneWriter) Write(p []byte) (int, error) {
+	if !w.headDone {
+		w.endHead(false)
+	}
+	if w.err != nil {
+		return 0, w.err
+	}
+	if w.noBody {
+		if w.isHead {
+			return len(p), nil
+		}
+		return 0, http.ErrBodyNotAllowed
+	}
+	if w.cl >= 0 && w.written+int64(len(p)) > w.cl {
+		return 0, http.ErrContentLength
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	w.written += int64(len(p))
+	if w.chunked {
+		w.scratch = append(strconv.AppendInt(w.scratch[:0], int64(len(p)), 16), "\r\n"...)
+		w.write(w.scratch)
+		w.write(p)
+		w.write([]byte("\r\n"))
+	} else {
+		w.write(p)
+	}
+	if w.err != nil {
+		return 0, w.err
+	}
+	return len(p), nil
+}
+
+// FlushError sends what is buffered; http.ResponseController finds it.
+func (w *laneWriter) FlushError() error {
+	if !w.headDone {
+		w.endHead(false)
+	}
+	w.flush()
+	return w.err
+}
+
+// Flush is http.Flusher's, for handlers that assert it.
+func (w *laneWriter) Flush() { w.FlushError() }
+
+// finish ends the response after the handler returned: the head if
+// nothing was written, the last chunk and the trailers, then a flush. A
+// body shorter than its Content-Length closes the connection after it.
+func (w *laneWriter) finish() {
+	if !w.headDone {
+		w.endHead(true)
+	}
+	if w.chunked {
+		b := append(w.scratch[:0], "0\r\n"...)
+		for _, v := range w.hdr["Trailer"] {
+			for k := range strings.SplitSeq(v, ",") {
+				if k = strings.TrimSpace(k); k == "" {
+					continue
+				}
+				k = http.CanonicalHeaderKey(k)
+				for _, tv := range w.hdr[k] {
+					b = h1wire.AppendField(b, k, tv)
+				}
+			}
+		}
+		for k, vv := range w.hdr {
+			if len(k) > len(http.TrailerPrefix) && k[:len(http.TrailerPrefix)] == http.TrailerPrefix {
+				for _, v := range vv {
+					b = h1wire.AppendField(b, k[len(http.TrailerPrefix):], v)
+				}
+			}
+		}
+		b = append(b, "\r\n"...)
+		w.write(b)
+		w.scratch = b[:0]
+	} else if !w.noBody && w.cl >= 0 && w.written < w.cl {
+		w.closeAfter = true
+	}
+	w.flush()
+}
+
+func (w *laneWriter) write(b []byte) {
+	if w.err == nil {
+		_, w.err = w.bw.Write(b)
+	}
+}
+
+func (w *laneWriter) flush() {
+	if w.err == nil {
+		w.err = w.bw.Flush()
+	}
+}
+
+// appendStatusLine appends "HTTP/1.1 code text\r\n" as net/http writes it.
+func appendStatusLine(b []byte, code int) []byte {
+	b = append(b, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(code), 10)
+	b = append(b, ' ')
+	if text := http.StatusText(code); text != "" {
+		b = append(b, text...)
+	} else {
+		b = append(b, "status code "...)
+		b = strconv.AppendInt(b, int64(code), 10)
+	}
+	return append(b, "\r\n"...)
+}
