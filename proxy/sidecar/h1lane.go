@@ -58,13 +58,15 @@ const laneWatchAfter = 100 * time.Millisecond
 const maxLaneDrain = 256 << 10
 
 // serveH1 serves c's requests with h until c closes, ends with an error,
-// or meets a request the lane leaves to q's server.
-func (p *Proxy) serveH1(c *conn, q *queue, h http.Handler) {
+// or meets a request the lane leaves to q's server. tracked is the
+// accepted connection under c (c itself, or the one under its TLS and
+// guard layers), which the drain sees.
+func (p *Proxy) serveH1(c, tracked *conn, q *queue, h http.Handler) {
 	if c.br == nil {
 		c.br = bufio.NewReaderSize(c.Conn, 4096)
 	}
 	c.keepBuf = true
-	l := &lane{p: p, c: c, h: h, br: c.br}
+	l := &lane{p: p, c: c, tracked: tracked, h: h, br: c.br}
 	l.ctx = context.WithValue(context.Background(), infoKey{}, c.info)
 	l.remote = c.RemoteAddr().String()
 	handoff := l.serve()
@@ -72,7 +74,7 @@ func (p *Proxy) serveH1(c *conn, q *queue, h http.Handler) {
 		l.timer.Stop()
 	}
 	if handoff {
-		c.lane.Store(laneNone)
+		tracked.lane.Store(laneNone)
 		c.SetReadDeadline(time.Time{})
 		c.keepBuf = false // what is buffered is read first, then the socket
 		if !q.push(context.Background(), c) {
@@ -92,24 +94,28 @@ func (p *Proxy) serveH1(c *conn, q *queue, h http.Handler) {
 // which can destroy the response before the client reads it. It sends a
 // FIN and reads until the client closes too, for at most lingerTime.
 func (l *lane) closeWriteAndWait() {
-	cw, ok := l.c.Conn.(interface{ CloseWrite() error })
+	// On the accepted socket: under TLS this skips close_notify, which
+	// the closing proxy need not send, and the reads only discard.
+	raw := l.tracked.Conn
+	cw, ok := raw.(interface{ CloseWrite() error })
 	if !ok || cw.CloseWrite() != nil {
 		return
 	}
-	l.c.SetReadDeadline(time.Now().Add(lingerTime))
-	io.Copy(io.Discard, l.c.Conn)
+	raw.SetReadDeadline(time.Now().Add(lingerTime))
+	io.Copy(io.Discard, raw)
 }
 
 // lingerTime bounds closeWriteAndWait, like net/http's 500 ms.
 const lingerTime = 500 * time.Millisecond
 
 type lane struct {
-	p      *Proxy
-	c      *conn
-	h      http.Handler
-	br     *bufio.Reader
-	ctx    context.Context
-	remote string
+	p       *Proxy
+	c       *conn // read and written
+	tracked *conn // accepted; its lane state is the drain's
+	h       http.Handler
+	br      *bufio.Reader
+	ctx     context.Context
+	remote  string
 
 	hr   bufio.Reader  // parses a head peeked from br
 	hb   bytes.Reader  // the head, for hr
@@ -137,7 +143,7 @@ func (l *lane) serve() (handoff bool) {
 			// In this order: the drain sets draining, then interrupts the
 			// idle lanes' reads, so it either finds this lane idle after
 			// its deadline was set or is seen here.
-			l.c.lane.Store(laneIdle)
+			l.tracked.lane.Store(laneIdle)
 			l.c.SetReadDeadline(time.Now().Add(l.p.cfg.IdleTimeout))
 			if l.p.draining.Load() {
 				return false
@@ -146,7 +152,7 @@ func (l *lane) serve() (handoff bool) {
 				return false
 			}
 		}
-		l.c.lane.Store(laneActive)
+		l.tracked.lane.Store(laneActive)
 		head, ok := l.peekHead()
 		first = false
 		if !ok {

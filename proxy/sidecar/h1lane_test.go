@@ -50,7 +50,7 @@ func laneConnOf(t *testing.T, p *Proxy, h http.Handler) (client net.Conn, br *bu
 	}
 	c := &conn{Conn: raw, info: &connInfo{}, done: p.conns.remove}
 	p.conns.add(c)
-	go p.serveH1(c, q, h)
+	go p.serveH1(c, c, q, h)
 	client.SetDeadline(time.Now().Add(20 * time.Second))
 	return client, bufio.NewReader(client), ch
 }

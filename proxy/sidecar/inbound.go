@@ -74,13 +74,11 @@ func (p *Proxy) handleInbound(c *conn) {
 		p.inboundTCP(c, nil, port)
 		return
 	}
-	var hc net.Conn = c
-	switch kind {
-	case detect.HTTP1:
-		hc = p.guardH1(c, c)
-	case detect.HTTP2:
-		hc = coalesced(c, true)
+	if kind == detect.HTTP1 {
+		p.serveH1(p.guardH1(c, c), c, p.inQ, p.inHandler)
+		return
 	}
+	hc := coalesced(c, true)
 	if !p.inQ.push(context.Background(), hc) {
 		hc.Close()
 	}
@@ -161,12 +159,12 @@ func (p *Proxy) inboundTLS(c *conn, port uint16) {
 		p.inboundTCP(c, tc, port)
 		return
 	}
-	var hc net.Conn = tc
 	if cs.NegotiatedProtocol == identity.ALPNH1 {
-		hc = p.guardH1(c, tc)
+		p.serveH1(p.guardH1(c, tc), c, p.inQ, p.inHandler)
+		return
 	}
-	if !p.inQ.push(context.Background(), hc) {
-		hc.Close()
+	if !p.inQ.push(context.Background(), tc) {
+		tc.Close()
 	}
 }
 

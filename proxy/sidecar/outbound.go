@@ -87,7 +87,7 @@ func (p *Proxy) handleOutbound(c *conn, static netip.AddrPort) {
 		}
 		return
 	}
-	p.serveH1(c, p.outQ, p.outHandler)
+	p.serveH1(c, c, p.outQ, p.outHandler)
 }
 
 func (p *Proxy) outboundTCP(c *conn, d *dest, dst netip.AddrPort) {

@@ -110,6 +110,7 @@ type Proxy struct {
 	outHTTP, inHTTP *http.Server
 	outQ, inQ       *queue
 	outHandler      http.Handler
+	inHandler       http.Handler
 	draining        atomic.Bool // Shutdown has begun
 	admin           *http.Server
 	inboundProxy    http.Handler
@@ -312,7 +313,8 @@ func (p *Proxy) Start() error {
 	p.outQ, p.inQ = newQueue(nil), newQueue(nil)
 	p.outHandler = http.HandlerFunc(p.serveOutbound)
 	p.outHTTP = p.httpServer(p.outHandler, errLog)
-	p.inHTTP = p.httpServer(http.HandlerFunc(p.serveInbound), errLog)
+	p.inHandler = http.HandlerFunc(p.serveInbound)
+	p.inHTTP = p.httpServer(p.inHandler, errLog)
 	p.goServe(func() { p.outHTTP.Serve(p.outQ) })
 	p.goServe(func() { p.inHTTP.Serve(p.inQ) })
 	if adminLn != nil {
