@@ -23,7 +23,8 @@ type conn struct {
 	keepBuf bool
 	once    sync.Once
 	done    func(*conn)
-	// lane is the HTTP/1.1 lane's state (laneNone, laneIdle, laneActive),
+	// lane is the HTTP/1.1 lane's state (laneNone, laneIdle, laneActive,
+	// laneWoken),
 	// for the drain.
 	lane atomic.Int32
 }
@@ -178,7 +179,9 @@ func (t *tracker) wakeIdleLanes() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for c := range t.conns {
-		if c.lane.Load() == laneIdle {
+		// Only a lane still idle: one that has just taken a request keeps
+		// its reads and answers with Connection: close.
+		if c.lane.CompareAndSwap(laneIdle, laneWoken) {
 			c.Conn.SetReadDeadline(aLongTimeAgo)
 		}
 	}

@@ -47,6 +47,7 @@ const (
 	laneNone   int32 = iota
 	laneIdle         // waiting for the next request
 	laneActive       // reading or serving a request
+	laneWoken        // idle, then interrupted by the drain: closes
 )
 
 // laneWatchAfter is how long a request is handled before the lane watches
@@ -137,7 +138,7 @@ type lane struct {
 // serve runs requests until the connection should close (false) or be
 // handed to net/http (true).
 func (l *lane) serve() (handoff bool) {
-	first := true
+	first, lastPost := true, false
 	for {
 		if !first {
 			// In this order: the drain sets draining, then interrupts the
@@ -146,10 +147,28 @@ func (l *lane) serve() (handoff bool) {
 			l.tracked.lane.Store(laneIdle)
 			l.c.SetReadDeadline(time.Now().Add(l.p.cfg.IdleTimeout))
 			if l.p.draining.Load() {
+				// The last response may have gone before the drain began,
+				// without Connection: close: wait for what the client
+				// still sends rather than reset it.
+				l.linger = true
 				return false
 			}
-			if _, err := l.br.Peek(1); err != nil {
+			_, err := l.br.Peek(1)
+			// The drain interrupts only a lane it finds idle, and this
+			// one from now on only sees it idle if it did.
+			if !l.tracked.lane.CompareAndSwap(laneIdle, laneActive) || err != nil {
 				return false
+			}
+			if lastPost {
+				// RFC 9112 section 2.2 tolerance for old clients that end
+				// a POST body with an extra CRLF, as net/http has it.
+				b, _ := l.br.Peek(min(4, l.br.Buffered()))
+				if n := leadingCRorLF(b); n > 0 {
+					l.br.Discard(n)
+					if _, err := l.br.Peek(1); err != nil {
+						return false
+					}
+				}
 			}
 		}
 		l.tracked.lane.Store(laneActive)
@@ -163,6 +182,7 @@ func (l *lane) serve() (handoff bool) {
 			return true
 		}
 		l.br.Discard(len(head))
+		lastPost = req.Method == http.MethodPost
 		if !l.serveOne(req) {
 			return false
 		}
@@ -200,6 +220,15 @@ func (l *lane) peekHead() (head []byte, ok bool) {
 			return nil, false
 		}
 	}
+}
+
+// leadingCRorLF counts the CR and LF bytes that start b.
+func leadingCRorLF(b []byte) int {
+	n := 0
+	for n < len(b) && (b[n] == '\r' || b[n] == '\n') {
+		n++
+	}
+	return n
 }
 
 // crlfOnly says that every line of head ends with CRLF and that it has no
@@ -298,7 +327,7 @@ func (l *lane) serveOne(req *http.Request) (keep bool) {
 	req.Body = http.NoBody
 	if req.ContentLength > 0 {
 		body = &laneBody{br: l.br, left: req.ContentLength}
-		body.unreadA.Store(true)
+		body.leftA.Store(req.ContentLength)
 		req.Body = body
 	}
 	l.startTimer(cancel, body)
@@ -311,14 +340,20 @@ func (l *lane) serveOne(req *http.Request) (keep bool) {
 		l.w.hdr = make(http.Header, 8)
 	}
 	clear(l.w.hdr)
-	l.w = laneWriter{bw: l.bw, req: req, hdr: l.w.hdr, cl: -1, scratch: l.w.scratch,
+	l.w = laneWriter{bw: l.bw, req: req, body: body, hdr: l.w.hdr, cl: -1, scratch: l.w.scratch,
 		closeAfter: req.Close, draining: &l.p.draining}
 	w := &l.w
 	handled := l.run(w, req)
-	if gone := l.stopWatch(); gone || !handled {
+	gone, halfClosed := l.stopWatch()
+	if gone || !handled {
 		return false
 	}
 	w.finish()
+	if halfClosed {
+		// The client sent its last request and shut its side: it still
+		// reads the answer (net/http sends it too), then we close.
+		return false
+	}
 	if w.err != nil {
 		return false
 	}
@@ -355,8 +390,9 @@ func (l *lane) serveOne(req *http.Request) (keep bool) {
 // start this one's watch early, which is harmless.
 func (l *lane) startTimer(cancel context.CancelFunc, body *laneBody) {
 	l.wmu.Lock()
+	defer l.wmu.Unlock()
 	l.handling, l.cancel, l.body = true, cancel, body
-	l.wmu.Unlock()
+	// Made and reset under wmu, where watch resets it too.
 	if l.timer == nil {
 		l.timer = time.AfterFunc(laneWatchAfter, l.watch)
 	} else {
@@ -393,15 +429,17 @@ func (l *lane) watch() {
 }
 
 // stopWatch ends the watch after the handler returned. gone says the
-// client went away (or broke the connection) meanwhile.
-func (l *lane) stopWatch() (gone bool) {
+// connection broke meanwhile, halfClosed that the client shut its sending
+// side (EOF), as a client that sends one request and waits may do: the
+// request's context was canceled in both cases, as net/http does.
+func (l *lane) stopWatch() (gone, halfClosed bool) {
 	l.timer.Stop()
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
 	l.handling, l.cancel = false, nil
 	done := l.watchDone
 	if done == nil {
-		return false
+		return false, false
 	}
 	l.watchDone = nil
 	l.stopping.Store(true)
@@ -409,18 +447,20 @@ func (l *lane) stopWatch() (gone bool) {
 	err := <-done
 	l.c.SetReadDeadline(time.Time{})
 	l.stopping.Store(false)
-	if err == nil {
-		return false // the next request is already here
-	}
-	if !isTimeout(err) {
-		return true
+	switch {
+	case err == nil:
+		return false, false // the next request is already here
+	case err == io.EOF:
+		return false, true
+	case !isTimeout(err):
+		return true, false
 	}
 	// Our deadline ended the read: bufio keeps that error for the next
 	// read, which an empty Read takes.
 	if l.br.Buffered() == 0 {
 		l.br.Read(nil)
 	}
-	return false
+	return false, false
 }
 
 // run calls the handler; false if it panicked, which closes the
@@ -450,9 +490,9 @@ type laneBody struct {
 	br   *bufio.Reader
 	left int64
 	done bool
-	// unreadA mirrors left > 0 && !done for the watch, which must not
-	// wait behind a read.
-	unreadA atomic.Bool
+	// leftA mirrors left (0 once done) for the watch and the writer,
+	// which must not wait behind a read.
+	leftA atomic.Int64
 }
 
 var errBodyAfterHandler = errors.New("http: invalid Read on closed Body")
@@ -471,7 +511,7 @@ func (b *laneBody) Read(p []byte) (int, error) {
 	}
 	n, err := b.br.Read(p)
 	b.left -= int64(n)
-	b.unreadA.Store(b.left > 0)
+	b.leftA.Store(b.left)
 	if err == io.EOF && b.left > 0 {
 		err = io.ErrUnexpectedEOF
 	}
@@ -485,7 +525,7 @@ func (b *laneBody) Close() error { return nil }
 
 // unread says whether some of the body is still to be read.
 func (b *laneBody) unread() bool {
-	return b.unreadA.Load()
+	return b.leftA.Load() > 0
 }
 
 // finish ends the body for the handler and returns how much of it is left
@@ -497,7 +537,7 @@ func (b *laneBody) finish() int64 {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.done = true
-	b.unreadA.Store(false)
+	b.leftA.Store(0)
 	return b.left
 }
 
@@ -508,9 +548,10 @@ func (b *laneBody) finish() int64 {
 // when the lane knows whether the body is empty: Content-Length when the
 // handler set it or wrote nothing, chunked otherwise.
 type laneWriter struct {
-	bw  *bufio.Writer
-	req *http.Request
-	hdr http.Header
+	bw   *bufio.Writer
+	req  *http.Request
+	body *laneBody // the request's, nil without one
+	hdr  http.Header
 
 	status     int   // final status, 0 until WriteHeader
 	headDone   bool  // the head's blank line is written
@@ -537,8 +578,12 @@ func (w *laneWriter) WriteHeader(code int) {
 	b := w.scratch[:0]
 	b = appendStatusLine(b, code)
 	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
-		// Informational: out now, with the fields set so far.
+		// Informational: out now, with the fields set so far but for
+		// the framing ones, which a 1xx never has.
 		for k, vv := range w.hdr {
+			if k == "Content-Length" || k == "Transfer-Encoding" {
+				continue
+			}
 			for _, v := range vv {
 				b = h1wire.AppendField(b, k, v)
 			}
@@ -609,6 +654,11 @@ func (w *laneWriter) endHead(done bool) {
 		b = append(b, "Transfer-Encoding: chunked\r\n"...)
 	}
 	if w.draining.Load() {
+		w.closeAfter = true
+	}
+	if w.body != nil && w.body.leftA.Load() > maxLaneDrain {
+		// The lane will not read that much to reach a next request: say
+		// so, as net/http does, so that the client does not send one.
 		w.closeAfter = true
 	}
 	if w.closeAfter {

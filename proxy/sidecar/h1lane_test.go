@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/textproto"
 	"strconv"
 	"strings"
 	"testing"
@@ -379,5 +380,96 @@ func TestLaneUnreadLargeBodyResponseArrives(t *testing.T) {
 	}
 	if _, err := br.ReadByte(); err != io.EOF {
 		t.Errorf("after the response: %v, want EOF", err)
+	}
+}
+
+// A handler that reads its body only after the watch's first look: the
+// watch waits for the body and the request completes (and the race
+// detector sees the timer handled under its lock).
+func TestLaneLateBodyRead(t *testing.T) {
+	c, br, _ := laneConn(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(3 * laneWatchAfter)
+		echoHandler(w, r)
+	}))
+	io.WriteString(c, "POST /late HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+	if _, body := readResp(t, br, "POST"); body != "hello" {
+		t.Fatalf("got %q", body)
+	}
+}
+
+// A client that sends its request and shuts its sending side still gets
+// the answer, then the close.
+func TestLaneHalfClosedClientGetsResponse(t *testing.T) {
+	c, br, _ := laneConn(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(3 * laneWatchAfter) // the watch sees the EOF meanwhile
+		io.WriteString(w, "ok")
+	}))
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	c.(*net.TCPConn).CloseWrite()
+	if _, body := readResp(t, br, "GET"); body != "ok" {
+		t.Fatalf("got %q", body)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("after the response: %v, want EOF", err)
+	}
+}
+
+// A body too large to skip is answered with Connection: close.
+func TestLaneLargeUnreadBodySaysClose(t *testing.T) {
+	c, br, _ := laneConn(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	const size = 1 << 20
+	go func() {
+		io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: "+strconv.Itoa(size)+"\r\n\r\n")
+		c.Write(make([]byte, size))
+	}()
+	res, body := readResp(t, br, "POST")
+	if body != "ok" || !res.Close {
+		t.Fatalf("got %q, close %v; want Connection: close", body, res.Close)
+	}
+}
+
+// An extra CRLF after a POST body (old clients) is skipped, as net/http
+// skips it, and the connection stays in the lane.
+func TestLaneCRLFAfterPost(t *testing.T) {
+	c, br, handed := laneConn(t, http.HandlerFunc(echoHandler))
+	io.WriteString(c, "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi\r\n"+
+		"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+	for _, want := range []string{"/a", "/b"} {
+		if res, _ := readResp(t, br, "GET"); res.Header.Get("X-Path") != want {
+			t.Fatalf("got %q, want %q", res.Header.Get("X-Path"), want)
+		}
+	}
+	select {
+	case <-handed:
+		t.Fatal("handed to net/http")
+	default:
+	}
+}
+
+// A 1xx response carries no framing fields.
+func TestLaneInformationalHasNoFraming(t *testing.T) {
+	c, br, _ := laneConn(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "2")
+		w.Header().Set("Link", "</a.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		io.WriteString(w, "ok")
+	}))
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	tp := textproto.NewReader(br)
+	line, err := tp.ReadLine()
+	if err != nil || line != "HTTP/1.1 103 Early Hints" {
+		t.Fatalf("status line %q, %v", line, err)
+	}
+	h, err := tp.ReadMIMEHeader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Get("Link") == "" || h.Get("Content-Length") != "" {
+		t.Errorf("103 fields: %v", h)
+	}
+	if _, body := readResp(t, br, "GET"); body != "ok" {
+		t.Errorf("final response body %q", body)
 	}
 }
