@@ -38,16 +38,22 @@ type roundTripFunc func(*http.Request) (*http.Response, error)
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 // bufPool gives ReverseProxy reusable 32 KiB copy buffers instead of a new
-// one per response body.
+// one per response body. (Its Put allocates the pointer it stores; the
+// relay's own copies use get and put, which do not.)
 type bufPool struct{ p sync.Pool }
 
-func (b *bufPool) Get() []byte {
-	if v, ok := b.p.Get().(*[]byte); ok {
-		return *v
-	}
-	return make([]byte, 32<<10)
-}
+func (b *bufPool) Get() []byte { return *b.get() }
 func (b *bufPool) Put(v []byte) { b.p.Put(&v) }
+
+func (b *bufPool) get() *[]byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return v
+	}
+	buf := make([]byte, 32<<10)
+	return &buf
+}
+
+func (b *bufPool) put(v *[]byte) { b.p.Put(v) }
 
 var copyBuffers = &bufPool{}
 
@@ -123,6 +129,7 @@ type statusWriter struct {
 	http.ResponseWriter
 	code int
 	at   time.Time
+	obs  upstream.Observed // for serveOutbound
 }
 
 func (s *statusWriter) WriteHeader(code int) {

@@ -120,17 +120,17 @@ func (p *Proxy) outboundTCP(c *conn, d *dest, dst netip.AddrPort) {
 
 func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 	info := infoFrom(r.Context())
-	var obs upstream.Observed
+	sw := &statusWriter{ResponseWriter: w}
+	obs := &sw.obs // one allocation for both
 	d := p.table.Load().dests[info.dst]
 	h, label := p.passthrough, metrics.Unknown
 	if d != nil {
 		h, label = d.handler, d.label
 		// Only the pool's endpoint round trippers report into obs; the
 		// passthrough always goes in plaintext to the original address.
-		r = r.WithContext(upstream.WithObserved(r.Context(), &obs))
+		r = r.WithContext(upstream.WithObserved(r.Context(), obs))
 	}
 	start := time.Now()
-	sw := &statusWriter{ResponseWriter: w}
 	// Deferred: a forwarder whose response breaks after the headers went
 	// out (the client hung up, the upstream reset) aborts with
 	// panic(http.ErrAbortHandler), and that request must still be counted.

@@ -3,7 +3,6 @@ package sidecar
 import (
 	"errors"
 	"io"
-	"mime"
 	"net/http"
 	"net/http/httptrace"
 	"net/http/httputil"
@@ -187,16 +186,27 @@ func flushEachWrite(res *http.Response) bool {
 	if res.ContentLength == -1 {
 		return true
 	}
-	ct, _, _ := mime.ParseMediaType(res.Header.Get("Content-Type"))
-	return ct == "text/event-stream"
+	return isEventStream(res.Header.Get("Content-Type"))
+}
+
+// isEventStream says whether a Content-Type value is text/event-stream,
+// parameters aside, as mime.ParseMediaType would find it (without the map
+// of parameters it builds for every response).
+func isEventStream(ct string) bool {
+	mt, _, _ := strings.Cut(ct, ";")
+	return strings.EqualFold(strings.TrimSpace(mt), "text/event-stream")
 }
 
 // copyBody copies the response body to the client, flushing after each
 // write when flush is set.
 func copyBody(w http.ResponseWriter, res *http.Response, flush bool) error {
-	buf := copyBuffers.Get()
-	defer copyBuffers.Put(buf)
-	rc := http.NewResponseController(w)
+	bp := copyBuffers.get()
+	defer copyBuffers.put(bp)
+	buf := *bp
+	var rc *http.ResponseController
+	if flush {
+		rc = http.NewResponseController(w)
+	}
 	for {
 		n, rerr := res.Body.Read(buf)
 		if n > 0 {

@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"io"
+	"mime"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
@@ -134,6 +135,19 @@ func TestCleanQuery(t *testing.T) {
 		if got := cleanQuery(in); got != want {
 			v, _ := url.ParseQuery(in)
 			t.Errorf("cleanQuery(%q) = %q, want %q (ParseQuery: %v)", in, got, want, v)
+		}
+	}
+}
+
+// isEventStream agrees with mime.ParseMediaType on what is an event stream.
+func TestIsEventStream(t *testing.T) {
+	for _, ct := range []string{
+		"text/event-stream", "TEXT/Event-Stream", " text/event-stream ; charset=utf-8", "text/event-stream;x=1",
+		"text/plain", "", "text/event-streams", "text/event-stream garbage", "application/json; a=b",
+	} {
+		mt, _, _ := mime.ParseMediaType(ct)
+		if want := mt == "text/event-stream"; isEventStream(ct) != want {
+			t.Errorf("isEventStream(%q) = %v, mime.ParseMediaType says %v", ct, !want, want)
 		}
 	}
 }
