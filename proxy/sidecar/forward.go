@@ -42,7 +42,7 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 // relay's own copies use get and put, which do not.)
 type bufPool struct{ p sync.Pool }
 
-func (b *bufPool) Get() []byte { return *b.get() }
+func (b *bufPool) Get() []byte  { return *b.get() }
 func (b *bufPool) Put(v []byte) { b.p.Put(&v) }
 
 func (b *bufPool) get() *[]byte {
