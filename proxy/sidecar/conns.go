@@ -187,6 +187,13 @@ func (t *tracker) wakeIdleLanes() {
 	}
 }
 
+// settle returns once no wakeIdleLanes is under way: one that took a lane
+// has set its deadline by then.
+func (t *tracker) settle() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+}
+
 // aLongTimeAgo is a deadline that has passed.
 var aLongTimeAgo = time.Unix(1, 0)
 

@@ -149,26 +149,29 @@ func (l *lane) serve() (handoff bool) {
 			if l.p.draining.Load() {
 				// The last response may have gone before the drain began,
 				// without Connection: close: wait for what the client
-				// still sends rather than reset it.
+				// still sends rather than reset it. Out of the idle state
+				// first, and after any interruption under way has set its
+				// deadline, so that it cannot cut the linger short.
+				l.tracked.lane.CompareAndSwap(laneIdle, laneActive)
+				l.p.conns.settle()
 				l.linger = true
 				return false
 			}
 			_, err := l.br.Peek(1)
+			if err == nil && lastPost {
+				// RFC 9112 section 2.2 tolerance for old clients that end
+				// a POST body with an extra CRLF, as net/http has it;
+				// still idle for the drain while it waits past them.
+				b, _ := l.br.Peek(min(4, l.br.Buffered()))
+				if n := leadingCRorLF(b); n > 0 {
+					l.br.Discard(n)
+					_, err = l.br.Peek(1)
+				}
+			}
 			// The drain interrupts only a lane it finds idle, and this
 			// one from now on only sees it idle if it did.
 			if !l.tracked.lane.CompareAndSwap(laneIdle, laneActive) || err != nil {
 				return false
-			}
-			if lastPost {
-				// RFC 9112 section 2.2 tolerance for old clients that end
-				// a POST body with an extra CRLF, as net/http has it.
-				b, _ := l.br.Peek(min(4, l.br.Buffered()))
-				if n := leadingCRorLF(b); n > 0 {
-					l.br.Discard(n)
-					if _, err := l.br.Peek(1); err != nil {
-						return false
-					}
-				}
 			}
 		}
 		l.tracked.lane.Store(laneActive)

@@ -473,3 +473,19 @@ func TestLaneInformationalHasNoFraming(t *testing.T) {
 		t.Errorf("final response body %q", body)
 	}
 }
+
+// The drain also closes an idle lane that is waiting past the extra CRLF
+// an old client sent after a POST body.
+func TestLaneDrainAfterPostCRLF(t *testing.T) {
+	p := laneProxy()
+	c, br, _ := laneConnOf(t, p, http.HandlerFunc(echoHandler))
+	io.WriteString(c, "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi\r\n")
+	readResp(t, br, "POST")
+	time.Sleep(50 * time.Millisecond) // the lane waits past the CRLF
+	p.conns.startDrain()
+	p.draining.Store(true)
+	p.conns.wakeIdleLanes()
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("after the drain: %v, want EOF", err)
+	}
+}
