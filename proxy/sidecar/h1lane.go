@@ -118,8 +118,7 @@ type lane struct {
 	ctx     context.Context
 	remote  string
 
-	hr   bufio.Reader  // parses a head peeked from br
-	hb   bytes.Reader  // the head, for hr
+	hb   bytes.Reader  // the head being parsed
 	bw   *bufio.Writer // responses
 	body *laneBody     // of the request being served (nil without one), under wmu
 	w    laneWriter
@@ -234,6 +233,10 @@ func leadingCRorLF(b []byte) int {
 	return n
 }
 
+// headReaders parse the heads the lanes peeked. Pooled rather than one per
+// connection: a parse never waits, so a few serve every connection.
+var headReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
+
 // crlfOnly says that every line of head ends with CRLF and that it has no
 // other CR or LF: the lane counts Host fields by CRLF lines, so a head that
 // another reader could split differently is left to net/http.
@@ -276,8 +279,11 @@ func (l *lane) parse(head []byte) (*http.Request, bool) {
 		return nil, false
 	}
 	l.hb.Reset(head)
-	l.hr.Reset(&l.hb)
-	req, err := http.ReadRequest(&l.hr)
+	hr := headReaders.Get().(*bufio.Reader)
+	hr.Reset(&l.hb)
+	req, err := http.ReadRequest(hr)
+	hr.Reset(nil)
+	headReaders.Put(hr)
 	if err != nil || req.ProtoMajor != 1 || req.ProtoMinor != 1 || req.Method == http.MethodConnect {
 		return nil, false
 	}
