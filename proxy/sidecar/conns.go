@@ -35,6 +35,9 @@ type connInfo struct {
 	// dst is where the client meant to go: SO_ORIGINAL_DST or the static
 	// mapping of the listener.
 	dst netip.AddrPort
+	// dstAddr is dst as a string, made once per connection for the
+	// passthrough's requests.
+	dstAddr string
 	// target is the application address for inbound connections.
 	target string
 	tls    bool

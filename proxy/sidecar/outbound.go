@@ -55,7 +55,7 @@ func (p *Proxy) handleOutbound(c *conn, static netip.AddrPort) {
 		}
 	}
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
-	c.info.dst = dst
+	c.info.dst, c.info.dstAddr = dst, dst.String()
 	t := p.table.Load()
 	d := t.dests[dst]
 

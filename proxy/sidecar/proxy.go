@@ -179,7 +179,7 @@ func New(cfg Config) (*Proxy, error) {
 		return res, err
 	}), p.rewriteInbound)
 	p.passthrough = newReverseProxy(p.pool.Plain(), func(pr *httputil.ProxyRequest) {
-		pr.Out.URL.Host = infoFrom(pr.In.Context()).dst.String()
+		pr.Out.URL.Host = infoFrom(pr.In.Context()).dstAddr
 	})
 	if err := p.apply(&meshconfig.Snapshot{Version: "empty"}); err != nil {
 		return nil, err

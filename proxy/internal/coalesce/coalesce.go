@@ -54,10 +54,19 @@ type Conn struct {
 	direct    bool      // Direct was called: writes are no longer buffered
 	deadline  time.Time // the write deadline last set
 	err       error     // the first failed send; every later Write returns it
+
+	// flushLaterFn is c.flushLater, made once: a go statement with a
+	// method call allocates a closure each time, one with a func value
+	// does not, and a round starts one.
+	flushLaterFn func()
 }
 
 // New wraps c.
-func New(c net.Conn) *Conn { return &Conn{Conn: c} }
+func New(c net.Conn) *Conn {
+	cc := &Conn{Conn: c}
+	cc.flushLaterFn = cc.flushLater
+	return cc
+}
 
 // Write buffers p for the next flush, or sends it with what is buffered
 // when together they exceed the bound.
@@ -71,7 +80,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 		c.buf = append(c.buf, p...)
 		if !c.scheduled {
 			c.scheduled = true
-			go c.flushLater()
+			go c.flushLaterFn()
 		}
 		c.mu.Unlock()
 		return len(p), nil
