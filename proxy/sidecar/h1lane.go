@@ -138,6 +138,7 @@ type lane struct {
 // handed to net/http (true).
 func (l *lane) serve() (handoff bool) {
 	first, lastPost := true, false
+	l.tracked.lane.Store(laneActive) // later requests: by the swap below
 	for {
 		if !first {
 			// In this order: the drain sets draining, then interrupts the
@@ -173,7 +174,6 @@ func (l *lane) serve() (handoff bool) {
 				return false
 			}
 		}
-		l.tracked.lane.Store(laneActive)
 		head, ok := l.peekHead()
 		first = false
 		if !ok {
@@ -620,7 +620,7 @@ func (w *laneWriter) WriteHeader(code int) {
 		case "Content-Length", "Transfer-Encoding", "Connection":
 			continue
 		}
-		if len(k) > len(http.TrailerPrefix) && k[:len(http.TrailerPrefix)] == http.TrailerPrefix {
+		if _, ok := trailerKey(k); ok {
 			continue
 		}
 		for _, v := range vv {
@@ -684,11 +684,18 @@ func (w *laneWriter) trailers() bool {
 		return true
 	}
 	for k := range w.hdr {
-		if len(k) > len(http.TrailerPrefix) && k[:len(http.TrailerPrefix)] == http.TrailerPrefix {
+		if _, ok := trailerKey(k); ok {
 			return true
 		}
 	}
 	return false
+}
+
+// trailerKey returns the trailer name of a header key set with
+// http.TrailerPrefix.
+func trailerKey(k string) (string, bool) {
+	name, ok := strings.CutPrefix(k, http.TrailerPrefix)
+	return name, ok && name != ""
 }
 
 func (w *laneWriter) Write(p []byte) (int, error) {
@@ -758,9 +765,9 @@ func (w *laneWriter) finish() {
 			}
 		}
 		for k, vv := range w.hdr {
-			if len(k) > len(http.TrailerPrefix) && k[:len(http.TrailerPrefix)] == http.TrailerPrefix {
+			if name, ok := trailerKey(k); ok {
 				for _, v := range vv {
-					b = h1wire.AppendField(b, k[len(http.TrailerPrefix):], v)
+					b = h1wire.AppendField(b, name, v)
 				}
 			}
 		}
