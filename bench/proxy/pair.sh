@@ -3,7 +3,8 @@
 # shared fortio echo server, loaded at the same time (one-hop HTTP/1.1,
 # 1000 rps each, 8 connections, 1 KiB bodies). Both see the same machine at
 # the same moment, so their difference stands out of the noise of a shared
-# machine better than runs one after the other. It prints per binary the
+# machine better than runs one after the other. PAIR_MODE=h2 or grpc loads
+# HTTP/2 (h2c) or gRPC pings instead. It prints per binary the
 # CPU (utime+stime) in seconds per 10,000 requests, the heap allocations
 # per request (runtime MemStats, from the admin endpoint's pprof), and
 # fortio's p50 and p99.
@@ -28,12 +29,19 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$fortio" server -loglevel Warning -http-port "$base" -grpc-port disabled -redirect-port disabled \
+mode=${PAIR_MODE:-h1}
+backend=$base
+case $mode in
+h1 | h2) ;;
+grpc) backend=$((base + 5)) ;;
+*) echo "pair.sh: PAIR_MODE is h1, h2 or grpc" >&2 && exit 2 ;;
+esac
+"$fortio" server -loglevel Warning -http-port "$base" -grpc-port $((base + 5)) -redirect-port disabled \
 	-udp-port disabled -tcp-port disabled >/dev/null 2>&1 &
 pids+=($!)
 start() { # binary, proxy port, admin port
 	"$1" run -outbound "" -inbound "" -admin "127.0.0.1:$3" -pprof -opaque-ports "" -log-level warn \
-		-static "127.0.0.1:$2=127.0.0.1:$base" >/dev/null 2>&1 &
+		-static "127.0.0.1:$2=127.0.0.1:$backend" >/dev/null 2>&1 &
 	pids+=($!)
 }
 start "$a" $((base + 1)) $((base + 2))
@@ -45,10 +53,14 @@ sleep 0.6
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 mallocs() { curl -s "http://127.0.0.1:$1/debug/pprof/allocs?debug=1" | awk '/^# Mallocs = /{print $4}'; }
 load() { # proxy port, seconds, json file or ""
-	local json=()
+	local json=() target=("http://127.0.0.1:$1/echo")
 	[ -n "$3" ] && json=(-json "$3")
+	case $mode in
+	h2) target=(-h2 "${target[@]}") ;;
+	grpc) target=(-grpc -ping "127.0.0.1:$1") ;;
+	esac
 	"$fortio" load -quiet -qps 1000 -c 8 -t "$2" -payload-size 1024 -r 0.00001 "${json[@]}" \
-		"http://127.0.0.1:$1/echo" >/dev/null 2>&1
+		"${target[@]}" >/dev/null 2>&1
 }
 load $((base + 1)) 1s ""
 load $((base + 3)) 1s ""
