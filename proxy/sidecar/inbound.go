@@ -17,6 +17,7 @@ import (
 	"github.com/weftmesh/weft/proxy/httpguard"
 	"github.com/weftmesh/weft/proxy/identity"
 	"github.com/weftmesh/weft/proxy/internal/coalesce"
+	"github.com/weftmesh/weft/proxy/internal/rawtcp"
 	"github.com/weftmesh/weft/proxy/metrics"
 	"github.com/weftmesh/weft/proxy/origdst"
 	"github.com/weftmesh/weft/proxy/pipe"
@@ -115,7 +116,7 @@ func isTimeout(err error) bool {
 // destination port when iptables redirected the connection, else the
 // configured static target.
 func (p *Proxy) inboundTarget(c *conn) (string, uint16, bool) {
-	if tcp, ok := c.Conn.(*net.TCPConn); ok {
+	if tcp, ok := rawtcp.TCP(c.Conn); ok {
 		if dst, err := origdst.Get(tcp); err == nil {
 			local, _ := netip.ParseAddrPort(c.LocalAddr().String())
 			if dst.Port() != local.Port() {
@@ -195,7 +196,7 @@ func (p *Proxy) inboundTCP(c *conn, tc *tls.Conn, port uint16) {
 		c.Close()
 		return
 	}
-	var client net.Conn = c.Conn
+	client := rawtcp.Plain(c.Conn) // splice(2) between plain TCP connections
 	var prefix []byte
 	if tc != nil {
 		client = tc

@@ -11,6 +11,7 @@ import (
 
 	"github.com/weftmesh/weft/pkg/meshconfig"
 	"github.com/weftmesh/weft/proxy/detect"
+	"github.com/weftmesh/weft/proxy/internal/rawtcp"
 	"github.com/weftmesh/weft/proxy/metrics"
 	"github.com/weftmesh/weft/proxy/origdst"
 	"github.com/weftmesh/weft/proxy/pipe"
@@ -42,7 +43,7 @@ func connInfoOf(c net.Conn) *connInfo {
 func (p *Proxy) handleOutbound(c *conn, static netip.AddrPort) {
 	dst := static
 	if !dst.IsValid() {
-		tcp, ok := c.Conn.(*net.TCPConn)
+		tcp, ok := rawtcp.TCP(c.Conn)
 		var err error
 		if ok {
 			dst, err = origdst.Get(tcp)
@@ -113,7 +114,7 @@ func (p *Proxy) outboundTCP(c *conn, d *dest, dst netip.AddrPort) {
 	}
 	prefix := c.buffered()
 	// Pipe the raw socket, not the wrapper, so TCP to TCP can splice.
-	r := pipe.Pipe(c.Conn, up, prefix)
+	r := pipe.Pipe(rawtcp.Plain(c.Conn), up, prefix)
 	c.Close()
 	p.metrics.TCPBytes(metrics.Outbound, label, ep.Identity != "", p.metrics.Identity(ep.Identity), r.AToB, r.BToA)
 }

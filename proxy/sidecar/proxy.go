@@ -31,6 +31,7 @@ import (
 	"github.com/weftmesh/weft/pkg/meshconfig"
 	"github.com/weftmesh/weft/proxy/authz"
 	"github.com/weftmesh/weft/proxy/identity"
+	"github.com/weftmesh/weft/proxy/internal/rawtcp"
 	"github.com/weftmesh/weft/proxy/metrics"
 	"github.com/weftmesh/weft/proxy/route"
 	"github.com/weftmesh/weft/proxy/upstream"
@@ -369,7 +370,7 @@ func (p *Proxy) acceptLoop(ln net.Listener, dir string, handle func(*conn)) {
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
-		c := &conn{Conn: raw, info: &connInfo{dir: dir}, done: p.connDone}
+		c := &conn{Conn: rawtcp.Wrap(raw), info: &connInfo{dir: dir}, done: p.connDone}
 		if !p.conns.add(c) {
 			p.metrics.Refused(dir, "limit")
 			raw.Close()

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/weftmesh/weft/proxy/internal/rawtcp"
 )
 
 // h1Client is the plaintext HTTP/1.1 client of the hot path: the calling
@@ -386,8 +388,7 @@ func (pc *h1Conn) alive() bool {
 
 // peek is pc.peekFn: it looks at the socket without taking anything from it.
 func (pc *h1Conn) peek(fd uintptr) bool {
-	_, _, e := syscall.Recvfrom(int(fd), pc.peekBuf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-	pc.live = e == syscall.EAGAIN
+	pc.live = rawtcp.PeekIdle(fd, pc.peekBuf[:])
 	return true
 }
 

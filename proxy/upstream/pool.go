@@ -25,6 +25,7 @@ import (
 	"github.com/weftmesh/weft/pkg/meshconfig"
 	"github.com/weftmesh/weft/proxy/identity"
 	"github.com/weftmesh/weft/proxy/internal/coalesce"
+	"github.com/weftmesh/weft/proxy/internal/rawtcp"
 	"github.com/weftmesh/weft/proxy/sockmark"
 )
 
@@ -125,12 +126,12 @@ func New(o Options) *Pool {
 	p := &Pool{ids: o.Identity, proto: o.Mesh, mesh: map[meshKey]meshRT{}}
 	p.dial = net.Dialer{Timeout: o.ConnectTimeout, KeepAlive: 30 * time.Second, Control: sockmark.Control(o.Mark)}
 	p.h1t = p.transport(o.IdleTimeout)
-	p.h1t.DialContext = p.dial.DialContext
-	p.h1 = newH1Client(p.dial.DialContext, p.h1t, o.IdleTimeout)
+	p.h1t.DialContext = p.dialHTTP
+	p.h1 = newH1Client(p.dialHTTP, p.h1t, o.IdleTimeout)
 	p.h2c = p.transport(o.IdleTimeout)
 	// HTTP/2 flushes every frame on its own; see package coalesce.
 	p.h2c.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := p.dial.DialContext(ctx, network, addr)
+		c, err := p.dialHTTP(ctx, network, addr)
 		if err != nil {
 			return nil, err
 		}
@@ -139,6 +140,17 @@ func New(o Options) *Pool {
 	p.h2c.Protocols = new(http.Protocols)
 	p.h2c.Protocols.SetUnencryptedHTTP2(true)
 	return p
+}
+
+// dialHTTP dials a connection for HTTP, whose reads and writes skip the
+// runtime's system call path (package rawtcp). Opaque TCP keeps the plain
+// connection, for splice(2).
+func (p *Pool) dialHTTP(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := p.dial.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return rawtcp.Wrap(c), nil
 }
 
 func (p *Pool) transport(idle time.Duration) *http.Transport {
@@ -278,7 +290,7 @@ func (p *Pool) dialTLS(ctx context.Context, addr string, id spiffeid.ID, alpn st
 	if p.ids == nil {
 		return nil, errors.New("endpoint requires mTLS but the proxy has no identity")
 	}
-	raw, err := p.dial.DialContext(ctx, "tcp", addr)
+	raw, err := p.dialHTTP(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}

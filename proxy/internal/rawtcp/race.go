@@ -1,0 +1,28 @@
+//go:build race
+
+package rawtcp
+
+import (
+	"runtime"
+	"unsafe"
+)
+
+// ioSync stands for the ordering that data passed through a socket gives,
+// as package syscall tells the race detector for its own reads and writes:
+// what a goroutine did before a write happens before what the reader does
+// after reading it.
+var ioSync int64
+
+func raceRead(b []byte, n int) {
+	if n > 0 {
+		runtime.RaceWriteRange(unsafe.Pointer(&b[0]), n)
+	}
+	runtime.RaceAcquire(unsafe.Pointer(&ioSync))
+}
+
+func raceWrite(b []byte) {
+	runtime.RaceReleaseMerge(unsafe.Pointer(&ioSync))
+	if len(b) > 0 {
+		runtime.RaceReadRange(unsafe.Pointer(&b[0]), len(b))
+	}
+}
