@@ -27,6 +27,8 @@ import (
 	"sync"
 	"syscall"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // maxRW bounds one system call, as package net does (internal/poll).
@@ -53,7 +55,9 @@ type Conn struct {
 	writeFn func(uintptr) bool
 }
 
-// Wrap returns c as a *Conn when c is a *net.TCPConn, else c unchanged.
+// Wrap returns c as a *Conn when c is a *net.TCPConn whose socket is
+// non-blocking (as package net makes every socket), else c unchanged: a raw
+// system call on a blocking socket would stall its thread's goroutines.
 func Wrap(c net.Conn) net.Conn {
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
@@ -61,6 +65,13 @@ func Wrap(c net.Conn) net.Conn {
 	}
 	rc, err := tc.SyscallConn()
 	if err != nil {
+		return c
+	}
+	nonblocking := false
+	if err := rc.Control(func(fd uintptr) {
+		flags, err := unix.FcntlInt(fd, unix.F_GETFL, 0)
+		nonblocking = err == nil && flags&unix.O_NONBLOCK != 0
+	}); err != nil || !nonblocking {
 		return c
 	}
 	w := &Conn{TCPConn: tc, rc: rc}

@@ -226,6 +226,25 @@ func TestUnwrap(t *testing.T) {
 	}
 }
 
+// A socket someone made blocking stays on package net's path, where a
+// blocking read parks only its own thread.
+func TestBlockingSocketNotWrapped(t *testing.T) {
+	c, _ := pair(t)
+	tc := c.(*Conn).TCPConn
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.Control(func(fd uintptr) {
+		if err := syscall.SetNonblock(int(fd), false); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if w := Wrap(tc); w != net.Conn(tc) {
+		t.Fatalf("Wrap of a blocking socket = %T, want the connection unchanged", w)
+	}
+}
+
 func TestPeekIdle(t *testing.T) {
 	c, s := pair(t)
 	rc, err := c.(*Conn).SyscallConn()
