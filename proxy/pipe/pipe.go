@@ -3,8 +3,8 @@
 // side's write direction, so protocols that shut down one way (e.g. a client
 // that sends a request then CloseWrite) keep working through the proxy.
 //
-// It must not wrap *net.TCPConn: io.Copy between two of them uses splice(2)
-// on Linux, keeping bytes in the kernel.
+// It must not wrap *net.TCPConn: between two of them it uses splice(2),
+// keeping bytes in the kernel (spliceCopy).
 package pipe
 
 import (
@@ -68,10 +68,13 @@ func finish(dst, src net.Conn, err error) {
 }
 
 func copyHalf(dst, src net.Conn) (int64, error) {
-	_, dt := dst.(*net.TCPConn)
-	_, st := src.(*net.TCPConn)
-	if dt && st {
-		return io.Copy(dst, src) // splice
+	dt, dok := dst.(*net.TCPConn)
+	st, sok := src.(*net.TCPConn)
+	if dok && sok {
+		if n, handled, err := spliceCopy(dt, st); handled {
+			return n, err
+		}
+		return io.Copy(dst, src) // package net's splice, or a user-space copy
 	}
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)

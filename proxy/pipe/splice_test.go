@@ -1,0 +1,128 @@
+package pipe
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"testing"
+	"time"
+)
+
+// tcpPair returns both ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (client, server *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ch := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		ch <- c
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := <-ch
+	if s == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() {
+		c.Close()
+		s.Close()
+	})
+	return c.(*net.TCPConn), s.(*net.TCPConn)
+}
+
+// TestSpliceCopy moves 16 MiB from one connection to another, with a reader
+// slow enough that both the socket to read and the socket to write make the
+// copy wait in the poller.
+func TestSpliceCopy(t *testing.T) {
+	sender, src := tcpPair(t)
+	dst, receiver := tcpPair(t)
+	want := make([]byte, 16<<20)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range want {
+		want[i] = byte(rng.Uint32())
+	}
+	go func() {
+		sender.Write(want)
+		sender.CloseWrite()
+	}()
+	type result struct {
+		n       int64
+		handled bool
+		err     error
+	}
+	done := make(chan result, 1)
+	go func() {
+		n, handled, err := spliceCopy(dst, src)
+		dst.CloseWrite()
+		done <- result{n, handled, err}
+	}()
+	var got bytes.Buffer
+	buf := make([]byte, 5000)
+	for {
+		n, err := receiver.Read(buf)
+		got.Write(buf[:n])
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := <-done
+	if !r.handled || r.err != nil || r.n != int64(len(want)) {
+		t.Fatalf("spliceCopy = %d, handled %v, %v; want %d, true, nil", r.n, r.handled, r.err, len(want))
+	}
+	if !bytes.Equal(got.Bytes(), want) {
+		t.Fatalf("received %d bytes that differ from the %d sent", got.Len(), len(want))
+	}
+}
+
+// TestSpliceCopyClosed: closing the connection a copy waits on ends the copy
+// with net.ErrClosed in a read OpError, as io.Copy would.
+func TestSpliceCopyClosed(t *testing.T) {
+	_, src := tcpPair(t)
+	dst, _ := tcpPair(t)
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := spliceCopy(dst, src)
+		done <- err
+	}()
+	time.Sleep(10 * time.Millisecond)
+	src.Close()
+	err := <-done
+	var oe *net.OpError
+	if !errors.Is(err, net.ErrClosed) || !errors.As(err, &oe) || oe.Op != "read" {
+		t.Fatalf("spliceCopy after Close = %v; want net.ErrClosed in a read OpError", err)
+	}
+}
+
+// TestSpliceCopyPeerReset: a destination whose peer reset ends the copy
+// with a write error.
+func TestSpliceCopyPeerReset(t *testing.T) {
+	sender, src := tcpPair(t)
+	dst, receiver := tcpPair(t)
+	receiver.SetLinger(0)
+	receiver.Close() // RST
+	go func() {
+		chunk := make([]byte, 64<<10)
+		for i := 0; i < 200; i++ {
+			if _, err := sender.Write(chunk); err != nil {
+				return
+			}
+		}
+		sender.CloseWrite()
+	}()
+	n, handled, err := spliceCopy(dst, src)
+	var oe *net.OpError
+	if !handled || err == nil || !errors.As(err, &oe) || oe.Op != "write" {
+		t.Fatalf("spliceCopy to a reset peer = %d, handled %v, %v; want a write OpError", n, handled, err)
+	}
+}
