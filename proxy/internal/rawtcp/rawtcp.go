@@ -16,7 +16,9 @@
 //
 // Everything else (Close, CloseWrite, deadlines, addresses, SyscallConn,
 // ReadFrom and WriteTo, which use the ordinary path) is the *net.TCPConn's
-// own. Deadlines and Close wake a waiting Read or Write as
+// own. So is writev through net.Buffers: the wrapper inherits the method
+// that net.Buffers.WriteTo looks for, which only the proxy's large writes
+// (over 16 KiB) use. Deadlines and Close wake a waiting Read or Write as
 // they do for the plain connection, since the waiting is the net package's.
 package rawtcp
 
@@ -52,6 +54,7 @@ type Conn struct {
 	wbuf    []byte
 	wn      int
 	werr    syscall.Errno
+	wstuck  bool
 	writeFn func(uintptr) bool
 }
 
@@ -103,6 +106,10 @@ func Plain(c net.Conn) net.Conn {
 // Read reads like (*net.TCPConn).Read.
 func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
+		// Still an error on a closed connection, as package net's.
+		if err := c.rc.Read(done); err != nil {
+			return 0, c.opError("read", err)
+		}
 		return 0, nil
 	}
 	if len(p) > maxRW {
@@ -146,12 +153,14 @@ func (c *Conn) doRead(fd uintptr) bool {
 // Write writes like (*net.TCPConn).Write: all of p, or an error.
 func (c *Conn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
-	c.wbuf, c.wn, c.werr = p, 0, 0
+	c.wbuf, c.wn, c.werr, c.wstuck = p, 0, 0, false
 	var err error
 	if len(p) > 0 {
 		err = c.rc.Write(c.writeFn)
+	} else {
+		err = c.rc.Write(done) // an error on a closed connection
 	}
-	n, errno := c.wn, c.werr
+	n, errno, stuck := c.wn, c.werr, c.wstuck
 	c.wbuf = nil
 	c.wmu.Unlock()
 	switch {
@@ -159,6 +168,8 @@ func (c *Conn) Write(p []byte) (int, error) {
 		return n, c.opError("write", err)
 	case errno != 0:
 		return n, c.opError("write", os.NewSyscallError("write", errno))
+	case stuck:
+		return n, c.opError("write", io.ErrUnexpectedEOF)
 	}
 	return n, nil
 }
@@ -173,6 +184,10 @@ func (c *Conn) doWrite(fd uintptr) bool {
 		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
 		switch e {
 		case 0:
+			if n == 0 { // no progress and no error: as package net
+				c.wstuck = true
+				return true
+			}
 			c.wn += int(n)
 		case syscall.EINTR:
 		case syscall.EAGAIN:
@@ -184,6 +199,9 @@ func (c *Conn) doWrite(fd uintptr) bool {
 	}
 	return true
 }
+
+// done is a callback that does nothing: for the connection's state alone.
+func done(uintptr) bool { return true }
 
 // opError wraps err as package net does for a read or write: the
 // connection's closing and deadlines come back from syscall.RawConn as an

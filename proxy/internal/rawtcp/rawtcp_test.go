@@ -285,3 +285,14 @@ func TestPeekIdle(t *testing.T) {
 	s.Close()
 	eventually(false) // end of stream
 }
+
+func TestZeroLengthOnClosed(t *testing.T) {
+	c, _ := pair(t)
+	c.Close()
+	if _, err := c.Read(nil); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("zero-length Read on a closed connection = %v; want net.ErrClosed", err)
+	}
+	if _, err := c.Write(nil); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("zero-length Write on a closed connection = %v; want net.ErrClosed", err)
+	}
+}
