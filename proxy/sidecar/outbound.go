@@ -113,7 +113,7 @@ func (p *Proxy) outboundTCP(c *conn, d *dest, dst netip.AddrPort) {
 		return
 	}
 	prefix := c.buffered()
-	// Pipe the raw socket, not the wrapper, so TCP to TCP can splice.
+	// Pipe the plain *net.TCPConn under the wrappers, so TCP to TCP splices.
 	r := pipe.Pipe(rawtcp.Plain(c.Conn), up, prefix)
 	c.Close()
 	p.metrics.TCPBytes(metrics.Outbound, label, ep.Identity != "", p.metrics.Identity(ep.Identity), r.AToB, r.BToA)

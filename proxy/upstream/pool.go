@@ -142,9 +142,9 @@ func New(o Options) *Pool {
 	return p
 }
 
-// dialHTTP dials a connection for HTTP, whose reads and writes skip the
-// runtime's system call path (package rawtcp). Opaque TCP keeps the plain
-// connection, for splice(2).
+// dialHTTP dials a connection whose reads and writes skip the runtime's
+// system call path (package rawtcp): for HTTP and for mTLS. Opaque TCP to a
+// plaintext endpoint keeps the plain connection, for splice(2).
 func (p *Pool) dialHTTP(ctx context.Context, network, addr string) (net.Conn, error) {
 	c, err := p.dial.DialContext(ctx, network, addr)
 	if err != nil {

@@ -94,8 +94,8 @@ func TCP(c net.Conn) (*net.TCPConn, bool) {
 	return nil, false
 }
 
-// Plain returns the *net.TCPConn under c when c is a *Conn, else c: io.Copy
-// between two plain TCP connections uses splice(2).
+// Plain returns the *net.TCPConn under c when c is a *Conn, else c: package
+// pipe splices (splice(2)) between two plain TCP connections.
 func Plain(c net.Conn) net.Conn {
 	if t, ok := c.(*Conn); ok {
 		return t.TCPConn
