@@ -8,42 +8,16 @@ import (
 	"net"
 	"testing"
 	"time"
-)
 
-// tcpPair returns both ends of a loopback TCP connection.
-func tcpPair(t *testing.T) (client, server *net.TCPConn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	ch := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		ch <- c
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := <-ch
-	if s == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() {
-		c.Close()
-		s.Close()
-	})
-	return c.(*net.TCPConn), s.(*net.TCPConn)
-}
+	"github.com/weftmesh/weft/proxy/internal/testnet"
+)
 
 // TestSpliceCopy moves 16 MiB from one connection to another, with a reader
 // slow enough that both the socket to read and the socket to write make the
 // copy wait in the poller.
 func TestSpliceCopy(t *testing.T) {
-	sender, src := tcpPair(t)
-	dst, receiver := tcpPair(t)
+	sender, src := testnet.TCPPair(t)
+	dst, receiver := testnet.TCPPair(t)
 	want := make([]byte, 16<<20)
 	rng := rand.New(rand.NewPCG(3, 4))
 	for i := range want {
@@ -88,8 +62,8 @@ func TestSpliceCopy(t *testing.T) {
 // TestSpliceCopyClosed: closing the connection a copy waits on ends the copy
 // with net.ErrClosed in a read OpError, as io.Copy would.
 func TestSpliceCopyClosed(t *testing.T) {
-	_, src := tcpPair(t)
-	dst, _ := tcpPair(t)
+	_, src := testnet.TCPPair(t)
+	dst, _ := testnet.TCPPair(t)
 	done := make(chan error, 1)
 	go func() {
 		_, _, err := spliceCopy(dst, src)
@@ -107,8 +81,8 @@ func TestSpliceCopyClosed(t *testing.T) {
 // TestSpliceCopyPeerReset: a destination whose peer reset ends the copy
 // with a write error.
 func TestSpliceCopyPeerReset(t *testing.T) {
-	sender, src := tcpPair(t)
-	dst, receiver := tcpPair(t)
+	sender, src := testnet.TCPPair(t)
+	dst, receiver := testnet.TCPPair(t)
 	receiver.SetLinger(0)
 	receiver.Close() // RST
 	go func() {

@@ -17,35 +17,13 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/weftmesh/weft/proxy/internal/testnet"
 )
 
 // tcpPair returns the two ends of a loopback TCP connection.
 func tcpPair(t *testing.T) (client, server net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	type res struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		c, err := ln.Accept()
-		ch <- res{c, err}
-	}()
-	client, err = net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := <-ch
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	t.Cleanup(func() { client.Close(); r.c.Close() })
-	return client, r.c
+	return testnet.TCPPair(t)
 }
 
 // recorder is a net.Conn that records each Write it gets, and its Close.

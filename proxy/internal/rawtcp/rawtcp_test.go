@@ -10,41 +10,18 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/weftmesh/weft/proxy/internal/testnet"
 )
 
 // pair returns both ends of a loopback TCP connection, wrapped.
 func pair(t *testing.T) (client, server net.Conn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	type res struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		c, err := ln.Accept()
-		ch <- res{c, err}
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := <-ch
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	client, server = Wrap(c), Wrap(r.c)
+	c, s := testnet.TCPPair(t)
+	client, server = Wrap(c), Wrap(s)
 	if _, ok := client.(*Conn); !ok {
 		t.Fatalf("Wrap(%T) = %T, want *Conn", c, client)
 	}
-	t.Cleanup(func() {
-		client.Close()
-		server.Close()
-	})
 	return client, server
 }
 
