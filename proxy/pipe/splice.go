@@ -6,6 +6,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/weftmesh/weft/proxy/internal/rawtcp"
 )
 
 // maxSplice is what one splice(2) asks to move, and the pipe's size: as
@@ -46,13 +48,13 @@ func spliceCopy(dst, src *net.TCPConn) (written int64, handled bool, err error) 
 	drain, pump := s.drain, s.pump
 	for {
 		if err := src0.Read(drain); err != nil {
-			return written, true, readError(src, err)
+			return written, true, rawtcp.OpError("read", src, err)
 		}
 		if s.errno != 0 {
 			if s.errno == syscall.EINVAL && written == 0 {
 				return 0, false, nil
 			}
-			return written, true, readError(src, os.NewSyscallError("splice", s.errno))
+			return written, true, rawtcp.OpError("read", src, os.NewSyscallError("splice", s.errno))
 		}
 		if s.inPipe == 0 {
 			return written, true, nil // EOF
@@ -61,10 +63,10 @@ func spliceCopy(dst, src *net.TCPConn) (written int64, handled bool, err error) 
 		written += s.moved
 		s.moved = 0
 		if err != nil {
-			return written, true, writeError(dst, err)
+			return written, true, rawtcp.OpError("write", dst, err)
 		}
 		if s.errno != 0 {
-			return written, true, writeError(dst, os.NewSyscallError("splice", s.errno))
+			return written, true, rawtcp.OpError("write", dst, os.NewSyscallError("splice", s.errno))
 		}
 	}
 }
@@ -118,22 +120,4 @@ func (s *splicer) pump(fd uintptr) bool {
 		}
 	}
 	return true
-}
-
-// readError and writeError give an error package net's shape: a *net.OpError
-// for the read or write, around the cause (syscall.RawConn wraps closing
-// and deadlines in an OpError of its own).
-func readError(c *net.TCPConn, err error) error {
-	return opError("read", c, err)
-}
-
-func writeError(c *net.TCPConn, err error) error {
-	return opError("write", c, err)
-}
-
-func opError(op string, c *net.TCPConn, err error) error {
-	if oe, ok := err.(*net.OpError); ok {
-		err = oe.Err
-	}
-	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 }

@@ -203,10 +203,12 @@ func (c *Conn) doWrite(fd uintptr) bool {
 // done is a callback that does nothing: for the connection's state alone.
 func done(uintptr) bool { return true }
 
-// opError wraps err as package net does for a read or write: the
-// connection's closing and deadlines come back from syscall.RawConn as an
-// OpError of its own ("raw-read"), whose cause is kept.
-func (c *Conn) opError(op string, err error) error {
+func (c *Conn) opError(op string, err error) error { return OpError(op, c, err) }
+
+// OpError wraps err as package net does for op ("read" or "write") on the
+// TCP connection c. The connection's closing and deadlines come back from
+// syscall.RawConn as an OpError of its own ("raw-read"), whose cause is kept.
+func OpError(op string, c net.Conn, err error) error {
 	if oe, ok := err.(*net.OpError); ok {
 		err = oe.Err
 	}
