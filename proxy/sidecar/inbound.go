@@ -218,6 +218,9 @@ func (p *Proxy) inboundTCP(c *conn, tc *tls.Conn, port uint16) {
 // first rewritten to its canonical form (httpguard.Check), and that same
 // form is what the policy sees and what the application receives.
 func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 2 {
+		growStack(r.ProtoMinor) // a new goroutine per stream
+	}
 	info := infoFrom(r.Context())
 	port := inboundPort(info)
 	t := p.table.Load()

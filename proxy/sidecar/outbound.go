@@ -120,6 +120,9 @@ func (p *Proxy) outboundTCP(c *conn, d *dest, dst netip.AddrPort) {
 }
 
 func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 2 {
+		growStack(r.ProtoMinor) // a new goroutine per stream
+	}
 	info := infoFrom(r.Context())
 	sw := &statusWriter{ResponseWriter: w}
 	obs := &sw.obs // one allocation for both
