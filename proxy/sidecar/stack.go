@@ -13,8 +13,8 @@ package sidecar
 // (perf, one hop at 1000 rps). Growing here, at the handler's first frame,
 // walks the few frames of the server's own (perf: 2.4 to 2.6% of the CPU
 // after), and the larger stack returns to the runtime's per-thread cache
-// when the stream ends. A goroutine whose
-// stack is already large enough only clears the frame.
+// when the stream ends. A goroutine whose stack is already large enough
+// only clears the frame.
 //
 // The 4 KiB frame takes a 2 or 4 KiB stack to 8 KiB in one step: the
 // runtime doubles until the frame, its guard and what is in use fit.
