@@ -18,6 +18,7 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/weftmesh/weft/proxy/internal/h1wire"
+	"github.com/weftmesh/weft/proxy/upstream"
 )
 
 // The HTTP/1.1 lane serves the plain requests of an application's
@@ -68,7 +69,7 @@ func (p *Proxy) serveH1(c, tracked *conn, q *queue, h http.Handler) {
 	}
 	c.keepBuf = true
 	l := &lane{p: p, c: c, tracked: tracked, h: h, br: c.br}
-	l.ctx = context.WithValue(context.Background(), infoKey{}, c.info)
+	l.ctx = upstream.WithAbortSlot(context.WithValue(context.Background(), infoKey{}, c.info), &l.abort)
 	l.remote = c.RemoteAddr().String()
 	handoff := l.serve()
 	if l.timer != nil {
@@ -132,6 +133,10 @@ type lane struct {
 	stopping  atomic.Bool        // the lane ends the watching read itself
 
 	linger bool // a response was sent before the lane closes
+
+	// The upstream connection of the request served, aborted when the
+	// request's context is canceled.
+	abort upstream.AbortSlot
 }
 
 // serve runs requests until the connection should close (false) or be
@@ -325,7 +330,11 @@ func (l *lane) serveOne(req *http.Request) (keep bool) {
 		l.c.SetReadDeadline(time.Time{})
 	}
 	ctx, cancel := context.WithCancel(l.ctx)
-	defer cancel()
+	l.abort.Start(ctx.Done())
+	defer func() {
+		cancel() // first: a read the abort fails then reports the cancellation
+		l.abort.End()
+	}()
 	req = req.WithContext(ctx)
 
 	req.RemoteAddr = l.remote
@@ -432,6 +441,7 @@ func (l *lane) watch() {
 		_, err := l.br.Peek(1)
 		if err != nil && !l.stopping.Load() {
 			cancel()
+			l.abort.End()
 		}
 		done <- err
 	}()

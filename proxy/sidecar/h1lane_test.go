@@ -6,11 +6,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/textproto"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/weftmesh/weft/proxy/upstream"
 )
 
 // laneConn serves one TCP connection with the lane and handler h; handed
@@ -288,6 +292,80 @@ func TestLaneClientGoneCancels(t *testing.T) {
 	case <-canceled:
 	case <-time.After(15 * time.Second):
 		t.Fatal("request context not canceled after the client left")
+	}
+}
+
+// forwardTo is a handler that relays GET requests to url with the pool's
+// plaintext client, as the proxy's forwarders do.
+func forwardTo(t *testing.T, url string) http.Handler {
+	pool := upstream.New(upstream.Options{})
+	t.Cleanup(pool.CloseIdle)
+	rt := pool.Plain()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		out, err := http.NewRequestWithContext(r.Context(), http.MethodGet, url+r.URL.Path, nil)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		resp, err := rt.RoundTrip(out)
+		if err != nil {
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
+	})
+}
+
+// A client that leaves while the upstream has not answered aborts the
+// upstream request (through the lane's abort slot, see upstream.AbortSlot).
+func TestLaneClientGoneAbortsUpstream(t *testing.T) {
+	upstreamGone := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+			close(upstreamGone)
+		case <-time.After(20 * time.Second):
+		}
+	}))
+	defer up.Close()
+	c, _, _ := laneConn(t, forwardTo(t, up.URL))
+	io.WriteString(c, "GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
+	time.Sleep(2 * laneWatchAfter)
+	c.Close()
+	select {
+	case <-upstreamGone:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the upstream request was not canceled after the client left")
+	}
+}
+
+// Requests of one lane relayed in turn reuse one upstream connection: each
+// is released from the lane's abort slot at the end of its response.
+func TestLaneReusesUpstreamConnection(t *testing.T) {
+	var conns atomic.Int32
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello "+r.URL.Path)
+	}))
+	up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	up.Start()
+	defer up.Close()
+	c, br, _ := laneConn(t, forwardTo(t, up.URL))
+	for i := range 3 {
+		path := "/" + strconv.Itoa(i)
+		io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n")
+		res, body := readResp(t, br, http.MethodGet)
+		if res.StatusCode != http.StatusOK || body != "hello "+path {
+			t.Fatalf("request %d: %d %q", i, res.StatusCode, body)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("upstream saw %d connections, want 1", n)
 	}
 }
 

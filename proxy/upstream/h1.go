@@ -195,12 +195,20 @@ func (c *h1Client) RoundTrip(req *http.Request) (*http.Response, error) {
 // h1Body, which returns pc to the pool at its end.
 func (c *h1Client) exchange(ctx context.Context, pc *h1Conn, out, orig *http.Request, body []byte) (*http.Response, error) {
 	var stop func() bool
-	if ctx.Done() != nil {
-		stop = context.AfterFunc(ctx, func() { pc.nc.SetDeadline(aLongTimeAgo) })
+	var ab *AbortSlot
+	if done := ctx.Done(); done != nil {
+		if s := abortSlotFrom(ctx); s != nil && s.hold(done, pc.nc) {
+			ab = s
+		} else {
+			stop = context.AfterFunc(ctx, func() { pc.nc.SetDeadline(aLongTimeAgo) })
+		}
 	}
 	fail := func(err error) (*http.Response, error) {
 		if stop != nil {
 			stop()
+		}
+		if ab != nil {
+			ab.release(pc.nc)
 		}
 		return nil, err
 	}
@@ -231,7 +239,7 @@ func (c *h1Client) exchange(ctx context.Context, pc *h1Conn, out, orig *http.Req
 		return fail(errors.New("upstream: 101 Switching Protocols to a request that did not ask for it"))
 	}
 	pc.lr.left = math.MaxInt64
-	b := &h1Body{c: c, pc: pc, stop: stop, rc: resp.Body, keep: !resp.Close && !out.Close}
+	b := &h1Body{c: c, pc: pc, stop: stop, ab: ab, rc: resp.Body, keep: !resp.Close && !out.Close}
 	if resp.Body == http.NoBody {
 		b.finish(true)
 		return resp, nil
@@ -247,7 +255,8 @@ var aLongTimeAgo = time.Unix(1, 0)
 type h1Body struct {
 	c    *h1Client
 	pc   *h1Conn
-	stop func() bool
+	stop func() bool // ends the context's watch, or
+	ab   *AbortSlot  // holds pc for the request
 	rc   io.ReadCloser
 	keep bool
 	mu   sync.Mutex
@@ -282,6 +291,9 @@ func (b *h1Body) finish(ok bool) {
 	b.done = true
 	if b.stop != nil && !b.stop() {
 		ok = false // the context ended: the deadline may be set
+	}
+	if b.ab != nil && !b.ab.release(b.pc.nc) {
+		ok = false // the request was aborted: the deadline is set
 	}
 	if ok && b.keep {
 		b.c.put(b.pc)
