@@ -16,8 +16,9 @@ func render(o options, phases []*phase, took time.Duration, loadStart, loadEnd s
 	var b strings.Builder
 	p := func(f string, a ...any) { fmt.Fprintf(&b, f, a...) }
 	p("## Proxy data plane (issue 3)\n\n")
-	p("Measured %s by `make bench-proxy` (bench/proxy) in %s on %d vCPUs shared with other work; %s, %s.\n",
-		time.Now().UTC().Format("2006-01-02 15:04 MST"), took.Round(time.Second), runtime.NumCPU(), version(o.haproxy, "-v"), version(o.nginx, "-v"))
+	end := time.Now().UTC()
+	p("Measured %s–%s by `make bench-proxy` (bench/proxy) in %s on %d vCPUs shared with other work; %s, %s.\n",
+		end.Add(-took).Format("2006-01-02 15:04"), end.Format("15:04 MST"), took.Round(time.Second), runtime.NumCPU(), version(o.haproxy, "-v"), version(o.nginx, "-v"))
 	p("Load average (1/5/15 min) %s at the start, %s at the end: other work ran on the machine, which is why setups run side by side in rotating order and ratios are computed per round.\n", loadStart, loadEnd)
 	p("fortio %d rps, 1 KiB bodies (echoed back), %s per run, %d rounds per cell, setups in rotating order each round; histogram resolution (fortio -r) %s: percentiles are interpolated within fortio's buckets, 1× the resolution wide up to 100×, then 2×, 5×, 10× and 20× up to 200×.\n",
 		o.qps, o.dur, o.rounds, o.resolution)
