@@ -285,13 +285,24 @@ func TestLaneClientGoneCancels(t *testing.T) {
 		case <-time.After(20 * time.Second):
 		}
 	}))
+	leaveDuringRequest(c)
+	waitClosed(t, canceled, "request context not canceled after the client left")
+}
+
+// leaveDuringRequest sends a request on c and closes c once the lane
+// watches for the client going away.
+func leaveDuringRequest(c net.Conn) {
 	io.WriteString(c, "GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
 	time.Sleep(2 * laneWatchAfter)
 	c.Close()
+}
+
+func waitClosed(t *testing.T, ch <-chan struct{}, failure string) {
+	t.Helper()
 	select {
-	case <-canceled:
+	case <-ch:
 	case <-time.After(15 * time.Second):
-		t.Fatal("request context not canceled after the client left")
+		t.Fatal(failure)
 	}
 }
 
@@ -331,14 +342,8 @@ func TestLaneClientGoneAbortsUpstream(t *testing.T) {
 	}))
 	defer up.Close()
 	c, _, _ := laneConn(t, forwardTo(t, up.URL))
-	io.WriteString(c, "GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
-	time.Sleep(2 * laneWatchAfter)
-	c.Close()
-	select {
-	case <-upstreamGone:
-	case <-time.After(15 * time.Second):
-		t.Fatal("the upstream request was not canceled after the client left")
-	}
+	leaveDuringRequest(c)
+	waitClosed(t, upstreamGone, "the upstream request was not canceled after the client left")
 }
 
 // Requests of one lane relayed in turn reuse one upstream connection: each

@@ -71,14 +71,7 @@ func TestAbortSlotEndAbortsWaitingRequest(t *testing.T) {
 	c, _ := newTestH1(t)
 	var slot AbortSlot
 	req, end := slotRequest(t, &slot, ts.URL+"/wait")
-	errc := make(chan error, 1)
-	go func() {
-		resp, err := c.RoundTrip(req)
-		if err == nil {
-			resp.Body.Close()
-		}
-		errc <- err
-	}()
+	errc := roundTripAsync(c, req)
 	for deadline := time.Now().Add(10 * time.Second); !slot.holding(); {
 		if time.Now().After(deadline) {
 			t.Fatal("the request never held its connection")

@@ -290,6 +290,20 @@ func TestH1RetriesIdempotentOnDeadConnection(t *testing.T) {
 	}
 }
 
+// roundTripAsync runs req on rt in the background; the channel gets its
+// error (the response, if any, is closed).
+func roundTripAsync(rt http.RoundTripper, req *http.Request) <-chan error {
+	errc := make(chan error, 1)
+	go func() {
+		resp, err := rt.RoundTrip(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		errc <- err
+	}()
+	return errc
+}
+
 func TestH1ContextCancelWhileWaiting(t *testing.T) {
 	release := make(chan struct{})
 	ts, _ := echoServer(t, func(w http.ResponseWriter, r *http.Request) {
@@ -302,14 +316,7 @@ func TestH1ContextCancelWhileWaiting(t *testing.T) {
 	c, _ := newTestH1(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, ts.URL, nil)
-	errc := make(chan error, 1)
-	go func() {
-		resp, err := c.RoundTrip(req)
-		if err == nil {
-			resp.Body.Close()
-		}
-		errc <- err
-	}()
+	errc := roundTripAsync(c, req)
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
