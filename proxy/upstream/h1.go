@@ -197,7 +197,7 @@ func (c *h1Client) exchange(ctx context.Context, pc *h1Conn, out, orig *http.Req
 	var stop func() bool
 	var ab *AbortSlot
 	if done := ctx.Done(); done != nil {
-		if s := abortSlotFrom(ctx); s != nil && s.hold(done, pc.nc) {
+		if s := abortSlotFrom(ctx); s != nil && s.hold(done, pc) {
 			ab = s
 		} else {
 			stop = context.AfterFunc(ctx, func() { pc.nc.SetDeadline(aLongTimeAgo) })
@@ -208,7 +208,7 @@ func (c *h1Client) exchange(ctx context.Context, pc *h1Conn, out, orig *http.Req
 			stop()
 		}
 		if ab != nil {
-			ab.release(pc.nc)
+			ab.release(pc)
 		}
 		return nil, err
 	}
@@ -292,7 +292,7 @@ func (b *h1Body) finish(ok bool) {
 	if b.stop != nil && !b.stop() {
 		ok = false // the context ended: the deadline may be set
 	}
-	if b.ab != nil && !b.ab.release(b.pc.nc) {
+	if b.ab != nil && !b.ab.release(b.pc) {
 		ok = false // the request was aborted: the deadline is set
 	}
 	if ok && b.keep {
