@@ -3,7 +3,6 @@ package pipe
 import (
 	"bytes"
 	"errors"
-	"io"
 	"math/rand/v2"
 	"net"
 	"testing"
@@ -38,24 +37,16 @@ func TestSpliceCopy(t *testing.T) {
 		dst.CloseWrite()
 		done <- result{n, handled, err}
 	}()
-	var got bytes.Buffer
-	buf := make([]byte, 5000)
-	for {
-		n, err := receiver.Read(buf)
-		got.Write(buf[:n])
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	got, err := testnet.ReadAll(receiver, 5000)
+	if err != nil {
+		t.Fatal(err)
 	}
 	r := <-done
 	if !r.handled || r.err != nil || r.n != int64(len(want)) {
 		t.Fatalf("spliceCopy = %d, handled %v, %v; want %d, true, nil", r.n, r.handled, r.err, len(want))
 	}
-	if !bytes.Equal(got.Bytes(), want) {
-		t.Fatalf("received %d bytes that differ from the %d sent", got.Len(), len(want))
+	if !bytes.Equal(got, want) {
+		t.Fatalf("received %d bytes that differ from the %d sent", len(got), len(want))
 	}
 }
 

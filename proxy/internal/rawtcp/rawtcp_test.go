@@ -67,23 +67,15 @@ func TestLargeTransfer(t *testing.T) {
 		}
 		errc <- err
 	}()
-	var got bytes.Buffer
-	buf := make([]byte, 3000) // small reads: many rounds through the poller
-	for {
-		n, err := s.Read(buf)
-		got.Write(buf[:n])
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	got, err := testnet.ReadAll(s, 3000) // small reads: many rounds through the poller
+	if err != nil {
+		t.Fatal(err)
 	}
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(got.Bytes(), want) {
-		t.Fatalf("got %d bytes that differ from the %d written", got.Len(), len(want))
+	if !bytes.Equal(got, want) {
+		t.Fatalf("got %d bytes that differ from the %d written", len(got), len(want))
 	}
 }
 

@@ -2,6 +2,8 @@
 package testnet
 
 import (
+	"bytes"
+	"io"
 	"net"
 	"testing"
 )
@@ -38,4 +40,22 @@ func TCPPair(t testing.TB) (client, server *net.TCPConn) {
 		a.c.Close()
 	})
 	return c.(*net.TCPConn), a.c.(*net.TCPConn)
+}
+
+// ReadAll reads r to its end (io.EOF) through a buffer of size bytes, so
+// that a large transfer takes many reads; it returns what it read and the
+// first other error.
+func ReadAll(r io.Reader, size int) ([]byte, error) {
+	var got bytes.Buffer
+	buf := make([]byte, size)
+	for {
+		n, err := r.Read(buf)
+		got.Write(buf[:n])
+		if err == io.EOF {
+			return got.Bytes(), nil
+		}
+		if err != nil {
+			return got.Bytes(), err
+		}
+	}
 }
