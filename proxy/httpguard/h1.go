@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"io"
 	"net"
-	"strings"
+	"sync"
 )
 
 // Limits of the HTTP/1 head reader.
@@ -40,23 +40,42 @@ const (
 // (Content-Length, chunked) to find each next head on a keep-alive
 // connection. After an upgrade request it passes bytes through unchecked: the
 // server must then close the connection unless it switched protocols.
+//
+// It is on the path of every inbound HTTP/1 request, so it reads the client
+// straight into one pooled buffer, checks the bytes where they lie and copies
+// them once, into the reader's slice; it parses heads without allocating.
 type H1Conn struct {
 	net.Conn
 	// OnReject is called once with the reason a head was refused.
 	OnReject func(error)
 
-	st        state
-	in        []byte // read, not yet processed
-	out       []byte // processed, not yet returned
+	st state
+	// buf[pos:ready] was checked and is returned next; buf[ready:] was
+	// read and not processed yet. step runs only when pos == ready.
+	buf       []byte
+	bp        *[]byte // buf's pooled array, while buf is in it
+	pos       int
+	ready     int
+	out       []byte // the refusal marker, once everything before it was returned
 	remaining int64
 	trailer   int   // bytes of trailers so far
-	scanned   int   // bytes of an incomplete head already searched
+	scanned   int   // bytes of an incomplete head or line already searched
 	failed    error // a body framing error: every later Read fails
 }
 
+// bufSize is the pooled buffer's size; a longer head grows a buffer of its
+// own, up to MaxHead and a chunk line.
+const bufSize = 4096
+
+var bufs = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
+
 // NewH1Conn guards c. prefix holds bytes already read from c (detection).
 func NewH1Conn(c net.Conn, prefix []byte) *H1Conn {
-	return &H1Conn{Conn: c, in: prefix}
+	g := &H1Conn{Conn: c}
+	if len(prefix) > 0 {
+		g.buf = append(make([]byte, 0, max(bufSize, len(prefix))), prefix...)
+	}
+	return g
 }
 
 // CloseWrite half-closes when the underlying connection can.
@@ -67,11 +86,20 @@ func (g *H1Conn) CloseWrite() error {
 	return g.Conn.Close()
 }
 
+// in is what was read and not processed yet.
+func (g *H1Conn) in() []byte { return g.buf[g.ready:] }
+
 func (g *H1Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
 	for {
+		if g.pos < g.ready {
+			n := copy(p, g.buf[g.pos:g.ready])
+			g.pos += n
+			g.release()
+			return n, nil
+		}
 		if len(g.out) > 0 {
 			n := copy(p, g.out)
 			g.out = g.out[n:]
@@ -84,14 +112,16 @@ func (g *H1Conn) Read(p []byte) (int, error) {
 			}
 			return 0, io.EOF
 		case stPass:
-			if len(g.in) > 0 {
-				n := copy(p, g.in)
-				g.in = g.in[n:]
+			if in := g.in(); len(in) > 0 {
+				n := copy(p, in)
+				g.ready += n
+				g.pos = g.ready
+				g.release()
 				return n, nil
 			}
 			return g.Conn.Read(p)
 		case stBody, stChunkData:
-			if len(g.in) == 0 {
+			if len(g.in()) == 0 {
 				// Large bodies go straight through, no copy.
 				n := int64(len(p))
 				n = min(n, g.remaining)
@@ -112,17 +142,46 @@ func (g *H1Conn) Read(p []byte) (int, error) {
 	}
 }
 
+// release returns the buffer to the pool once all of it was returned.
+func (g *H1Conn) release() {
+	if g.pos < len(g.buf) {
+		return
+	}
+	if g.bp != nil {
+		bufs.Put(g.bp)
+		g.bp = nil
+	}
+	g.buf, g.pos, g.ready = nil, 0, 0
+}
+
+// fill reads more of the client into the buffer's free end. It is called
+// only when everything checked was returned (pos == ready).
 func (g *H1Conn) fill() error {
-	if len(g.in) > MaxHead+maxChunkLine {
+	if len(g.in()) > MaxHead+maxChunkLine {
 		g.reject(ErrHeadTooLarge)
 		return nil
 	}
-	var buf [4096]byte
-	n, err := g.Conn.Read(buf[:])
+	switch {
+	case g.buf == nil:
+		g.bp = bufs.Get().(*[]byte)
+		g.buf = (*g.bp)[:0]
+	case g.ready > 0:
+		n := copy(g.buf, g.in())
+		g.buf, g.pos, g.ready = g.buf[:n], 0, 0
+	}
+	if len(g.buf) == cap(g.buf) {
+		g.buf = append(make([]byte, 0, 2*cap(g.buf)), g.buf...)
+		if g.bp != nil {
+			bufs.Put(g.bp)
+			g.bp = nil
+		}
+	}
+	n, err := g.Conn.Read(g.buf[len(g.buf):cap(g.buf)])
 	if n > 0 {
-		g.in = append(g.in, buf[:n]...)
+		g.buf = g.buf[:len(g.buf)+n]
 		return nil
 	}
+	g.release()
 	if err == nil {
 		err = io.ErrNoProgress
 	}
@@ -146,45 +205,46 @@ func (g *H1Conn) reject(err error) {
 		g.failed = err
 	}
 	g.st = stDone
-	g.in = nil
+	g.pos = len(g.buf) // nothing more of it goes out
+	g.release()
 	if g.OnReject != nil {
 		g.OnReject(err)
 		g.OnReject = nil
 	}
 }
 
-// emit moves n processed bytes from in to out.
-func (g *H1Conn) emit(n int) {
-	g.out = append(g.out, g.in[:n]...)
-	g.in = g.in[n:]
-}
+// emit marks n more bytes as checked.
+func (g *H1Conn) emit(n int) { g.ready += n }
 
 // step processes what is buffered; false means more input is needed.
 func (g *H1Conn) step() bool {
+	in := g.in()
 	switch g.st {
 	case stHead:
 		// Tolerate empty lines between requests (RFC 9112 §2.2) but drop
 		// them: the server gets exactly the checked bytes.
-		for bytes.HasPrefix(g.in, []byte("\r\n")) {
-			g.in = g.in[2:]
+		for bytes.HasPrefix(in, []byte("\r\n")) {
+			in = in[2:]
+			g.ready += 2
+			g.pos = g.ready
 			g.scanned = 0
 		}
 		// Only bytes not scanned yet are searched, so that a client
 		// trickling its head costs linear, not quadratic, work.
 		from := max(g.scanned-3, 0)
-		end := bytes.Index(g.in[from:], []byte("\r\n\r\n"))
+		end := bytes.Index(in[from:], []byte("\r\n\r\n"))
 		if end < 0 {
-			if len(g.in) > MaxHead {
+			if len(in) > MaxHead {
 				g.reject(ErrHeadTooLarge)
 				return true
 			}
-			for i := g.scanned; i < len(g.in); i++ {
-				if g.in[i] == '\n' && (i == 0 || g.in[i-1] != '\r') {
+			for i := g.scanned; i < len(in); i++ {
+				if in[i] == '\n' && (i == 0 || in[i-1] != '\r') {
 					g.reject(ErrBareLF)
 					return true
 				}
 			}
-			g.scanned = len(g.in)
+			g.scanned = len(in)
 			return false
 		}
 		end += from
@@ -193,7 +253,7 @@ func (g *H1Conn) step() bool {
 			g.reject(ErrHeadTooLarge)
 			return true
 		}
-		f, err := ParseHead(g.in[:end+2])
+		f, err := ParseHead(in[:end+2])
 		if err != nil {
 			g.reject(err)
 			return true
@@ -209,7 +269,7 @@ func (g *H1Conn) step() bool {
 		}
 		return true
 	case stBody, stChunkData:
-		n := int(min(int64(len(g.in)), g.remaining))
+		n := int(min(int64(len(in)), g.remaining))
 		if n == 0 {
 			return false
 		}
@@ -220,19 +280,19 @@ func (g *H1Conn) step() bool {
 		}
 		return true
 	case stChunkSize:
-		i := bytes.IndexByte(g.in, '\n')
+		i := bytes.IndexByte(in, '\n')
 		if i < 0 {
-			if len(g.in) > maxChunkLine {
+			if len(in) > maxChunkLine {
 				g.reject(ErrBadChunk)
 				return true
 			}
 			return false
 		}
-		if i == 0 || g.in[i-1] != '\r' {
+		if i == 0 || in[i-1] != '\r' {
 			g.reject(ErrBareLF)
 			return true
 		}
-		size, ok := parseChunkSize(g.in[:i-1])
+		size, ok := parseChunkSize(in[:i-1])
 		if !ok {
 			g.reject(ErrBadChunk)
 			return true
@@ -245,10 +305,10 @@ func (g *H1Conn) step() bool {
 		}
 		return true
 	case stChunkCRLF:
-		if len(g.in) < 2 {
+		if len(in) < 2 {
 			return false
 		}
-		if g.in[0] != '\r' || g.in[1] != '\n' {
+		if in[0] != '\r' || in[1] != '\n' {
 			g.reject(ErrBadChunk)
 			return true
 		}
@@ -256,22 +316,22 @@ func (g *H1Conn) step() bool {
 		g.st = stChunkSize
 		return true
 	case stTrailers:
-		i := bytes.IndexByte(g.in[g.scanned:], '\n')
+		i := bytes.IndexByte(in[g.scanned:], '\n')
 		if i < 0 {
-			if g.trailer+len(g.in) > MaxHead {
+			if g.trailer+len(in) > MaxHead {
 				g.reject(ErrHeadTooLarge)
 				return true
 			}
-			g.scanned = len(g.in)
+			g.scanned = len(in)
 			return false
 		}
 		i += g.scanned
 		g.scanned = 0
-		if i == 0 || g.in[i-1] != '\r' {
+		if i == 0 || in[i-1] != '\r' {
 			g.reject(ErrBareLF)
 			return true
 		}
-		line := g.in[:i-1]
+		line := in[:i-1]
 		if len(line) > 0 {
 			if _, _, err := parseField(line); err != nil {
 				g.reject(err)
@@ -352,7 +412,7 @@ func ParseHead(head []byte) (Framing, error) {
 		return f, err
 	}
 	var cl, te, hosts, fields int
-	var host string
+	var host []byte
 	connUpgrade, upgrade := false, false
 	for len(rest) > 0 {
 		line, rest, _ = bytes.Cut(rest, []byte("\r\n"))
@@ -364,7 +424,7 @@ func ParseHead(head []byte) (Framing, error) {
 			return f, err
 		}
 		switch {
-		case strings.EqualFold(name, "Content-Length"):
+		case equalFold(name, "Content-Length"):
 			if cl++; cl > 1 {
 				return f, ErrDuplicateCL
 			}
@@ -373,110 +433,138 @@ func ParseHead(head []byte) (Framing, error) {
 				return f, ErrBadCL
 			}
 			f.Length = n
-		case strings.EqualFold(name, "Transfer-Encoding"):
-			if te++; te > 1 || !strings.EqualFold(value, "chunked") || version == "HTTP/1.0" {
+		case equalFold(name, "Transfer-Encoding"):
+			if te++; te > 1 || !equalFold(value, "chunked") || string(version) == "HTTP/1.0" {
 				return f, ErrBadTE
 			}
 			f.Chunked = true
-		case strings.EqualFold(name, "Host"):
+		case equalFold(name, "Host"):
 			hosts++
 			host = value
-		case strings.EqualFold(name, "Connection"):
-			for t := range strings.SplitSeq(value, ",") {
-				if strings.EqualFold(strings.TrimSpace(t), "upgrade") {
+		case equalFold(name, "Connection"):
+			for t := range bytes.SplitSeq(value, []byte(",")) {
+				if equalFold(bytes.TrimSpace(t), "upgrade") {
 					connUpgrade = true
 				}
 			}
-		case strings.EqualFold(name, "Upgrade"):
-			upgrade = upgrade || value != ""
+		case equalFold(name, "Upgrade"):
+			upgrade = upgrade || len(value) > 0
 		}
 	}
 	if cl > 0 && te > 0 {
 		return f, ErrCLAndTE
 	}
-	if hosts > 1 || (hosts == 0 && version == "HTTP/1.1") {
+	if hosts > 1 || (hosts == 0 && string(version) == "HTTP/1.1") {
 		return f, ErrHost
 	}
 	if hosts == 1 && !validHost(host) {
 		return f, ErrHost
 	}
-	if !strings.HasPrefix(target, "/") && target != "*" {
+	if target[0] != '/' && string(target) != "*" {
 		// Absolute form: the authority wins over Host in RFC 9112, but an
 		// application behind may read Host; they must agree.
-		auth := target[strings.Index(target, "://")+3:]
-		if i := strings.IndexAny(auth, "/?"); i >= 0 {
+		auth := target[bytes.Index(target, []byte("://"))+3:]
+		if i := bytes.IndexAny(auth, "/?"); i >= 0 {
 			auth = auth[:i]
 		}
-		if hosts == 1 && CanonicalHost(auth) != CanonicalHost(host) {
+		if hosts == 1 && CanonicalHost(string(auth)) != CanonicalHost(string(host)) {
 			return f, ErrHostMismatch
 		}
 	}
-	f.Upgrade = connUpgrade && upgrade && method != "CONNECT"
+	f.Upgrade = connUpgrade && upgrade && string(method) != "CONNECT"
 	return f, nil
 }
 
-func parseRequestLine(line []byte) (method, target, version string, err error) {
-	s := string(line)
-	m, rest, ok1 := strings.Cut(s, " ")
-	t, v, ok2 := strings.Cut(rest, " ")
-	if !ok1 || !ok2 || strings.Contains(v, " ") {
-		return "", "", "", ErrBadTarget
+// parseRequestLine splits and checks a request line. The results share
+// line's bytes: a head is checked on every inbound request, without
+// allocating.
+func parseRequestLine(line []byte) (method, target, version []byte, err error) {
+	m, rest, ok1 := bytes.Cut(line, []byte(" "))
+	t, v, ok2 := bytes.Cut(rest, []byte(" "))
+	if !ok1 || !ok2 || bytes.IndexByte(v, ' ') >= 0 {
+		return nil, nil, nil, ErrBadTarget
 	}
 	if !ValidToken(m) {
-		return "", "", "", ErrBadMethod
+		return nil, nil, nil, ErrBadMethod
 	}
-	if m == "CONNECT" {
-		return "", "", "", ErrConnect
+	if string(m) == "CONNECT" {
+		return nil, nil, nil, ErrConnect
 	}
-	if v != "HTTP/1.1" && v != "HTTP/1.0" {
-		return "", "", "", ErrBadVersion
+	if string(v) != "HTTP/1.1" && string(v) != "HTTP/1.0" {
+		return nil, nil, nil, ErrBadVersion
 	}
-	if t == "" {
-		return "", "", "", ErrBadTarget
+	if len(t) == 0 {
+		return nil, nil, nil, ErrBadTarget
 	}
-	for i := 0; i < len(t); i++ {
-		if c := t[i]; c <= ' ' || c >= 0x7f {
-			return "", "", "", ErrControlChar
+	for _, c := range t {
+		if c <= ' ' || c >= 0x7f {
+			return nil, nil, nil, ErrControlChar
 		}
 	}
 	switch {
 	case t[0] == '/':
-	case t == "*":
-		if m != "OPTIONS" {
-			return "", "", "", ErrBadTarget
+	case string(t) == "*":
+		if string(m) != "OPTIONS" {
+			return nil, nil, nil, ErrBadTarget
 		}
-	case strings.HasPrefix(strings.ToLower(t), "http://") || strings.HasPrefix(strings.ToLower(t), "https://"):
+	case hasPrefixFold(t, "http://") || hasPrefixFold(t, "https://"):
 	default:
-		return "", "", "", ErrBadTarget
+		return nil, nil, nil, ErrBadTarget
 	}
 	return m, t, v, nil
 }
 
 // parseField splits "name: value", refusing obs-fold, whitespace before the
-// colon, non-token names, and control characters in the value.
-func parseField(line []byte) (string, string, error) {
+// colon, non-token names, and control characters in the value. The results
+// share line's bytes.
+func parseField(line []byte) (name, value []byte, err error) {
 	if len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
-		return "", "", ErrObsFold
+		return nil, nil, ErrObsFold
 	}
 	i := bytes.IndexByte(line, ':')
 	if i <= 0 {
-		return "", "", ErrHeaderName
+		return nil, nil, ErrHeaderName
 	}
-	name := string(line[:i])
+	name = line[:i]
 	if !ValidToken(name) {
-		return "", "", ErrHeaderName
+		return nil, nil, ErrHeaderName
 	}
 	v := line[i+1:]
 	for _, c := range v {
 		if c < ' ' && c != '\t' || c == 0x7f {
-			return "", "", ErrHeaderValue
+			return nil, nil, ErrHeaderValue
 		}
 	}
-	return name, strings.Trim(string(v), " \t"), nil
+	return name, bytes.Trim(v, " \t"), nil
 }
 
-func parseDecimal(s string) (int64, bool) {
-	if s == "" || len(s) > 18 {
+// equalFold reports whether b is s, ASCII case aside.
+func equalFold(b []byte, s string) bool {
+	return len(b) == len(s) && hasPrefixFold(b, s)
+}
+
+// hasPrefixFold reports whether b starts with s, ASCII case aside.
+func hasPrefixFold(b []byte, s string) bool {
+	if len(b) < len(s) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if lower(b[i]) != lower(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func lower(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+func parseDecimal(s []byte) (int64, bool) {
+	if len(s) == 0 || len(s) > 18 {
 		return 0, false
 	}
 	var n int64

@@ -186,8 +186,8 @@ func writeEscape(b *strings.Builder, c byte) {
 
 // ValidToken reports whether s is an RFC 9110 token (a method or a header
 // name).
-func ValidToken(s string) bool {
-	if s == "" {
+func ValidToken[T ~string | ~[]byte](s T) bool {
+	if len(s) == 0 {
 		return false
 	}
 	for i := 0; i < len(s); i++ {

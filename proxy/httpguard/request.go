@@ -110,7 +110,7 @@ func checkHost(r *http.Request) error {
 	return nil
 }
 
-func validHost(h string) bool {
+func validHost[T ~string | ~[]byte](h T) bool {
 	for i := 0; i < len(h); i++ {
 		c := h[i]
 		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"#%/<>?@\\^`{|}", c) >= 0 {
