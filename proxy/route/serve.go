@@ -64,6 +64,10 @@ type Result struct {
 // after its headers were written aborts the handler with
 // http.ErrAbortHandler so that the client sees a broken response, not a
 // truncated one that looks complete.
+//
+// The request sent upstream reuses r's header map, which a handler owns:
+// hop-by-hop headers are removed from it and the request filters applied in
+// place, so the caller must not read r.Header afterwards.
 func (t *Table) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	e := t.match(r)
@@ -134,10 +138,19 @@ func (t *Table) serve(w http.ResponseWriter, r *http.Request, e *entry, ru *rule
 		if d := ru.timeouts.BackendRequest.D(); d > 0 {
 			actx, acancel = context.WithTimeout(ctx, d)
 		}
-		req := out.WithContext(actx)
-		u := *out.URL
-		u.Host = ep.Addr()
-		req.URL = &u
+		req := out
+		if attempt == 1 && actx == ctx {
+			// The first attempt sends out itself: nothing else holds it
+			// (a mirror took a deep copy), and later attempts copy it.
+			out.URL.Host = ep.Addr()
+		} else {
+			// A copy of its own, which a transport may still read after a
+			// failed attempt returned.
+			req = out.WithContext(actx)
+			u := *out.URL
+			u.Host = ep.Addr()
+			req.URL = &u
+		}
 		if replayable && data != nil {
 			req.Body = io.NopCloser(bytes.NewReader(data))
 			req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }
@@ -259,16 +272,15 @@ func (t *Table) fail(w http.ResponseWriter, res *Result, status int, o Outcome) 
 	_, _ = io.WriteString(w, o.String()+"\n")
 }
 
-// outbound builds the request sent upstream: a copy of r with hop-by-hop
-// headers removed and the request filters applied. Its URL is
-// http://<endpoint address><path>, set per attempt; the Host header is kept
-// (or rewritten) and the transport owns TLS.
+// outbound builds the request sent upstream: a copy of r, with r's header
+// map (hop-by-hop headers removed and the request filters applied, in place).
+// Its URL is http://<endpoint address><path>, set per attempt; the Host
+// header is kept (or rewritten) and the transport owns TLS.
 func (t *Table) outbound(ctx context.Context, r *http.Request, e *entry, ru *rule) *http.Request {
 	out := r.WithContext(ctx)
 	u := *r.URL
 	u.Scheme = "http"
 	out.URL = &u
-	out.Header = r.Header.Clone()
 	if out.Header == nil {
 		out.Header = make(http.Header)
 	}

@@ -69,7 +69,8 @@ func (p *Proxy) serveH1(c, tracked *conn, q *queue, h http.Handler) {
 	}
 	c.keepBuf = true
 	l := &lane{p: p, c: c, tracked: tracked, h: h, br: c.br}
-	l.ctx = upstream.WithAbortSlot(context.WithValue(context.Background(), infoKey{}, c.info), &l.abort)
+	l.ctx = context.WithValue(context.Background(), infoKey{}, c.info)
+	l.ctx = upstream.WithObserved(upstream.WithAbortSlot(l.ctx, &l.abort), &l.obs)
 	l.remote = c.RemoteAddr().String()
 	handoff := l.serve()
 	if l.timer != nil {
@@ -118,6 +119,7 @@ type lane struct {
 	br      *bufio.Reader
 	ctx     context.Context
 	remote  string
+	obs     upstream.Observed // what the request served went to (serveOutbound)
 
 	hb   bytes.Reader  // the head being parsed
 	bw   *bufio.Writer // responses

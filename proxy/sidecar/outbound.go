@@ -132,7 +132,13 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 		h, label = d.handler, d.label
 		// Only the pool's endpoint round trippers report into obs; the
 		// passthrough always goes in plaintext to the original address.
-		r = r.WithContext(upstream.WithObserved(r.Context(), obs))
+		if lo := upstream.ObservedIn(r.Context()); lo != nil {
+			// The HTTP/1.1 lane's, for one request at a time.
+			*lo = upstream.Observed{}
+			obs = lo
+		} else {
+			r = r.WithContext(upstream.WithObserved(r.Context(), obs))
+		}
 	}
 	start := time.Now()
 	// Deferred: a forwarder whose response breaks after the headers went

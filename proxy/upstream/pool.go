@@ -357,8 +357,17 @@ func WithObserved(ctx context.Context, o *Observed) context.Context {
 	return context.WithValue(ctx, observedKey{}, o)
 }
 
+// ObservedIn returns the Observed that requests with ctx report into, or
+// nil. A server that serves a connection's requests one at a time can put
+// one in the connection's context and reset it for each request, instead of
+// deriving a context (and a request) per request.
+func ObservedIn(ctx context.Context) *Observed {
+	o, _ := ctx.Value(observedKey{}).(*Observed)
+	return o
+}
+
 func observe(ctx context.Context, ep meshconfig.Endpoint) {
-	if o, ok := ctx.Value(observedKey{}).(*Observed); ok {
+	if o := ObservedIn(ctx); o != nil {
 		o.TLS = ep.Identity != ""
 		o.Identity = ep.Identity
 	}
