@@ -216,8 +216,8 @@ func (c *h1Client) exchange(ctx context.Context, pc *h1Conn, out, orig *http.Req
 	if err := pc.send(out, body); err != nil {
 		return fail(err)
 	}
-	var resp *http.Response
-	for n1xx := 0; ; n1xx++ {
+	resp, own := readFinalHead(pc.br, orig)
+	for n1xx := 0; !own; n1xx++ {
 		var err error
 		if resp, err = http.ReadResponse(pc.br, orig); err != nil {
 			return fail(err)
@@ -240,6 +240,10 @@ func (c *h1Client) exchange(ctx context.Context, pc *h1Conn, out, orig *http.Req
 	}
 	pc.lr.left = math.MaxInt64
 	b := &h1Body{c: c, pc: pc, stop: stop, ab: ab, rc: resp.Body, keep: !resp.Close && !out.Close}
+	if own && resp.Body == nil {
+		// Content-Length bytes, read by h1Body itself.
+		b.rc, b.left = nil, resp.ContentLength
+	}
 	if resp.Body == http.NoBody {
 		b.finish(true)
 		return resp, nil
@@ -255,9 +259,10 @@ var aLongTimeAgo = time.Unix(1, 0)
 type h1Body struct {
 	c    *h1Client
 	pc   *h1Conn
-	stop func() bool // ends the context's watch, or
-	ab   *AbortSlot  // holds pc for the request
-	rc   io.ReadCloser
+	stop func() bool   // ends the context's watch, or
+	ab   *AbortSlot    // holds pc for the request
+	rc   io.ReadCloser // net/http's body reader, or nil:
+	left int64         // what is left of a body of known length
 	keep bool
 	mu   sync.Mutex
 	done bool
@@ -269,10 +274,35 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	if b.done {
 		return 0, errors.New("http: read on closed response body")
 	}
+	if b.rc == nil {
+		return b.readLength(p)
+	}
 	n, err := b.rc.Read(p)
 	if err == io.EOF {
 		b.finish(true)
 	} else if err != nil {
+		b.finish(false)
+	}
+	return n, err
+}
+
+// readLength reads a body of Content-Length bytes straight from the
+// connection's buffer. One that ends early is an error, never an EOF: a
+// truncated response must not pass for a whole one.
+func (b *h1Body) readLength(p []byte) (int, error) {
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.pc.br.Read(p)
+	b.left -= int64(n)
+	if b.left == 0 {
+		b.finish(true)
+		return n, io.EOF
+	}
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
 		b.finish(false)
 	}
 	return n, err

@@ -1,9 +1,13 @@
 package upstream
 
 import (
+	"bufio"
+	"bytes"
 	"net/http"
 	"net/http/httptrace"
+	"net/textproto"
 	"strconv"
+	"strings"
 
 	"golang.org/x/net/http/httpguts"
 
@@ -118,4 +122,153 @@ func hasCTL(s string) bool {
 // net/http decides it: from its first value.
 func closeToken(vv []string) bool {
 	return len(vv) > 0 && h1wire.HasToken(vv[0], "close")
+}
+
+// readFinalHead reads a response head from br without net/http when it is a
+// plain one: its whole head already buffered, and parseResponseHead takes
+// it. ok false leaves br untouched for http.ReadResponse.
+func readFinalHead(br *bufio.Reader, req *http.Request) (resp *http.Response, ok bool) {
+	if _, err := br.Peek(1); err != nil {
+		return nil, false // ReadResponse reports it
+	}
+	buf, _ := br.Peek(br.Buffered())
+	end := bytes.Index(buf, []byte("\r\n\r\n"))
+	if end < 0 {
+		return nil, false
+	}
+	if resp, ok = parseResponseHead(buf[:end+4], req.Method); !ok {
+		return nil, false
+	}
+	br.Discard(end + 4)
+	resp.Request = req
+	return resp, true
+}
+
+// parseResponseHead parses head (status line, fields, empty line) as
+// http.ReadResponse would, for the responses nearly every upstream sends: a
+// final HTTP/1.1 status other than 204 and 304, to a request other than
+// HEAD, with one Content-Length and no Transfer-Encoding, Trailer or Pragma
+// field, no obs-fold and nothing ReadResponse refuses. Anything else is
+// left to ReadResponse (ok false). The body is the caller's: resp.Body is
+// nil, or http.NoBody when the length is 0.
+//
+// It allocates a copy of the head, whose substrings are the field names
+// and values, one slice for the values, the map and the Response.
+// ReadResponse also made a string of the status line and of each value, and
+// two readers for the body.
+func parseResponseHead(head []byte, method string) (resp *http.Response, ok bool) {
+	if method == http.MethodHead {
+		return nil, false
+	}
+	s := string(head)
+	line, rest, _ := strings.Cut(s, "\r\n")
+	if len(line) < 12 || line[:9] != "HTTP/1.1 " || len(line) > 12 && line[12] != ' ' || !validValue(line) {
+		return nil, false
+	}
+	code := 0
+	for _, c := range []byte(line[9:12]) {
+		if c < '0' || c > '9' {
+			return nil, false
+		}
+		code = code*10 + int(c-'0')
+	}
+	if code < 200 || code == http.StatusNoContent || code == http.StatusNotModified {
+		return nil, false
+	}
+	status := line[9:]
+	n := strings.Count(rest, "\r\n") - 1
+	h := make(http.Header, n)
+	strs := make([]string, n)
+	cl := int64(-1)
+	closing := false
+	for {
+		line, rest, _ = strings.Cut(rest, "\r\n")
+		if line == "" {
+			break
+		}
+		k, v, found := strings.Cut(line, ":")
+		if !found || !httpguts.ValidHeaderFieldName(k) || !validValue(v) {
+			return nil, false // obs-fold starts with a space: not a token
+		}
+		if !canonicalKey(k) {
+			k = textproto.CanonicalMIMEHeaderKey(k)
+		}
+		v = strings.Trim(v, " \t")
+		switch k {
+		case "Content-Length":
+			if cl >= 0 {
+				return nil, false
+			}
+			if cl, ok = parseLength(v); !ok {
+				return nil, false
+			}
+		case "Transfer-Encoding", "Trailer", "Pragma":
+			return nil, false
+		case "Connection":
+			closing = closing || h1wire.HasToken(v, "close")
+		}
+		if vv := h[k]; vv == nil {
+			vv, strs = strs[:1:1], strs[1:]
+			vv[0] = v
+			h[k] = vv
+		} else {
+			h[k] = append(vv, v)
+		}
+	}
+	if cl < 0 {
+		return nil, false // read to the end: ReadResponse's
+	}
+	if closing {
+		delete(h, "Connection") // as ReadResponse does
+	}
+	resp = &http.Response{
+		Status: status, StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: h, ContentLength: cl, Close: closing,
+	}
+	if cl == 0 {
+		resp.Body = http.NoBody
+	}
+	return resp, true
+}
+
+// validValue: no control character but HTAB (textproto's rule for field
+// values; in the status line it also keeps out a bare LF, at which
+// ReadResponse would end the line).
+func validValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// canonicalKey says whether the valid field name k is already in
+// textproto's canonical form.
+func canonicalKey(k string) bool {
+	upper := true
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
+			return false
+		}
+		upper = c == '-'
+	}
+	return true
+}
+
+// parseLength parses a Content-Length value of 1 to 18 digits.
+func parseLength(v string) (int64, bool) {
+	if v == "" || len(v) > 18 {
+		return 0, false
+	}
+	var n int64
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
 }

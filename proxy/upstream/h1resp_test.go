@@ -1,0 +1,218 @@
+package upstream
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// sameResponse compares what parseResponseHead made of a head with what
+// http.ReadResponse made of it.
+func sameResponse(got, want *http.Response) error {
+	switch {
+	case got.Status != want.Status || got.StatusCode != want.StatusCode:
+		return fmt.Errorf("status %q %d, want %q %d", got.Status, got.StatusCode, want.Status, want.StatusCode)
+	case got.Proto != want.Proto || got.ProtoMajor != want.ProtoMajor || got.ProtoMinor != want.ProtoMinor:
+		return fmt.Errorf("proto %q, want %q", got.Proto, want.Proto)
+	case !reflect.DeepEqual(got.Header, want.Header):
+		return fmt.Errorf("header %q, want %q", got.Header, want.Header)
+	case got.ContentLength != want.ContentLength || got.Close != want.Close:
+		return fmt.Errorf("length %d close %v, want %d %v", got.ContentLength, got.Close, want.ContentLength, want.Close)
+	case len(want.TransferEncoding) > 0 || want.Trailer != nil || want.Uncompressed:
+		return fmt.Errorf("ReadResponse found framing the fast path missed: %v %v", want.TransferEncoding, want.Trailer)
+	case (got.Body == http.NoBody) != (want.Body == http.NoBody):
+		return fmt.Errorf("body %T, want %T", got.Body, want.Body)
+	}
+	return nil
+}
+
+// checkResponseHead parses raw (a head and maybe a body) both ways. It
+// fails when the fast path takes what ReadResponse refuses or reads
+// differently, and returns whether the fast path took it.
+func checkResponseHead(t *testing.T, raw, method string) bool {
+	t.Helper()
+	end := strings.Index(raw, "\r\n\r\n")
+	if end < 0 {
+		return false
+	}
+	got, ok := parseResponseHead([]byte(raw[:end+4]), method)
+	if !ok {
+		return false
+	}
+	req, _ := http.NewRequest(method, "http://a/", nil)
+	want, err := http.ReadResponse(bufio.NewReader(strings.NewReader(raw)), req)
+	if err != nil {
+		t.Fatalf("%q: taken by the fast path, refused by ReadResponse: %v", raw, err)
+	}
+	if err := sameResponse(got, want); err != nil {
+		t.Fatalf("%q: %v", raw, err)
+	}
+	return true
+}
+
+func TestResponseHeadMatchesReadResponse(t *testing.T) {
+	for _, raw := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc",
+		"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nDate: Sun, 06 Dec 2026 15:00:00 GMT\r\nContent-Length: 1024\r\n\r\n",
+		"HTTP/1.1 201\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.1 404 Not  Found \r\ncontent-length:   7  \r\nx-request-id: 42\r\nX-REQUEST-ID: 43\r\n\r\nmissing",
+		"HTTP/1.1 500 Internal Server Error\r\nConnection: keep-alive, close\r\nContent-Length: 2\r\n\r\nno",
+		"HTTP/1.1 200 OK\r\nConnection: closed\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nContent-Length: 1\r\n\r\nx",
+		"HTTP/1.1 302 Found\r\nLocation: /x\r\nX-Empty:\r\nX-Tab:\tv\t\r\nX-Obs-Text: caf\xc3\xa9\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.1 999 Whatever\r\nContent-Length: 000\r\n\r\n",
+	} {
+		if !checkResponseHead(t, raw, http.MethodGet) {
+			t.Errorf("%q: left to ReadResponse", raw)
+		}
+	}
+}
+
+// What the fast path leaves to ReadResponse: other framings, statuses
+// without a body, and anything ReadResponse would refuse or rewrite.
+func TestResponseHeadDeclines(t *testing.T) {
+	for _, raw := range []string{
+		"HTTP/1.1 200 OK\r\n\r\n",                                                    // read to the end
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",                      // chunked
+		"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", // both
+		"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: +3\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 1234567890123456789\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTrailer: X\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nPragma: no-cache\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX: a\r\n b\r\n\r\n", // obs-fold
+		"HTTP/1.1 200 OK\r\n X: a\r\nContent-Length: 3\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nX : a\r\nContent-Length: 3\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nX: a\x00b\r\nContent-Length: 3\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nX: a\nY: b\r\nContent-Length: 3\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nX: a\rY: b\r\nContent-Length: 3\r\n\r\n",
+		"HTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\n",
+		"HTTP/1.1 304 Not Modified\r\nContent-Length: 3\r\n\r\n",
+		"HTTP/1.1 100 Continue\r\n\r\n",
+		"HTTP/1.1 101 Switching Protocols\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\n",
+		"HTTP/1.1  200 OK\r\nContent-Length: 3\r\n\r\n",
+		"HTTP/1.1 2000 OK\r\nContent-Length: 3\r\n\r\n",
+		"HTTP/1.1 20x OK\r\nContent-Length: 3\r\n\r\n",
+		"http/1.1 200 OK\r\nContent-Length: 3\r\n\r\n",
+		"HTTP/1.1 200 \n\r\nContent-Length:0\r\n\r\n", // ReadResponse ends the status line and the head at the LF
+	} {
+		if checkResponseHead(t, raw, http.MethodGet) {
+			t.Errorf("%q: taken by the fast path", raw)
+		}
+	}
+	if checkResponseHead(t, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", http.MethodHead) {
+		t.Error("a response to HEAD was taken by the fast path")
+	}
+}
+
+// Whatever the head, the fast path takes only what ReadResponse reads the
+// same way.
+func FuzzResponseHead(f *testing.F) {
+	for _, s := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc",
+		"HTTP/1.1 404 x\r\ncontent-length: 0\r\nconnection: Close\r\nA-b-C: d\r\na-B-c: e\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+	} {
+		f.Add(s, "GET")
+	}
+	f.Fuzz(func(t *testing.T, raw, method string) {
+		if method != http.MethodHead {
+			method = http.MethodGet
+		}
+		checkResponseHead(t, raw, method)
+	})
+}
+
+// A typical response head costs five allocations: the head's copy, the
+// map (two: small maps made with a size hint get their table at once), the
+// values' slice and the Response.
+func TestResponseHeadAllocations(t *testing.T) {
+	head := []byte("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nDate: Sun, 06 Dec 2026 15:00:00 GMT\r\nContent-Length: 1024\r\n\r\n")
+	n := testing.AllocsPerRun(100, func() {
+		if _, ok := parseResponseHead(head, http.MethodPost); !ok {
+			t.Fatal("declined")
+		}
+	})
+	if n > 5 {
+		t.Fatalf("%v allocations, want at most 5", n)
+	}
+}
+
+// A body that ends before its Content-Length fails the read, and its
+// connection is not reused.
+func TestH1TruncatedBody(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			br := bufio.NewReader(nc)
+			for {
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					break
+				}
+				if req.URL.Path == "/short" {
+					io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
+					break
+				}
+				io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nwhole")
+			}
+			nc.Close()
+		}
+	}()
+	c, _ := newTestH1(t)
+	get := func(path string) (string, error) {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+ln.Addr().String()+path, nil)
+		resp, err := c.RoundTrip(req)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return string(b), err
+	}
+	if b, err := get("/short"); !errors.Is(err, io.ErrUnexpectedEOF) || b != "hello" {
+		t.Fatalf("truncated body: %q, %v", b, err)
+	}
+	for range 2 {
+		if b, err := get("/"); err != nil || b != "whole" {
+			t.Fatalf("next request: %q, %v", b, err)
+		}
+	}
+}
+
+func BenchmarkResponseHead(b *testing.B) {
+	raw := "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nDate: Sun, 06 Dec 2026 15:00:00 GMT\r\nContent-Length: 1024\r\n\r\n"
+	req, _ := http.NewRequest(http.MethodPost, "http://a/", nil)
+	b.Run("fast", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			parseResponseHead([]byte(raw), http.MethodPost)
+		}
+	})
+	b.Run("ReadResponse", func(b *testing.B) {
+		b.ReportAllocs()
+		r := strings.NewReader(raw)
+		br := bufio.NewReader(r)
+		for b.Loop() {
+			r.Reset(raw)
+			br.Reset(r)
+			http.ReadResponse(br, req)
+		}
+	})
+}
