@@ -107,3 +107,59 @@ func FuzzLaneAcceptsOnlyWhatNetHTTPServes(f *testing.F) {
 		}
 	})
 }
+
+// FuzzLaneFastParse: what parseRequestHead takes, http.ReadRequest with
+// the lane's checks takes too, and reads the same way.
+func FuzzLaneFastParse(f *testing.F) {
+	for _, seed := range []string{
+		"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+		"POST /x?y=1&z=%20 HTTP/1.1\r\nHost: a:80\r\nContent-Length: 3\r\nX-A: 1\r\nx-a: 2\r\nconnection: keep-alive, Close\r\n\r\n",
+		"GET /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nPragma: no-cache\r\n\r\n",
+		"GET /a%2Fb/../c HTTP/1.1\r\nHost: a\r\nX-Empty:\r\nX-Tab:\t1\t\r\n\r\n",
+		"GET /x HTTP/1.1\r\nHost: a\r\nContent-Length: 007\r\n\r\n",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		i := strings.Index(in, "\r\n\r\n")
+		if i < 0 {
+			return
+		}
+		head := []byte(in[:i+4])
+		if !crlfOnly(head) {
+			return
+		}
+		fast, ok := parseRequestHead(head)
+		if !ok {
+			return
+		}
+		var l lane
+		std, ok := l.readRequest(head)
+		if !ok {
+			t.Fatalf("%q: taken by parseRequestHead, not by readRequest", head)
+		}
+		if fast.Method != std.Method || fast.RequestURI != std.RequestURI || !reflect.DeepEqual(fast.URL, std.URL) ||
+			fast.Proto != std.Proto || fast.ProtoMajor != std.ProtoMajor || fast.ProtoMinor != std.ProtoMinor ||
+			!reflect.DeepEqual(fast.Header, std.Header) || fast.Host != std.Host || fast.Close != std.Close ||
+			fast.ContentLength != std.ContentLength || std.TransferEncoding != nil || std.Trailer != nil ||
+			(fast.Body == http.NoBody) != (std.Body == http.NoBody) {
+			t.Fatalf("%q read differently:\nfast %+v\nstd  %+v", head, fast, std)
+		}
+	})
+}
+
+// A typical request head costs six allocations in parseRequestHead: the
+// head's copy, the URL, the map (two), the values' slice and the request.
+func TestLaneParseAllocations(t *testing.T) {
+	head := []byte("POST /echo?size=1024 HTTP/1.1\r\nHost: backend.bench.svc.cluster.local\r\nUser-Agent: fortio.org/fortio-1.69.1\r\n" +
+		"Content-Length: 1024\r\nContent-Type: application/octet-stream\r\nX-Request-Id: 4bf92f35\r\n\r\n")
+	if n := testing.AllocsPerRun(100, func() {
+		if _, ok := parseRequestHead(head); !ok {
+			t.Fatal("declined")
+		}
+	}); n > 6 {
+		t.Fatalf("%v allocations, want at most 6", n)
+	}
+	var l lane
+	t.Logf("readRequest: %v allocations", testing.AllocsPerRun(100, func() { l.readRequest(head) }))
+}

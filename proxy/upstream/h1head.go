@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"net/http"
 	"net/http/httptrace"
-	"net/textproto"
 	"strconv"
 	"strings"
 
@@ -162,7 +161,7 @@ func parseResponseHead(head []byte, method string) (resp *http.Response, ok bool
 	}
 	s := string(head)
 	line, rest, _ := strings.Cut(s, "\r\n")
-	if len(line) < 12 || line[:9] != "HTTP/1.1 " || len(line) > 12 && line[12] != ' ' || !validValue(line) {
+	if len(line) < 12 || line[:9] != "HTTP/1.1 " || len(line) > 12 && line[12] != ' ' || !h1wire.ValidValue(line) {
 		return nil, false
 	}
 	code := 0
@@ -176,99 +175,29 @@ func parseResponseHead(head []byte, method string) (resp *http.Response, ok bool
 		return nil, false
 	}
 	status := line[9:]
-	n := strings.Count(rest, "\r\n") - 1
-	h := make(http.Header, n)
-	strs := make([]string, n)
-	cl := int64(-1)
-	closing := false
-	for {
-		line, rest, _ = strings.Cut(rest, "\r\n")
-		if line == "" {
-			break
-		}
-		k, v, found := strings.Cut(line, ":")
-		if !found || !httpguts.ValidHeaderFieldName(k) || !validValue(v) {
-			return nil, false // obs-fold starts with a space: not a token
-		}
-		if !canonicalKey(k) {
-			k = textproto.CanonicalMIMEHeaderKey(k)
-		}
-		v = strings.Trim(v, " \t")
-		switch k {
-		case "Content-Length":
-			if cl >= 0 {
-				return nil, false
-			}
-			if cl, ok = parseLength(v); !ok {
-				return nil, false
-			}
-		case "Transfer-Encoding", "Trailer", "Pragma":
-			return nil, false
-		case "Connection":
-			closing = closing || h1wire.HasToken(v, "close")
-		}
-		if vv := h[k]; vv == nil {
-			vv, strs = strs[:1:1], strs[1:]
-			vv[0] = v
-			h[k] = vv
-		} else {
-			h[k] = append(vv, v)
-		}
+	f, ok := h1wire.ParseFields(rest, refuseInResponse)
+	if !ok || f.Length < 0 {
+		return nil, false // no length: read to the end, ReadResponse's
 	}
-	if cl < 0 {
-		return nil, false // read to the end: ReadResponse's
-	}
-	if closing {
-		delete(h, "Connection") // as ReadResponse does
+	if f.Close {
+		delete(f.Header, "Connection") // as ReadResponse does
 	}
 	resp = &http.Response{
 		Status: status, StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header: h, ContentLength: cl, Close: closing,
+		Header: f.Header, ContentLength: f.Length, Close: f.Close,
 	}
-	if cl == 0 {
+	if f.Length == 0 {
 		resp.Body = http.NoBody
 	}
 	return resp, true
 }
 
-// validValue: no control character but HTAB (textproto's rule for field
-// values; in the status line it also keeps out a bare LF, at which
-// ReadResponse would end the line).
-func validValue(v string) bool {
-	for i := 0; i < len(v); i++ {
-		if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
-			return false
-		}
+// refuseInResponse names the fields whose meaning ReadResponse applies
+// (other framings, trailers, Pragma's Cache-Control).
+func refuseInResponse(k string) bool {
+	switch k {
+	case "Transfer-Encoding", "Trailer", "Pragma":
+		return true
 	}
-	return true
-}
-
-// canonicalKey says whether the valid field name k is already in
-// textproto's canonical form.
-func canonicalKey(k string) bool {
-	upper := true
-	for i := 0; i < len(k); i++ {
-		c := k[i]
-		if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
-			return false
-		}
-		upper = c == '-'
-	}
-	return true
-}
-
-// parseLength parses a Content-Length value of 1 to 18 digits.
-func parseLength(v string) (int64, bool) {
-	if v == "" || len(v) > 18 {
-		return 0, false
-	}
-	var n int64
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		n = n*10 + int64(c-'0')
-	}
-	return n, true
+	return false
 }

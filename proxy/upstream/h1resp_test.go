@@ -64,6 +64,7 @@ func TestResponseHeadMatchesReadResponse(t *testing.T) {
 		"HTTP/1.1 404 Not  Found \r\ncontent-length:   7  \r\nx-request-id: 42\r\nX-REQUEST-ID: 43\r\n\r\nmissing",
 		"HTTP/1.1 500 Internal Server Error\r\nConnection: keep-alive, close\r\nContent-Length: 2\r\n\r\nno",
 		"HTTP/1.1 200 OK\r\nConnection: closed\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nContent-Length: 1\r\n\r\nx",
+		"HTTP/1.1 200 OK\r\nConnection: x close\r\nContent-Length: 0\r\n\r\n", // not the token "close" for ReadResponse
 		"HTTP/1.1 302 Found\r\nLocation: /x\r\nX-Empty:\r\nX-Tab:\tv\t\r\nX-Obs-Text: caf\xc3\xa9\r\nContent-Length: 0\r\n\r\n",
 		"HTTP/1.1 999 Whatever\r\nContent-Length: 000\r\n\r\n",
 	} {
