@@ -342,8 +342,8 @@ func (l *lane) readRequest(head []byte) (*http.Request, bool) {
 // readRequest, which decides.
 //
 // Field names and values are substrings of one copy of the head: with the
-// request, its URL, the map and the values' slice, five allocations where
-// ReadRequest made twelve for a typical request (a string per line and
+// request, its URL, the map and the values' slice, six allocations where
+// readRequest made fourteen for a typical request (a string per line and
 // value, and two body readers the lane replaces anyway).
 func parseRequestHead(head []byte) (*http.Request, bool) {
 	s := string(head)
