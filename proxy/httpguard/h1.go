@@ -5,6 +5,8 @@ import (
 	"io"
 	"net"
 	"sync"
+
+	"github.com/weftmesh/weft/proxy/internal/h1wire"
 )
 
 // Limits of the HTTP/1 head reader.
@@ -428,7 +430,7 @@ func ParseHead(head []byte) (Framing, error) {
 			if cl++; cl > 1 {
 				return f, ErrDuplicateCL
 			}
-			n, ok := parseDecimal(value)
+			n, ok := h1wire.ParseLength(value)
 			if !ok {
 				return f, ErrBadCL
 			}
@@ -530,10 +532,8 @@ func parseField(line []byte) (name, value []byte, err error) {
 		return nil, nil, ErrHeaderName
 	}
 	v := line[i+1:]
-	for _, c := range v {
-		if c < ' ' && c != '\t' || c == 0x7f {
-			return nil, nil, ErrHeaderValue
-		}
+	if !h1wire.ValidValue(v) {
+		return nil, nil, ErrHeaderValue
 	}
 	return name, bytes.Trim(v, " \t"), nil
 }
@@ -561,19 +561,4 @@ func lower(c byte) byte {
 		return c + 'a' - 'A'
 	}
 	return c
-}
-
-func parseDecimal(s []byte) (int64, bool) {
-	if len(s) == 0 || len(s) > 18 {
-		return 0, false
-	}
-	var n int64
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		n = n*10 + int64(c-'0')
-	}
-	return n, true
 }

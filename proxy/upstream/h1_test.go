@@ -61,6 +61,33 @@ func echoServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic.Int
 	return ts, &conns
 }
 
+// rawServer accepts connections on a new loopback listener until the
+// test ends, serving each on a goroutine of its own with serve (given the
+// connection's 1-based number), and returns the listener's address.
+func rawServer(t *testing.T, serve func(nc net.Conn, n int32)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var accepted atomic.Int32
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			n := accepted.Add(1)
+			go func() {
+				defer nc.Close()
+				serve(nc, n)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
 func do(t *testing.T, rt http.RoundTripper, method, url, body string) (*http.Response, string) {
 	t.Helper()
 	var r io.Reader
@@ -221,38 +248,24 @@ func TestH1ServerClosedIdleConnection(t *testing.T) {
 // A GET on a connection that dies before any response byte is retried once
 // on a new connection.
 func TestH1RetriesIdempotentOnDeadConnection(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	var accepted atomic.Int32
-	go func() {
+	addr := rawServer(t, func(nc net.Conn, n int32) {
+		accepted.Store(n)
+		br := bufio.NewReader(nc)
 		for {
-			nc, err := ln.Accept()
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			n := accepted.Add(1)
-			go func() {
-				defer nc.Close()
-				br := bufio.NewReader(nc)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					io.Copy(io.Discard, req.Body)
-					if n == 1 && req.URL.Path == "/second" {
-						return // dies without answering: the client must retry
-					}
-					io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-				}
-			}()
+			io.Copy(io.Discard, req.Body)
+			if n == 1 && req.URL.Path == "/second" {
+				return // dies without answering: the client must retry
+			}
+			io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 		}
-	}()
+	})
 	c, _ := newTestH1(t)
-	url := "http://" + ln.Addr().String()
+	url := "http://" + addr
 	do(t, c, http.MethodGet, url+"/first", "")
 	if resp, body := do(t, c, http.MethodGet, url+"/second", ""); resp.StatusCode != 200 || body != "ok" {
 		t.Fatalf("retried GET: %d %q", resp.StatusCode, body)
@@ -261,27 +274,15 @@ func TestH1RetriesIdempotentOnDeadConnection(t *testing.T) {
 		t.Errorf("%d connections, want 2", n)
 	}
 	// A POST is not replayed: its error reaches the caller.
-	ln2, _ := net.Listen("tcp", "127.0.0.1:0")
-	defer ln2.Close()
-	go func() {
-		for {
-			nc, err := ln2.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				br := bufio.NewReader(nc)
-				http.ReadRequest(br)
-				io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-				req, err := http.ReadRequest(br)
-				if err == nil {
-					io.Copy(io.Discard, req.Body)
-				}
-				nc.Close()
-			}()
+	url = "http://" + rawServer(t, func(nc net.Conn, _ int32) {
+		br := bufio.NewReader(nc)
+		http.ReadRequest(br)
+		io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		req, err := http.ReadRequest(br)
+		if err == nil {
+			io.Copy(io.Discard, req.Body)
 		}
-	}()
-	url = "http://" + ln2.Addr().String()
+	})
 	do(t, c, http.MethodGet, url, "")
 	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader("once"))
 	if resp, err := c.RoundTrip(req); err == nil {
@@ -375,17 +376,7 @@ func TestH1ExpiresIdleConnections(t *testing.T) {
 }
 
 func TestH1RefusesHugeResponseHead(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		nc, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer nc.Close()
+	addr := rawServer(t, func(nc net.Conn, _ int32) {
 		http.ReadRequest(bufio.NewReader(nc))
 		io.WriteString(nc, "HTTP/1.1 200 OK\r\n")
 		line := "X-Big: " + strings.Repeat("a", 1<<16) + "\r\n"
@@ -394,9 +385,9 @@ func TestH1RefusesHugeResponseHead(t *testing.T) {
 				return
 			}
 		}
-	}()
+	})
 	c, _ := newTestH1(t)
-	req, _ := http.NewRequest(http.MethodGet, "http://"+ln.Addr().String(), nil)
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr, nil)
 	if resp, err := c.RoundTrip(req); err == nil {
 		resp.Body.Close()
 		t.Fatal("a response head over the limit was accepted")

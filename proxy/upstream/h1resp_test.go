@@ -150,35 +150,23 @@ func TestResponseHeadAllocations(t *testing.T) {
 // A body that ends before its Content-Length fails the read, and its
 // connection is not reused.
 func TestH1TruncatedBody(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
+	addr := rawServer(t, func(nc net.Conn, _ int32) {
+		br := bufio.NewReader(nc)
 		for {
-			nc, err := ln.Accept()
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			br := bufio.NewReader(nc)
-			for {
-				req, err := http.ReadRequest(br)
-				if err != nil {
-					break
-				}
-				if req.URL.Path == "/short" {
-					io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
-					break
-				}
-				io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nwhole")
+			if req.URL.Path == "/short" {
+				io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
+				return
 			}
-			nc.Close()
+			io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nwhole")
 		}
-	}()
+	})
 	c, _ := newTestH1(t)
 	get := func(path string) (string, error) {
-		req, _ := http.NewRequest(http.MethodGet, "http://"+ln.Addr().String()+path, nil)
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
 		resp, err := c.RoundTrip(req)
 		if err != nil {
 			return "", err

@@ -56,7 +56,7 @@ func ParseFields(s string, refuse func(name string) bool) (f Fields, ok bool) {
 			if f.Length >= 0 {
 				return f, false
 			}
-			if f.Length, ok = parseLength(v); !ok {
+			if f.Length, ok = ParseLength(v); !ok {
 				return f, false
 			}
 		}
@@ -73,7 +73,7 @@ func ParseFields(s string, refuse func(name string) bool) (f Fields, ok bool) {
 // ValidValue says that v holds no control character but HTAB, textproto's
 // rule for field values (in a start line it also keeps out a bare LF, at
 // which net/http would end the line).
-func ValidValue(v string) bool {
+func ValidValue[T ~string | ~[]byte](v T) bool {
 	for i := 0; i < len(v); i++ {
 		if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
 			return false
@@ -96,9 +96,9 @@ func canonical(k string) bool {
 	return true
 }
 
-// parseLength parses a Content-Length value of 1 to 18 digits.
-func parseLength(v string) (int64, bool) {
-	if v == "" || len(v) > 18 {
+// ParseLength parses a Content-Length value of 1 to 18 digits.
+func ParseLength[T ~string | ~[]byte](v T) (int64, bool) {
+	if len(v) == 0 || len(v) > 18 {
 		return 0, false
 	}
 	var n int64
