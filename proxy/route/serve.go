@@ -67,7 +67,8 @@ type Result struct {
 //
 // The request sent upstream reuses r's header map, which a handler owns:
 // hop-by-hop headers are removed from it and the request filters applied in
-// place, so the caller must not read r.Header afterwards.
+// place, so a caller that reads r.Header afterwards finds the fields as
+// sent upstream.
 func (t *Table) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	e := t.match(r)

@@ -216,6 +216,14 @@ func (c *h1Client) exchange(ctx context.Context, pc *h1Conn, out, orig *http.Req
 	if err := pc.send(out, body); err != nil {
 		return fail(err)
 	}
+	if _, err := pc.br.Peek(1); err != nil {
+		// Here, not in ReadResponse after it: bufio forgets the error, and
+		// a second read of a reset connection finds EOF, not the reset.
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF // as ReadResponse reports it
+		}
+		return fail(err)
+	}
 	resp, own := readFinalHead(pc.br, orig)
 	for n1xx := 0; !own; n1xx++ {
 		var err error

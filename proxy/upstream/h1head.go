@@ -127,9 +127,6 @@ func closeToken(vv []string) bool {
 // plain one: its whole head already buffered, and parseResponseHead takes
 // it. ok false leaves br untouched for http.ReadResponse.
 func readFinalHead(br *bufio.Reader, req *http.Request) (resp *http.Response, ok bool) {
-	if _, err := br.Peek(1); err != nil {
-		return nil, false // ReadResponse reports it
-	}
 	buf, _ := br.Peek(br.Buffered())
 	end := bytes.Index(buf, []byte("\r\n\r\n"))
 	if end < 0 {

@@ -9,7 +9,10 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // sameResponse compares what parseResponseHead made of a head with what
@@ -147,10 +150,13 @@ func TestResponseHeadAllocations(t *testing.T) {
 	}
 }
 
-// A body that ends before its Content-Length fails the read, and its
-// connection is not reused.
-func TestH1TruncatedBody(t *testing.T) {
-	addr := rawServer(t, func(nc net.Conn, _ int32) {
+// Bodies of known length read by h1Body: one that ends early fails the
+// read; the connection is reused after a whole body, and not after one
+// closed before its end.
+func TestH1ContentLengthBodies(t *testing.T) {
+	var accepted atomic.Int32
+	addr := rawServer(t, func(nc net.Conn, n int32) {
+		accepted.Store(n)
 		br := bufio.NewReader(nc)
 		for {
 			req, err := http.ReadRequest(br)
@@ -165,23 +171,74 @@ func TestH1TruncatedBody(t *testing.T) {
 		}
 	})
 	c, _ := newTestH1(t)
-	get := func(path string) (string, error) {
+	get := func(path string, read int64) (string, error) {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
 		resp, err := c.RoundTrip(req)
 		if err != nil {
 			return "", err
 		}
 		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
+		b, err := io.ReadAll(io.LimitReader(resp.Body, read))
 		return string(b), err
 	}
-	if b, err := get("/short"); !errors.Is(err, io.ErrUnexpectedEOF) || b != "hello" {
+	if b, err := get("/short", 100); !errors.Is(err, io.ErrUnexpectedEOF) || b != "hello" {
 		t.Fatalf("truncated body: %q, %v", b, err)
 	}
 	for range 2 {
-		if b, err := get("/"); err != nil || b != "whole" {
-			t.Fatalf("next request: %q, %v", b, err)
+		if b, err := get("/", 100); err != nil || b != "whole" {
+			t.Fatalf("whole body: %q, %v", b, err)
 		}
+	}
+	if n := accepted.Load(); n != 2 {
+		t.Fatalf("%d connections after two whole bodies, want 2 (one reused)", n)
+	}
+	if b, err := get("/", 2); err != nil || b != "wh" {
+		t.Fatalf("partial read: %q, %v", b, err)
+	}
+	if b, err := get("/", 100); err != nil || b != "whole" {
+		t.Fatalf("after a body closed early: %q, %v", b, err)
+	}
+	if n := accepted.Load(); n != 3 {
+		t.Fatalf("%d connections, want 3: a connection whose body was closed early must not be reused", n)
+	}
+}
+
+// A head that arrives in two parts is not whole in the buffer when the
+// fast path looks: ReadResponse reads it.
+func TestH1SplitResponseHead(t *testing.T) {
+	addr := rawServer(t, func(nc net.Conn, _ int32) {
+		br := bufio.NewReader(nc)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(nc, "HTTP/1.1 200 OK\r\nX-Part: 1\r\nContent-Le")
+		time.Sleep(50 * time.Millisecond)
+		io.WriteString(nc, "ngth: 5\r\n\r\nwhole")
+		io.Copy(io.Discard, br)
+	})
+	c, _ := newTestH1(t)
+	resp, body := do(t, c, http.MethodGet, "http://"+addr, "")
+	if resp.StatusCode != 200 || body != "whole" || resp.Header.Get("X-Part") != "1" || resp.ContentLength != 5 {
+		t.Fatalf("got %d %q %v", resp.StatusCode, body, resp.Header)
+	}
+}
+
+// A server that resets the connection instead of answering: the client
+// reports the reset, not the EOF that a second read would find.
+func TestH1ReportsReset(t *testing.T) {
+	addr := rawServer(t, func(nc net.Conn, _ int32) {
+		if _, err := http.ReadRequest(bufio.NewReader(nc)); err == nil {
+			nc.(*net.TCPConn).SetLinger(0)
+		}
+	})
+	c, _ := newTestH1(t)
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr, nil)
+	resp, err := c.RoundTrip(req)
+	if err == nil {
+		resp.Body.Close()
+	}
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("got %v, want the connection reset", err)
 	}
 }
 
