@@ -255,10 +255,11 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 	var stop chan struct{}
 	if chk.Upgrade {
 		stop = make(chan struct{})
+		wreq := req // captured here, so that req itself stays on the stack
 		out = &closeUnlessSwitched{ResponseWriter: sw, onHijack: func(c net.Conn) {
 			// A tunnel has no next request to check: re-check it when the
 			// snapshot changes, like opaque TCP.
-			go p.watchTCP(t, req, label, stop, func() { c.Close() })
+			go p.watchTCP(t, wreq, label, stop, func() { c.Close() })
 		}}
 	}
 	// Deferred so that a response aborted with panic(http.ErrAbortHandler)
