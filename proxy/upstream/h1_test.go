@@ -63,15 +63,16 @@ func echoServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic.Int
 
 // rawServer accepts connections on a new loopback listener until the
 // test ends, serving each on a goroutine of its own with serve (given the
-// connection's 1-based number), and returns the listener's address.
-func rawServer(t *testing.T, serve func(nc net.Conn, n int32)) string {
+// connection's 1-based number). It returns the listener's address and the
+// number of connections accepted so far.
+func rawServer(t *testing.T, serve func(nc net.Conn, n int32)) (string, *atomic.Int32) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	var accepted atomic.Int32
+	accepted := new(atomic.Int32)
 	go func() {
 		for {
 			nc, err := ln.Accept()
@@ -85,7 +86,19 @@ func rawServer(t *testing.T, serve func(nc net.Conn, n int32)) string {
 			}()
 		}
 	}()
-	return ln.Addr().String()
+	return ln.Addr().String(), accepted
+}
+
+// eachRequest reads requests from nc and answers each with answer, until
+// one does not parse or answer returns false.
+func eachRequest(nc net.Conn, answer func(req *http.Request) bool) {
+	br := bufio.NewReader(nc)
+	for {
+		req, err := http.ReadRequest(br)
+		if err != nil || !answer(req) {
+			return
+		}
+	}
 }
 
 func do(t *testing.T, rt http.RoundTripper, method, url, body string) (*http.Response, string) {
@@ -248,21 +261,15 @@ func TestH1ServerClosedIdleConnection(t *testing.T) {
 // A GET on a connection that dies before any response byte is retried once
 // on a new connection.
 func TestH1RetriesIdempotentOnDeadConnection(t *testing.T) {
-	var accepted atomic.Int32
-	addr := rawServer(t, func(nc net.Conn, n int32) {
-		accepted.Store(n)
-		br := bufio.NewReader(nc)
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
+	addr, accepted := rawServer(t, func(nc net.Conn, n int32) {
+		eachRequest(nc, func(req *http.Request) bool {
 			io.Copy(io.Discard, req.Body)
 			if n == 1 && req.URL.Path == "/second" {
-				return // dies without answering: the client must retry
+				return false // dies without answering: the client must retry
 			}
 			io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-		}
+			return true
+		})
 	})
 	c, _ := newTestH1(t)
 	url := "http://" + addr
@@ -274,7 +281,7 @@ func TestH1RetriesIdempotentOnDeadConnection(t *testing.T) {
 		t.Errorf("%d connections, want 2", n)
 	}
 	// A POST is not replayed: its error reaches the caller.
-	url = "http://" + rawServer(t, func(nc net.Conn, _ int32) {
+	addr, _ = rawServer(t, func(nc net.Conn, _ int32) {
 		br := bufio.NewReader(nc)
 		http.ReadRequest(br)
 		io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
@@ -283,6 +290,7 @@ func TestH1RetriesIdempotentOnDeadConnection(t *testing.T) {
 			io.Copy(io.Discard, req.Body)
 		}
 	})
+	url = "http://" + addr
 	do(t, c, http.MethodGet, url, "")
 	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader("once"))
 	if resp, err := c.RoundTrip(req); err == nil {
@@ -376,7 +384,7 @@ func TestH1ExpiresIdleConnections(t *testing.T) {
 }
 
 func TestH1RefusesHugeResponseHead(t *testing.T) {
-	addr := rawServer(t, func(nc net.Conn, _ int32) {
+	addr, _ := rawServer(t, func(nc net.Conn, _ int32) {
 		http.ReadRequest(bufio.NewReader(nc))
 		io.WriteString(nc, "HTTP/1.1 200 OK\r\n")
 		line := "X-Big: " + strings.Repeat("a", 1<<16) + "\r\n"

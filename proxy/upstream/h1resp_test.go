@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -154,21 +153,15 @@ func TestResponseHeadAllocations(t *testing.T) {
 // read; the connection is reused after a whole body, and not after one
 // closed before its end.
 func TestH1ContentLengthBodies(t *testing.T) {
-	var accepted atomic.Int32
-	addr := rawServer(t, func(nc net.Conn, n int32) {
-		accepted.Store(n)
-		br := bufio.NewReader(nc)
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
+	addr, accepted := rawServer(t, func(nc net.Conn, _ int32) {
+		eachRequest(nc, func(req *http.Request) bool {
 			if req.URL.Path == "/short" {
 				io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello")
-				return
+				return false
 			}
 			io.WriteString(nc, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nwhole")
-		}
+			return true
+		})
 	})
 	c, _ := newTestH1(t)
 	get := func(path string, read int64) (string, error) {
@@ -206,7 +199,7 @@ func TestH1ContentLengthBodies(t *testing.T) {
 // A head that arrives in two parts is not whole in the buffer when the
 // fast path looks: ReadResponse reads it.
 func TestH1SplitResponseHead(t *testing.T) {
-	addr := rawServer(t, func(nc net.Conn, _ int32) {
+	addr, _ := rawServer(t, func(nc net.Conn, _ int32) {
 		br := bufio.NewReader(nc)
 		if _, err := http.ReadRequest(br); err != nil {
 			return
@@ -226,7 +219,7 @@ func TestH1SplitResponseHead(t *testing.T) {
 // A server that resets the connection instead of answering: the client
 // reports the reset, not the EOF that a second read would find.
 func TestH1ReportsReset(t *testing.T) {
-	addr := rawServer(t, func(nc net.Conn, _ int32) {
+	addr, _ := rawServer(t, func(nc net.Conn, _ int32) {
 		if _, err := http.ReadRequest(bufio.NewReader(nc)); err == nil {
 			nc.(*net.TCPConn).SetLinger(0)
 		}
