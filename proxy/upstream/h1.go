@@ -248,9 +248,9 @@ func (c *h1Client) exchange(ctx context.Context, pc *h1Conn, out, orig *http.Req
 	}
 	pc.lr.left = math.MaxInt64
 	b := &h1Body{c: c, pc: pc, stop: stop, ab: ab, rc: resp.Body, keep: !resp.Close && !out.Close}
-	if own && resp.Body == nil {
-		// Content-Length bytes, read by h1Body itself.
-		b.rc, b.left = nil, resp.ContentLength
+	if b.rc == nil {
+		// The fast path's Content-Length bytes, read by h1Body itself.
+		b.left = resp.ContentLength
 	}
 	if resp.Body == http.NoBody {
 		b.finish(true)
