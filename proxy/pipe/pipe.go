@@ -8,10 +8,15 @@
 package pipe
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
+	"time"
+
+	"github.com/weftmesh/weft/proxy/internal/rawtcp"
 )
 
 type closeWriter interface{ CloseWrite() error }
@@ -22,12 +27,21 @@ type Result struct {
 	AToB, BToA int64
 }
 
+// bufPool lends the copies in user space their buffers.
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // Pipe writes prefix (bytes already read from a) to b, then copies both ways
 // until both directions end, and closes both connections. An error in one
-// direction (not a clean EOF) aborts both.
+// direction (not a clean EOF) aborts both. A direction that waits for its
+// peer holds no buffer. Pipe uses the read deadline of a *tls.Conn for its
+// own ends: the caller sets none.
 func Pipe(a, b net.Conn, prefix []byte) Result {
+	return pipe(a, b, prefix, &bufPool)
+}
+
+// pipe is Pipe with the buffers' pool: a pool that counts what is out, in
+// tests.
+func pipe(a, b net.Conn, prefix []byte, bufs rawtcp.Pool) Result {
 	var r Result
 	if len(prefix) > 0 {
 		n, err := b.Write(prefix)
@@ -42,11 +56,11 @@ func Pipe(a, b net.Conn, prefix []byte) Result {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		n, err := copyHalf(b, a)
+		n, err := copyHalf(b, a, bufs)
 		r.AToB += n
 		finish(b, a, err)
 	}()
-	n, err := copyHalf(a, b)
+	n, err := copyHalf(a, b, bufs)
 	r.BToA = n
 	finish(a, b, err)
 	wg.Wait()
@@ -67,7 +81,7 @@ func finish(dst, src net.Conn, err error) {
 	src.Close()
 }
 
-func copyHalf(dst, src net.Conn) (int64, error) {
+func copyHalf(dst, src net.Conn, bufs rawtcp.Pool) (int64, error) {
 	dt, dok := dst.(*net.TCPConn)
 	st, sok := src.(*net.TCPConn)
 	if dok && sok {
@@ -76,9 +90,85 @@ func copyHalf(dst, src net.Conn) (int64, error) {
 		}
 		return io.Copy(dst, src) // package net's splice, or a user-space copy
 	}
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
+	if r, ok := rawtcp.NewPooledReader(src, bufs); ok {
+		return copyPooled(dst, r, bufs)
+	}
+	if tc, ok := src.(*tls.Conn); ok {
+		return copyTLS(dst, tc, bufs)
+	}
+	bp := bufs.Get().(*[]byte)
+	defer bufs.Put(bp)
 	// Hide ReaderFrom/WriterTo so that our pooled buffer is used instead of
 	// a fresh 32 KiB one per connection.
 	return io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, *bp)
 }
+
+// copyPooled copies from a TCP socket holding a buffer only while bytes
+// pass (see rawtcp.PooledReader), so that an idle connection holds none.
+func copyPooled(dst io.Writer, r *rawtcp.PooledReader, bufs rawtcp.Pool) (int64, error) {
+	var written int64
+	for {
+		bp, n, err := r.Read()
+		if n > 0 {
+			m, werr := dst.Write((*bp)[:n])
+			bufs.Put(bp)
+			written += int64(m)
+			if werr != nil {
+				return written, werr
+			}
+		}
+		if err != nil {
+			return written, err
+		}
+	}
+}
+
+// copyTLS copies from a TLS connection holding a buffer only while bytes
+// pass. It waits for the next record with a one-byte read, which crypto/tls
+// serves from the record it decrypts into a buffer of its own, then takes a
+// buffer for the rest of that record and for the records already received,
+// read with a deadline in the past so that none of these reads waits for
+// the network. Between them it clears the deadline: Pipe owns the read
+// deadlines of its TLS connections.
+func copyTLS(dst io.Writer, src *tls.Conn, bufs rawtcp.Pool) (int64, error) {
+	var written int64
+	var first [1]byte
+	for {
+		n, err := src.Read(first[:])
+		if n == 0 {
+			if err == nil {
+				continue
+			}
+			return written, err
+		}
+		bp := bufs.Get().(*[]byte)
+		buf := *bp
+		buf[0] = first[0]
+		if err == nil {
+			src.SetReadDeadline(aLongTimeAgo)
+			for n < len(buf) {
+				m, rerr := src.Read(buf[n:])
+				n += m
+				if rerr != nil {
+					if !errors.Is(rerr, os.ErrDeadlineExceeded) {
+						err = rerr
+					}
+					break
+				}
+			}
+			src.SetReadDeadline(time.Time{})
+		}
+		m, werr := dst.Write(buf[:n])
+		bufs.Put(bp)
+		written += int64(m)
+		if werr != nil {
+			return written, werr
+		}
+		if err != nil {
+			return written, err
+		}
+	}
+}
+
+// aLongTimeAgo is a deadline that has passed.
+var aLongTimeAgo = time.Unix(1, 0)
