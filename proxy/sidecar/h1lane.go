@@ -19,6 +19,7 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/weftmesh/weft/proxy/internal/h1wire"
+	"github.com/weftmesh/weft/proxy/internal/rawtcp"
 	"github.com/weftmesh/weft/proxy/upstream"
 )
 
@@ -70,6 +71,10 @@ func (p *Proxy) serveH1(c, tracked *conn, q *queue, h http.Handler) {
 	}
 	c.keepBuf = true
 	l := &lane{p: p, c: c, tracked: tracked, h: h, br: c.br}
+	if pr, ok := rawtcp.NewPooledReader(c.Conn, &laneChunks); ok {
+		l.pr = pr
+		l.lent.c = c.Conn
+	}
 	l.ctx = context.WithValue(context.Background(), infoKey{}, c.info)
 	l.ctx = upstream.WithObserved(upstream.WithAbortSlot(l.ctx, &l.abort), &l.obs)
 	l.remote = c.RemoteAddr().String()
@@ -123,7 +128,14 @@ type lane struct {
 	obs     upstream.Observed // what the request served went to (serveOutbound)
 
 	hb   bytes.Reader  // the head being parsed
-	bw   *bufio.Writer // responses
+	bw   *bufio.Writer // responses; nil between requests on a plain socket
+
+	// On a plain socket (pr not nil) the lane waits for the next request
+	// without its buffers, which go back to their pools: the first bytes
+	// come in a chunk lent by laneChunks, which the next reader gets
+	// through lent.
+	pr   *rawtcp.PooledReader
+	lent lentReader
 	body *laneBody     // of the request being served (nil without one), under wmu
 	w    laneWriter
 
@@ -165,7 +177,7 @@ func (l *lane) serve() (handoff bool) {
 				l.linger = true
 				return false
 			}
-			_, err := l.br.Peek(1)
+			err := l.waitRequest()
 			if err == nil && lastPost {
 				// RFC 9112 section 2.2 tolerance for old clients that end
 				// a POST body with an extra CRLF, as net/http has it;
@@ -197,6 +209,72 @@ func (l *lane) serve() (handoff bool) {
 			return false
 		}
 	}
+}
+
+// Buffers of the lanes between requests (see waitRequest).
+var (
+	laneReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, laneBufSize) }}
+	laneWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, laneBufSize) }}
+	laneChunks  = sync.Pool{New: func() any { b := make([]byte, laneBufSize); return &b }}
+)
+
+// laneBufSize is the size of a lane's read and write buffers, and so the
+// longest request head the lane serves.
+const laneBufSize = 4096
+
+// waitRequest waits for the first bytes of the next request. On a plain
+// socket with nothing buffered it gives the read and write buffers back
+// first, and waits with none: a client's pool of keep-alive connections is
+// mostly idle, and two 4 KiB buffers were most of what an idle connection
+// held. The bytes that end the wait are read into a lent chunk, which the
+// next reader copies from, so the wait costs no system call more.
+func (l *lane) waitRequest() error {
+	if l.pr == nil || l.br.Buffered() > 0 {
+		_, err := l.br.Peek(1)
+		return err
+	}
+	if l.bw != nil && l.bw.Buffered() == 0 {
+		l.bw.Reset(nil)
+		laneWriters.Put(l.bw)
+		l.bw = nil
+		// Nothing may write through the last response's writer now.
+		l.w = laneWriter{hdr: l.w.hdr, scratch: l.w.scratch}
+	}
+	if l.br.Size() == laneBufSize {
+		l.br.Reset(nil)
+		laneReaders.Put(l.br)
+	}
+	l.br, l.c.br = nil, nil
+	bp, n, err := l.pr.Read()
+	l.lent.bp, l.lent.b = bp, nil
+	if bp != nil {
+		l.lent.b = (*bp)[:n]
+	}
+	br := laneReaders.Get().(*bufio.Reader)
+	br.Reset(&l.lent)
+	l.br, l.c.br = br, br
+	return err
+}
+
+// lentReader reads what is left of a chunk lent by laneChunks, then the
+// socket.
+type lentReader struct {
+	c  io.Reader // the socket
+	bp *[]byte   // the chunk, nil once read
+	b  []byte    // its bytes not yet read
+}
+
+func (r *lentReader) Read(p []byte) (int, error) {
+	if r.bp == nil {
+		return r.c.Read(p)
+	}
+	n := copy(p, r.b)
+	r.b = r.b[n:]
+	if len(r.b) == 0 {
+		laneChunks.Put(r.bp)
+		r.bp, r.b = nil, nil
+	}
+	return n, nil
 }
 
 // peekHead returns the next request head (through its blank line) without
@@ -418,7 +496,8 @@ func (l *lane) serveOne(req *http.Request) (keep bool) {
 	}
 	l.startTimer(cancel, body)
 	if l.bw == nil {
-		l.bw = bufio.NewWriterSize(l.c.Conn, 4096)
+		l.bw = laneWriters.Get().(*bufio.Writer)
+		l.bw.Reset(l.c.Conn)
 	}
 	// The writer and its header map are the lane's, reset for each
 	// request: nothing keeps them once the handler has returned.

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftmesh/weft/proxy/internal/rawtcp"
+	"github.com/weftmesh/weft/proxy/internal/testnet"
 	"github.com/weftmesh/weft/proxy/upstream"
 )
 
@@ -570,5 +572,55 @@ func TestLaneDrainAfterPostCRLF(t *testing.T) {
 	p.conns.wakeIdleLanes()
 	if _, err := br.ReadByte(); err != io.EOF {
 		t.Errorf("after the drain: %v, want EOF", err)
+	}
+}
+
+// Between requests on a plain socket the lane gives its read and write
+// buffers back; the request that ends the wait arrives whole, and bytes
+// beyond the lent chunk come from the socket.
+func TestLaneWaitsWithoutBuffers(t *testing.T) {
+	client, sock := testnet.TCPPair(t)
+	c := &conn{Conn: sock, info: &connInfo{}}
+	c.br = bufio.NewReaderSize(c.Conn, laneBufSize)
+	l := &lane{p: laneProxy(), c: c, br: c.br}
+	l.pr, _ = rawtcp.NewPooledReader(c.Conn, &laneChunks)
+	l.lent.c = c.Conn
+	l.bw = laneWriters.Get().(*bufio.Writer)
+	l.bw.Reset(c.Conn)
+	l.w.bw = l.bw
+
+	body := strings.Repeat("b", 3*laneBufSize)
+	req := "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n"
+	go io.WriteString(client, req+body+"GET /y HTTP/1.1\r\nHost: x\r\n\r\n")
+	if err := l.waitRequest(); err != nil {
+		t.Fatal(err)
+	}
+	if l.bw != nil || l.w.bw != nil {
+		t.Fatal("the writer was kept through the wait")
+	}
+	if l.br == nil || c.br != l.br {
+		t.Fatal("no reader after the wait, or the connection's is another")
+	}
+	head, ok := l.peekHead()
+	if !ok || string(head) != req {
+		t.Fatalf("head %q, %v; want %q", head, ok, req)
+	}
+	l.br.Discard(len(head))
+	got := make([]byte, len(body))
+	if _, err := io.ReadFull(l.br, got); err != nil || string(got) != body {
+		t.Fatalf("body: %v, %d bytes", err, len(got))
+	}
+	// The next request is buffered or on its way: either way it is read
+	// whole, with the buffers of the wait.
+	if err := l.waitRequest(); err != nil {
+		t.Fatal(err)
+	}
+	if head, ok := l.peekHead(); !ok || string(head) != "GET /y HTTP/1.1\r\nHost: x\r\n\r\n" {
+		t.Fatalf("second head %q, %v", head, ok)
+	}
+	client.Close()
+	l.br.Discard(l.br.Buffered())
+	if err := l.waitRequest(); err != io.EOF {
+		t.Fatalf("after the client closed: %v, want EOF", err)
 	}
 }
