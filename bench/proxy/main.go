@@ -37,6 +37,8 @@ type options struct {
 	resolution time.Duration
 	conns      []int
 	protos     []string
+	// idle, when positive, selects the idle connections measurement.
+	idle int
 	// compare adds one-hop weft setups started with other flags, for
 	// A/B runs of proxy settings ("name=flags").
 	compare []string
@@ -66,6 +68,7 @@ func main() {
 	flag.DurationVar(&o.resolution, "resolution", 10*time.Microsecond, "fortio histogram resolution (-r)")
 	flag.StringVar(&conns, "c", "8,16", "connection counts")
 	flag.StringVar(&protos, "protos", "HTTP/1.1,HTTP/2,gRPC,TCP", "protocols")
+	flag.IntVar(&o.idle, "idle", 0, "instead of the load, measure the memory of this many idle connections per setup (HTTP/1.1 and TCP)")
 	flag.Var((*listFlag)(&o.compare), "compare", "extra one-hop weft setup, name[@binary]=flags (e.g. procs1=-procs 1, before@/tmp/old-weft-proxy=); repeatable")
 	flag.Parse()
 	for _, c := range strings.Split(conns, ",") {
@@ -78,7 +81,11 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench-proxy:", err)
 		os.Exit(2)
 	}
-	if err := run(o); err != nil {
+	do := run
+	if o.idle > 0 {
+		do = runIdle
+	}
+	if err := do(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-proxy:", err)
 		os.Exit(1)
 	}

@@ -41,8 +41,8 @@ func run(o options) error {
 		return err
 	}
 	certs := filepath.Join(o.out, "certs")
-	if out, err := exec.Command("go", "run", "./proxy/internal/testpki/mkcerts", "-dir", certs, "client", "server").CombinedOutput(); err != nil {
-		return fmt.Errorf("mkcerts: %v\n%s", err, out)
+	if err := mkcerts(certs); err != nil {
+		return err
 	}
 	httpB, grpcB, tcpB := freePort(), freePort(), freePort()
 	backend, err := start(o.out, "backend", o.fortio, "server", "-loglevel", "Warning", "-http-port", httpB, "-grpc-port", grpcB,
@@ -73,6 +73,14 @@ func run(o options) error {
 	return replaceSection(o.results, "## Proxy data plane (issue 3)", report)
 }
 
+// mkcerts mints the client's and the server's identities into dir.
+func mkcerts(dir string) error {
+	if out, err := exec.Command("go", "run", "./proxy/internal/testpki/mkcerts", "-dir", dir, "client", "server").CombinedOutput(); err != nil {
+		return fmt.Errorf("mkcerts: %v\n%s", err, out)
+	}
+	return nil
+}
+
 func runPhase(o options, proto, backend, certs string) (*phase, error) {
 	dir := filepath.Join(o.out, strings.NewReplacer("/", "", ".", "").Replace(proto))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -92,88 +100,15 @@ func runPhase(o options, proto, backend, certs string) (*phase, error) {
 		}
 		return p, err
 	}
-	opaque := ""
-	if proto == pTCP {
-		_, port, _ := strings.Cut(backend, ":")
-		opaque = port
-	}
-	weftArgs := func(extra ...string) []string {
-		return append([]string{o.weft, "run", "-outbound", "", "-inbound", "", "-admin", "", "-opaque-ports", opaque, "-log-level", "warn"}, extra...)
-	}
-	ph.setups = append(ph.setups, setup{name: "direct", addr: backend})
-
-	// One hop.
-	a := freePort()
-	w1, err := launch("weft-1hop", weftArgs("-static", a+"="+backend)...)
-	if err != nil {
-		return nil, err
-	}
-	ph.setups = append(ph.setups, setup{name: "weft", addr: a, procs: []*proc{w1}})
-	for _, cmp := range o.compare {
-		name, flags, _ := strings.Cut(cmp, "=")
-		name, bin, _ := strings.Cut(name, "@")
-		a := freePort()
-		args := weftArgs(append(strings.Fields(flags), "-static", a+"="+backend)...)
-		if bin != "" {
-			args[0] = bin
-		}
-		w, err := launch("weft-"+name, args...)
-		if err != nil {
-			return nil, err
-		}
-		ph.setups = append(ph.setups, setup{name: "weft " + name, addr: a, procs: []*proc{w}})
-	}
-	a = freePort()
-	h1, err := launch("haproxy-1hop", o.haproxy, "-db", "-f", writeFile(dir, "haproxy-1hop.cfg", haproxyOneHop(proto, a, backend)))
-	if err != nil {
-		return nil, err
-	}
-	ph.setups = append(ph.setups, setup{name: "haproxy", addr: a, procs: []*proc{h1}})
-	a = freePort()
-	n1, err := launch("nginx-1hop", o.nginx, "-e", filepath.Join(dir, "nginx-error.log"), "-c", writeFile(dir, "nginx.conf", nginxOneHop(proto, a, backend, dir)))
-	if err != nil {
-		return nil, err
-	}
-	ph.setups = append(ph.setups, setup{name: "nginx", addr: a, procs: []*proc{n1}})
-
-	// Two hops with mTLS, with the default mesh protocol (auto: HTTP/1.1
-	// between the proxies for HTTP/1.x clients, HTTP/2 for HTTP/2 and
-	// gRPC). For HTTP/1.1 also with everything multiplexed over HTTP/2,
-	// the default before auto; for HTTP/2 and gRPC auto already is h2.
 	meshes := []string{"auto"}
 	if proto == pHTTP1 {
 		meshes = append(meshes, "h2")
 	}
-	for _, mesh := range meshes {
-		in, out := freePort(), freePort()
-		ws, err := launch("weft-server-"+mesh, weftArgs("-inbound", in, "-inbound-target", backend,
-			"-cert", certs+"/server/cert.pem", "-key", certs+"/server/key.pem", "-bundle", certs+"/server/bundle.pem")...)
-		if err != nil {
-			return nil, err
-		}
-		snap := writeFile(dir, "snapshot-"+mesh+".json", weftSnapshot("127.77.0.1", 80, in, "spiffe://cluster.local/ns/bench/sa/server", proto == pTCP))
-		wc, err := launch("weft-client-"+mesh, weftArgs("-static", out+"="+vip, "-snapshot", snap, "-mesh-protocol", mesh,
-			"-cert", certs+"/client/cert.pem", "-key", certs+"/client/key.pem", "-bundle", certs+"/client/bundle.pem")...)
-		if err != nil {
-			return nil, err
-		}
-		name := "weft 2 hops mTLS"
-		if mesh != "auto" {
-			name += " (" + mesh + " between proxies)"
-		}
-		ph.setups = append(ph.setups, setup{name: name, addr: out, procs: []*proc{wc, ws}})
-	}
-	in, out := freePort(), freePort()
-	hs, err := launch("haproxy-server", o.haproxy, "-db", "-f", writeFile(dir, "haproxy-server.cfg", haproxyServerHop(proto, in, backend, certs)))
+	setups, err := startSetups(o, dir, proto, backend, certs, meshes, launch)
 	if err != nil {
 		return nil, err
 	}
-	hc, err := launch("haproxy-client", o.haproxy, "-db", "-f", writeFile(dir, "haproxy-client.cfg", haproxyClientHop(proto, out, in, certs)))
-	if err != nil {
-		return nil, err
-	}
-	ph.setups = append(ph.setups, setup{name: "haproxy 2 hops mTLS", addr: out, procs: []*proc{hc, hs}})
-
+	ph.setups = setups
 	for _, s := range ph.setups {
 		if err := waitListening(s.addr); err != nil {
 			return nil, fmt.Errorf("%s %s: %w", proto, s.name, err)
@@ -227,6 +162,93 @@ func runPhase(o options, proto, backend, certs string) (*phase, error) {
 		}
 	}
 	return ph, nil
+}
+
+// startSetups starts the proxies of every setup of one protocol: direct, one
+// hop through weft (and the -compare binaries), haproxy and nginx, and two
+// hops with mTLS through weft (one setup per mesh protocol) and haproxy.
+func startSetups(o options, dir, proto, backend, certs string, meshes []string,
+	launch func(name string, args ...string) (*proc, error)) ([]setup, error) {
+	var setups []setup
+	opaque := ""
+	if proto == pTCP {
+		_, port, _ := strings.Cut(backend, ":")
+		opaque = port
+	}
+	weftArgs := func(extra ...string) []string {
+		return append([]string{o.weft, "run", "-outbound", "", "-inbound", "", "-admin", "", "-opaque-ports", opaque, "-log-level", "warn"}, extra...)
+	}
+	setups = append(setups, setup{name: "direct", addr: backend})
+
+	// One hop.
+	a := freePort()
+	w1, err := launch("weft-1hop", weftArgs("-static", a+"="+backend)...)
+	if err != nil {
+		return nil, err
+	}
+	setups = append(setups, setup{name: "weft", addr: a, procs: []*proc{w1}})
+	for _, cmp := range o.compare {
+		name, flags, _ := strings.Cut(cmp, "=")
+		name, bin, _ := strings.Cut(name, "@")
+		a := freePort()
+		args := weftArgs(append(strings.Fields(flags), "-static", a+"="+backend)...)
+		if bin != "" {
+			args[0] = bin
+		}
+		w, err := launch("weft-"+name, args...)
+		if err != nil {
+			return nil, err
+		}
+		setups = append(setups, setup{name: "weft " + name, addr: a, procs: []*proc{w}})
+	}
+	a = freePort()
+	h1, err := launch("haproxy-1hop", o.haproxy, "-db", "-f", writeFile(dir, "haproxy-1hop.cfg", haproxyOneHop(proto, a, backend)))
+	if err != nil {
+		return nil, err
+	}
+	setups = append(setups, setup{name: "haproxy", addr: a, procs: []*proc{h1}})
+	a = freePort()
+	n1, err := launch("nginx-1hop", o.nginx, "-e", filepath.Join(dir, "nginx-error.log"), "-c", writeFile(dir, "nginx.conf", nginxOneHop(proto, a, backend, dir)))
+	if err != nil {
+		return nil, err
+	}
+	setups = append(setups, setup{name: "nginx", addr: a, procs: []*proc{n1}})
+
+	// Two hops with mTLS, with the default mesh protocol (auto: HTTP/1.1
+	// between the proxies for HTTP/1.x clients, HTTP/2 for HTTP/2 and
+	// gRPC). For HTTP/1.1 also with everything multiplexed over HTTP/2,
+	// the default before auto; for HTTP/2 and gRPC auto already is h2.
+	for _, mesh := range meshes {
+		in, out := freePort(), freePort()
+		ws, err := launch("weft-server-"+mesh, weftArgs("-inbound", in, "-inbound-target", backend,
+			"-cert", certs+"/server/cert.pem", "-key", certs+"/server/key.pem", "-bundle", certs+"/server/bundle.pem")...)
+		if err != nil {
+			return nil, err
+		}
+		snap := writeFile(dir, "snapshot-"+mesh+".json", weftSnapshot("127.77.0.1", 80, in, "spiffe://cluster.local/ns/bench/sa/server", proto == pTCP))
+		wc, err := launch("weft-client-"+mesh, weftArgs("-static", out+"="+vip, "-snapshot", snap, "-mesh-protocol", mesh,
+			"-cert", certs+"/client/cert.pem", "-key", certs+"/client/key.pem", "-bundle", certs+"/client/bundle.pem")...)
+		if err != nil {
+			return nil, err
+		}
+		name := "weft 2 hops mTLS"
+		if mesh != "auto" {
+			name += " (" + mesh + " between proxies)"
+		}
+		setups = append(setups, setup{name: name, addr: out, procs: []*proc{wc, ws}})
+	}
+	in, out := freePort(), freePort()
+	hs, err := launch("haproxy-server", o.haproxy, "-db", "-f", writeFile(dir, "haproxy-server.cfg", haproxyServerHop(proto, in, backend, certs)))
+	if err != nil {
+		return nil, err
+	}
+	hc, err := launch("haproxy-client", o.haproxy, "-db", "-f", writeFile(dir, "haproxy-client.cfg", haproxyClientHop(proto, out, in, certs)))
+	if err != nil {
+		return nil, err
+	}
+	setups = append(setups, setup{name: "haproxy 2 hops mTLS", addr: out, procs: []*proc{hc, hs}})
+
+	return setups, nil
 }
 
 // replaceSection swaps the section starting at heading (up to the next "## "
