@@ -127,8 +127,10 @@ type lane struct {
 	remote  string
 	obs     upstream.Observed // what the request served went to (serveOutbound)
 
-	hb bytes.Reader  // the head being parsed
-	bw *bufio.Writer // responses; nil between requests on a plain socket
+	hb   bytes.Reader  // the head being parsed
+	bw   *bufio.Writer // responses; nil between requests on a plain socket
+	body *laneBody     // of the request being served (nil without one), under wmu
+	w    laneWriter
 
 	// On a plain socket (pr not nil) the lane waits for the next request
 	// without its buffers, which go back to their pools: the first bytes
@@ -136,8 +138,6 @@ type lane struct {
 	// through lent.
 	pr   *rawtcp.PooledReader
 	lent lentReader
-	body *laneBody // of the request being served (nil without one), under wmu
-	w    laneWriter
 
 	// The watch for a client that goes away (see laneWatchAfter).
 	timer     *time.Timer
