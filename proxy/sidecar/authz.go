@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
+	"sync/atomic"
 
 	"github.com/weftmesh/weft/proxy/authz"
 	"github.com/weftmesh/weft/proxy/httpguard"
@@ -94,25 +96,67 @@ func (c *closeUnlessSwitched) Write(b []byte) (int, error) {
 
 func (c *closeUnlessSwitched) Unwrap() http.ResponseWriter { return c.ResponseWriter }
 
-// watchTCP closes an open opaque connection or upgraded tunnel as soon as a
-// newer snapshot no longer allows it. It returns when stop is closed.
-func (p *Proxy) watchTCP(t *table, req authz.Request, label string, stop <-chan struct{}, closeAll func()) {
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.superseded:
-		}
-		// Apply closes superseded after the swap: the table loaded now is
-		// newer (or newer still).
-		t = p.table.Load()
-		d := t.authz.Decide(&req)
-		if !d.Allow {
-			p.authzMetrics.Observe(label, req.HTTP, d)
-			p.log.Info("Open inbound connection closed: no longer authorized", "port", req.Port, "peer", req.Peer, "http", req.HTTP, "path", req.Path,
-				"reason", d.Reason.String(), "policy", d.Policy, "snapshot", t.snap.Version)
-			closeAll()
-			return
-		}
+// openTunnels are the open inbound opaque connections and upgraded tunnels:
+// they have no next request to check, so every snapshot re-checks them.
+// A registration rather than a goroutine per connection, whose stack an
+// idle connection would hold for its whole life.
+type openTunnels struct {
+	mu  sync.Mutex
+	set map[*openTunnel]struct{}
+}
+
+type openTunnel struct {
+	req      authz.Request
+	label    string
+	closeAll func()
+	closed   atomic.Bool
+}
+
+// watchTCP closes an open opaque connection or upgraded tunnel, allowed by
+// table t, as soon as a newer snapshot no longer allows it, until stop is
+// called.
+func (p *Proxy) watchTCP(t *table, req authz.Request, label string, closeAll func()) (stop func()) {
+	w := &openTunnel{req: req, label: label, closeAll: closeAll}
+	p.tunnels.mu.Lock()
+	if p.tunnels.set == nil {
+		p.tunnels.set = map[*openTunnel]struct{}{}
 	}
+	p.tunnels.set[w] = struct{}{}
+	p.tunnels.mu.Unlock()
+	if p.table.Load() != t {
+		// A snapshot applied since the decision may have re-checked the
+		// open tunnels before this one was among them.
+		p.recheck(w)
+	}
+	return func() {
+		p.tunnels.mu.Lock()
+		delete(p.tunnels.set, w)
+		p.tunnels.mu.Unlock()
+	}
+}
+
+// recheckTunnels re-checks every open tunnel against the table in use.
+// apply calls it after each swap.
+func (p *Proxy) recheckTunnels() {
+	p.tunnels.mu.Lock()
+	ws := make([]*openTunnel, 0, len(p.tunnels.set))
+	for w := range p.tunnels.set {
+		ws = append(ws, w)
+	}
+	p.tunnels.mu.Unlock()
+	for _, w := range ws {
+		p.recheck(w)
+	}
+}
+
+func (p *Proxy) recheck(w *openTunnel) {
+	t := p.table.Load()
+	d := t.authz.Decide(&w.req)
+	if d.Allow || w.closed.Swap(true) {
+		return
+	}
+	p.authzMetrics.Observe(w.label, w.req.HTTP, d)
+	p.log.Info("Open inbound connection closed: no longer authorized", "port", w.req.Port, "peer", w.req.Peer, "http", w.req.HTTP, "path", w.req.Path,
+		"reason", d.Reason.String(), "policy", d.Policy, "snapshot", t.snap.Version)
+	w.closeAll()
 }

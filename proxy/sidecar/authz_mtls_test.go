@@ -7,12 +7,14 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/weftmesh/weft/pkg/meshconfig"
+	"github.com/weftmesh/weft/proxy/authz"
 	"github.com/weftmesh/weft/proxy/identity"
 )
 
@@ -270,5 +272,61 @@ func TestInboundSmugglingOverMTLS(t *testing.T) {
 		if u != "/api/x" {
 			t.Errorf("app received %q", u)
 		}
+	}
+}
+
+// TestWatchTCPRechecks: an open tunnel is re-checked by every snapshot
+// until its watch stops, and one registered after a snapshot that no
+// longer allows it (a decision made just before that snapshot) is closed
+// at once.
+func TestWatchTCPRechecks(t *testing.T) {
+	allow := meshconfig.AuthorizationPolicy{Source: "shop/tcp", Action: meshconfig.ActionAllow, Rules: []meshconfig.AuthorizationRule{{
+		From: []meshconfig.Source{{Identities: []string{clientID}}},
+	}}}
+	allowing := inboundSnap(9000, meshconfig.ProtocolOpaque, meshconfig.DefaultDeny, allow)
+	denying := inboundSnap(9000, meshconfig.ProtocolOpaque, meshconfig.DefaultDeny)
+	denying.Version = "authz-2"
+	p := startProxy(t, Config{}, allowing)
+	req := authz.Request{Port: 9000, Peer: clientID}
+
+	var closed atomic.Int32
+	t1 := p.table.Load()
+	stop := p.watchTCP(t1, req, "shop/tcp", func() { closed.Add(1) })
+	if closed.Load() != 0 || len(p.tunnels.set) != 1 {
+		t.Fatalf("allowed tunnel: closed %d times, %d registered", closed.Load(), len(p.tunnels.set))
+	}
+	again := *allowing
+	again.Version = "authz-1b"
+	if err := p.Apply(&again); err != nil {
+		t.Fatal(err)
+	}
+	if closed.Load() != 0 {
+		t.Fatal("a snapshot that still allows the tunnel closed it")
+	}
+	if err := p.Apply(denying); err != nil {
+		t.Fatal(err)
+	}
+	if closed.Load() != 1 {
+		t.Fatalf("revoked tunnel closed %d times, want 1", closed.Load())
+	}
+	if err := p.Apply(&again); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Apply(denying); err != nil {
+		t.Fatal(err)
+	}
+	if closed.Load() != 1 {
+		t.Fatalf("revoked tunnel closed %d times, want once", closed.Load())
+	}
+	stop()
+	if len(p.tunnels.set) != 0 {
+		t.Fatalf("%d tunnels registered after stop", len(p.tunnels.set))
+	}
+
+	// Decided with t1, registered after the denying snapshot.
+	late := p.watchTCP(t1, req, "shop/tcp", func() { closed.Add(1) })
+	defer late()
+	if closed.Load() != 2 {
+		t.Fatal("a tunnel registered after the snapshot that revokes it stayed open")
 	}
 }

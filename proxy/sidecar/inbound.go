@@ -203,13 +203,12 @@ func (p *Proxy) inboundTCP(c *conn, tc *tls.Conn, port uint16) {
 	} else {
 		prefix = c.buffered()
 	}
-	stop := make(chan struct{})
-	go p.watchTCP(t, req, label, stop, func() {
+	stop := p.watchTCP(t, req, label, func() {
 		client.Close()
 		app.Close()
 	})
 	r := pipe.Pipe(client, app, prefix)
-	close(stop)
+	stop()
 	c.Close()
 	p.metrics.TCPBytes(metrics.Inbound, label, c.info.tls, p.metrics.Identity(c.info.peer), r.AToB, r.BToA)
 }
@@ -252,21 +251,20 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var out http.ResponseWriter = sw
-	var stop chan struct{}
+	var stop func()
 	if chk.Upgrade {
-		stop = make(chan struct{})
 		wreq := req // captured here, so that req itself stays on the stack
 		out = &closeUnlessSwitched{ResponseWriter: sw, onHijack: func(c net.Conn) {
 			// A tunnel has no next request to check: re-check it when the
 			// snapshot changes, like opaque TCP.
-			go p.watchTCP(t, wreq, label, stop, func() { c.Close() })
+			stop = p.watchTCP(t, wreq, label, func() { c.Close() })
 		}}
 	}
 	// Deferred so that a response aborted with panic(http.ErrAbortHandler)
 	// after its headers went out is still counted and its watcher stopped.
 	defer func() {
 		if stop != nil {
-			close(stop)
+			stop()
 		}
 		p.record(r, sw, start, metrics.Inbound, label, info.tls, info.peer)
 	}()

@@ -105,6 +105,7 @@ type Proxy struct {
 	// authzMetrics counts authorization decisions and refused requests.
 	authzMetrics *authz.Metrics
 	table        atomic.Pointer[table]
+	tunnels      openTunnels // inbound connections re-checked by each snapshot
 	conns        tracker
 	tlsCfg       *tls.Config
 
@@ -215,8 +216,7 @@ func (p *Proxy) apply(s *meshconfig.Snapshot) error {
 	p.metrics.SetIdentities(t.ids)
 	old := p.table.Swap(t)
 	if old != nil {
-		// After the swap, so that a watcher woken by this finds t in place.
-		close(old.superseded)
+		p.recheckTunnels()
 	}
 	if old != nil && old.snap.Version != "empty" {
 		p.pool.Retain(t.endpoints())

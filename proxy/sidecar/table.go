@@ -39,9 +39,6 @@ type table struct {
 	// authz decides inbound requests and connections with this snapshot's
 	// policies; it swaps together with everything else.
 	authz *authz.Engine
-	// superseded is closed once a newer table has been swapped in, so that
-	// open TCP connections re-check their authorization.
-	superseded chan struct{}
 }
 
 // dest is one service port of the snapshot.
@@ -62,7 +59,7 @@ func compile(s *meshconfig.Snapshot, pool *upstream.Pool, f ForwarderFactory, ex
 		return nil, fmt.Errorf("inbound authorization: %w", err)
 	}
 	t := &table{snap: s, json: raw, dests: map[netip.AddrPort]*dest{}, opaque: map[uint16]bool{}, inbound: map[uint16]string{},
-		authz: az, superseded: make(chan struct{})}
+		authz: az}
 	for _, p := range append(s.Outbound.OpaquePorts, extraOpaque...) {
 		t.opaque[p] = true
 	}
