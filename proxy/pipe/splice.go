@@ -3,6 +3,7 @@ package pipe
 import (
 	"net"
 	"os"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -23,6 +24,10 @@ const maxSplice = 1 << 20
 // is too, so no call blocks; on EAGAIN the copy waits in the network poller,
 // where Close and deadlines reach it as they reach any read or write.
 //
+// The pipe is the shared pool's (see pipes), held only while bytes are in
+// it: a copy that finds its socket empty gives the pipe back before it
+// waits.
+//
 // handled is false when nothing was moved and splice cannot be used (no
 // pipe, or the kernel refuses these sockets); the caller then copies in user
 // space. A nil error means src ended (EOF).
@@ -35,16 +40,15 @@ func spliceCopy(dst, src *net.TCPConn) (written int64, handled bool, err error) 
 	if err != nil {
 		return 0, false, nil
 	}
-	var fds [2]int
-	if err := syscall.Pipe2(fds[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
+	s := &splicer{}
+	if s.p, err = pipes.get(); err != nil {
 		return 0, false, nil
 	}
-	defer syscall.Close(fds[0])
-	defer syscall.Close(fds[1])
-	// A smaller pipe works too, with more calls; errors are ignored.
-	unix.FcntlInt(uintptr(fds[0]), unix.F_SETPIPE_SZ, maxSplice)
-
-	s := &splicer{rfd: uintptr(fds[0]), wfd: uintptr(fds[1])}
+	defer func() {
+		if s.p != nil {
+			pipes.put(s.p, s.inPipe == 0)
+		}
+	}()
 	drain, pump := s.drain, s.pump
 	for {
 		if err := src0.Read(drain); err != nil {
@@ -73,17 +77,29 @@ func spliceCopy(dst, src *net.TCPConn) (written int64, handled bool, err error) 
 
 // splicer carries one direction's state into the callbacks.
 type splicer struct {
-	rfd, wfd uintptr
-	inPipe   int   // bytes in the pipe, not yet sent on
-	moved    int64 // bytes sent on during the last pump
-	errno    syscall.Errno
+	p      *kpipe // nil while the copy waits for its socket
+	inPipe int    // bytes in the pipe, not yet sent on
+	moved  int64  // bytes sent on during the last pump
+	errno  syscall.Errno
 }
 
 // drain moves what the socket fd holds into the (empty) pipe; false when
-// there is nothing yet, to wait for the socket to become readable.
+// there is nothing yet, to wait for the socket to become readable, with the
+// pipe given back.
 func (s *splicer) drain(fd uintptr) bool {
+	if s.p == nil {
+		p, err := pipes.get()
+		if err != nil {
+			s.inPipe, s.errno = 0, syscall.EMFILE
+			if e, ok := err.(syscall.Errno); ok {
+				s.errno = e
+			}
+			return true
+		}
+		s.p = p
+	}
 	for {
-		n, _, e := syscall.RawSyscall6(unix.SYS_SPLICE, fd, 0, s.wfd, 0, maxSplice, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		n, _, e := syscall.RawSyscall6(unix.SYS_SPLICE, fd, 0, s.p.w, 0, maxSplice, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
 		switch e {
 		case 0:
 			s.inPipe, s.errno = int(n), 0
@@ -91,6 +107,8 @@ func (s *splicer) drain(fd uintptr) bool {
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
+			pipes.put(s.p, true)
+			s.p = nil
 			return false
 		}
 		s.inPipe, s.errno = 0, e
@@ -103,7 +121,7 @@ func (s *splicer) drain(fd uintptr) bool {
 func (s *splicer) pump(fd uintptr) bool {
 	s.errno = 0
 	for s.inPipe > 0 {
-		n, _, e := syscall.RawSyscall6(unix.SYS_SPLICE, s.rfd, 0, fd, 0, uintptr(s.inPipe), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		n, _, e := syscall.RawSyscall6(unix.SYS_SPLICE, s.p.r, 0, fd, 0, uintptr(s.inPipe), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
 		switch {
 		case e == 0 && n > 0:
 			s.inPipe -= int(n)
@@ -120,4 +138,68 @@ func (s *splicer) pump(fd uintptr) bool {
 		}
 	}
 	return true
+}
+
+// kpipe is a non-blocking pipe of maxSplice bytes: its read and write ends.
+type kpipe struct{ r, w uintptr }
+
+// pipePool keeps empty pipes for the copies that have bytes to move. A pipe
+// of 1 MiB costs the kernel about 16 KiB even when empty (its array of
+// buffer slots, its inode and files), charged to the pod: one per direction
+// of every open connection was about 39 KiB of kernel memory per idle
+// connection. Copies take a pipe when their socket has bytes and give it
+// back when it is empty again; at most maxFreePipes wait here, the rest
+// are closed.
+type pipePool struct {
+	mu   sync.Mutex
+	free []*kpipe
+	held int // taken and not given back
+}
+
+// maxFreePipes bounds the empty pipes kept for reuse.
+const maxFreePipes = 32
+
+var pipes pipePool
+
+func (pp *pipePool) get() (*kpipe, error) {
+	pp.mu.Lock()
+	pp.held++
+	if n := len(pp.free); n > 0 {
+		p := pp.free[n-1]
+		pp.free = pp.free[:n-1]
+		pp.mu.Unlock()
+		return p, nil
+	}
+	pp.mu.Unlock()
+	var fds [2]int
+	if err := syscall.Pipe2(fds[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
+		pp.mu.Lock()
+		pp.held--
+		pp.mu.Unlock()
+		return nil, err
+	}
+	// A smaller pipe works too, with more calls; errors are ignored.
+	unix.FcntlInt(uintptr(fds[0]), unix.F_SETPIPE_SZ, maxSplice)
+	return &kpipe{r: uintptr(fds[0]), w: uintptr(fds[1])}, nil
+}
+
+// put gives p back; a pipe that may still hold bytes is closed instead.
+func (pp *pipePool) put(p *kpipe, empty bool) {
+	pp.mu.Lock()
+	pp.held--
+	if empty && len(pp.free) < maxFreePipes {
+		pp.free = append(pp.free, p)
+		pp.mu.Unlock()
+		return
+	}
+	pp.mu.Unlock()
+	syscall.Close(int(p.r))
+	syscall.Close(int(p.w))
+}
+
+// inUse is how many pipes copies hold.
+func (pp *pipePool) inUse() int {
+	pp.mu.Lock()
+	defer pp.mu.Unlock()
+	return pp.held
 }

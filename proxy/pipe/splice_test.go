@@ -3,6 +3,7 @@ package pipe
 import (
 	"bytes"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"net"
 	"testing"
@@ -89,5 +90,47 @@ func TestSpliceCopyPeerReset(t *testing.T) {
 	var oe *net.OpError
 	if !handled || err == nil || !errors.As(err, &oe) || oe.Op != "write" {
 		t.Fatalf("spliceCopy to a reset peer = %d, handled %v, %v; want a write OpError", n, handled, err)
+	}
+}
+
+// TestSpliceIdleHoldsNoPipe: a copy waiting for its socket holds no pipe;
+// one that moves bytes takes one and gives it back.
+func TestSpliceIdleHoldsNoPipe(t *testing.T) {
+	base := pipes.inUse()
+	sender, src := testnet.TCPPair(t)
+	dst, receiver := testnet.TCPPair(t)
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := spliceCopy(dst, src)
+		done <- err
+	}()
+	waitIdle := func() {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for pipes.inUse() > base {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d pipes held by a waiting copy (%d before it)", pipes.inUse(), base)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	msg := bytes.Repeat([]byte("m"), 3000)
+	got := make([]byte, len(msg))
+	for range 3 {
+		waitIdle()
+		if _, err := sender.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		receiver.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadFull(receiver, got); err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("read %v", err)
+		}
+	}
+	sender.CloseWrite()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := pipes.inUse(); n > base {
+		t.Fatalf("%d pipes held after the copy ended (%d before it)", n, base)
 	}
 }
