@@ -39,6 +39,14 @@ func Pipe(a, b net.Conn, prefix []byte) Result {
 	return pipe(a, b, prefix, &bufPool)
 }
 
+// Go runs Pipe on goroutines of its own and then calls done with its
+// result. The caller's goroutine, whose stack grew for what came before (a
+// TLS handshake, protocol detection), can end: an open connection then
+// costs the stacks of its two copies only, which need little.
+func Go(a, b net.Conn, prefix []byte, done func(Result)) {
+	go func() { done(Pipe(a, b, prefix)) }()
+}
+
 // pipe is Pipe with the buffers' pool: a pool that counts what is out, in
 // tests.
 func pipe(a, b net.Conn, prefix []byte, bufs rawtcp.Pool) Result {

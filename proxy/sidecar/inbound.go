@@ -207,10 +207,11 @@ func (p *Proxy) inboundTCP(c *conn, tc *tls.Conn, port uint16) {
 		client.Close()
 		app.Close()
 	})
-	r := pipe.Pipe(client, app, prefix)
-	stop()
-	c.Close()
-	p.metrics.TCPBytes(metrics.Inbound, label, c.info.tls, p.metrics.Identity(c.info.peer), r.AToB, r.BToA)
+	pipe.Go(client, app, prefix, func(r pipe.Result) {
+		stop()
+		c.Close()
+		p.metrics.TCPBytes(metrics.Inbound, label, c.info.tls, p.metrics.Identity(c.info.peer), r.AToB, r.BToA)
+	})
 }
 
 // serveInbound checks, authorizes and forwards one request. The request is

@@ -114,9 +114,10 @@ func (p *Proxy) outboundTCP(c *conn, d *dest, dst netip.AddrPort) {
 	}
 	prefix := c.buffered()
 	// Pipe the plain *net.TCPConn under the wrappers, so TCP to TCP splices.
-	r := pipe.Pipe(rawtcp.Plain(c.Conn), up, prefix)
-	c.Close()
-	p.metrics.TCPBytes(metrics.Outbound, label, ep.Identity != "", p.metrics.Identity(ep.Identity), r.AToB, r.BToA)
+	pipe.Go(rawtcp.Plain(c.Conn), up, prefix, func(r pipe.Result) {
+		c.Close()
+		p.metrics.TCPBytes(metrics.Outbound, label, ep.Identity != "", p.metrics.Identity(ep.Identity), r.AToB, r.BToA)
+	})
 }
 
 func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
