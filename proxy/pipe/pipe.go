@@ -33,8 +33,10 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }
 // Pipe writes prefix (bytes already read from a) to b, then copies both ways
 // until both directions end, and closes both connections. An error in one
 // direction (not a clean EOF) aborts both. A direction that waits for its
-// peer holds no buffer. Pipe uses the read deadline of a *tls.Conn for its
-// own ends: the caller sets none.
+// peer holds no buffer or pipe when it reads a TCP connection (plain, or
+// under crypto/tls); other connections are copied through a pooled buffer
+// held for the copy's life. Pipe uses the read deadline of a *tls.Conn for
+// its own ends: the caller sets none.
 func Pipe(a, b net.Conn, prefix []byte) Result {
 	return pipe(a, b, prefix, &bufPool)
 }
@@ -93,10 +95,17 @@ func copyHalf(dst, src net.Conn, bufs rawtcp.Pool) (int64, error) {
 	dt, dok := dst.(*net.TCPConn)
 	st, sok := src.(*net.TCPConn)
 	if dok && sok {
-		if n, handled, err := spliceCopy(dt, st); handled {
+		n, handled, err := spliceCopy(dt, st)
+		if handled {
 			return n, err
 		}
-		return io.Copy(dst, src) // package net's splice, or a user-space copy
+		// The rest in user space.
+		if r, ok := rawtcp.NewPooledReader(src, bufs); ok {
+			m, err := copyPooled(dst, r, bufs)
+			return n + m, err
+		}
+		m, err := io.Copy(dst, src)
+		return n + m, err
 	}
 	if r, ok := rawtcp.NewPooledReader(src, bufs); ok {
 		return copyPooled(dst, r, bufs)
@@ -134,10 +143,12 @@ func copyPooled(dst io.Writer, r *rawtcp.PooledReader, bufs rawtcp.Pool) (int64,
 // copyTLS copies from a TLS connection holding a buffer only while bytes
 // pass. It waits for the next record with a one-byte read, which crypto/tls
 // serves from the record it decrypts into a buffer of its own, then takes a
-// buffer for the rest of that record and for the records already received,
-// read with a deadline in the past so that none of these reads waits for
-// the network. Between them it clears the deadline: Pipe owns the read
-// deadlines of its TLS connections.
+// buffer for the rest of that record and for the records crypto/tls has
+// already received whole, read with a deadline in the past: those reads
+// never touch the socket (a passed deadline fails a read before its system
+// call), and crypto/tls treats the deadline's error as temporary, keeping
+// a partial record for later. Then it clears the deadline: Pipe owns the
+// read deadlines of its TLS connections.
 func copyTLS(dst io.Writer, src *tls.Conn, bufs rawtcp.Pool) (int64, error) {
 	var written int64
 	var first [1]byte
@@ -152,8 +163,7 @@ func copyTLS(dst io.Writer, src *tls.Conn, bufs rawtcp.Pool) (int64, error) {
 		bp := bufs.Get().(*[]byte)
 		buf := *bp
 		buf[0] = first[0]
-		if err == nil {
-			src.SetReadDeadline(aLongTimeAgo)
+		if err == nil && src.SetReadDeadline(aLongTimeAgo) == nil {
 			for n < len(buf) {
 				m, rerr := src.Read(buf[n:])
 				n += m

@@ -28,9 +28,10 @@ const maxSplice = 1 << 20
 // it: a copy that finds its socket empty gives the pipe back before it
 // waits.
 //
-// handled is false when nothing was moved and splice cannot be used (no
-// pipe, or the kernel refuses these sockets); the caller then copies in user
-// space. A nil error means src ended (EOF).
+// handled is false when splice cannot go on: the kernel refuses these
+// sockets (before anything moved), or no pipe can be had (too many open
+// files); the pipe is then empty and the caller copies the rest in user
+// space, after the written bytes. A nil error means src ended (EOF).
 func spliceCopy(dst, src *net.TCPConn) (written int64, handled bool, err error) {
 	src0, err := src.SyscallConn()
 	if err != nil {
@@ -41,9 +42,6 @@ func spliceCopy(dst, src *net.TCPConn) (written int64, handled bool, err error) 
 		return 0, false, nil
 	}
 	s := &splicer{}
-	if s.p, err = pipes.get(); err != nil {
-		return 0, false, nil
-	}
 	defer func() {
 		if s.p != nil {
 			pipes.put(s.p, s.inPipe == 0)
@@ -53,6 +51,9 @@ func spliceCopy(dst, src *net.TCPConn) (written int64, handled bool, err error) 
 	for {
 		if err := src0.Read(drain); err != nil {
 			return written, true, rawtcp.OpError("read", src, err)
+		}
+		if s.noPipe {
+			return written, false, nil
 		}
 		if s.errno != 0 {
 			if s.errno == syscall.EINVAL && written == 0 {
@@ -78,6 +79,7 @@ func spliceCopy(dst, src *net.TCPConn) (written int64, handled bool, err error) 
 // splicer carries one direction's state into the callbacks.
 type splicer struct {
 	p      *kpipe // nil while the copy waits for its socket
+	noPipe bool   // no pipe could be had
 	inPipe int    // bytes in the pipe, not yet sent on
 	moved  int64  // bytes sent on during the last pump
 	errno  syscall.Errno
@@ -90,10 +92,7 @@ func (s *splicer) drain(fd uintptr) bool {
 	if s.p == nil {
 		p, err := pipes.get()
 		if err != nil {
-			s.inPipe, s.errno = 0, syscall.EMFILE
-			if e, ok := err.(syscall.Errno); ok {
-				s.errno = e
-			}
+			s.inPipe, s.noPipe = 0, true
 			return true
 		}
 		s.p = p

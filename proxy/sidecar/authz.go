@@ -158,5 +158,7 @@ func (p *Proxy) recheck(w *openTunnel) {
 	p.authzMetrics.Observe(w.label, w.req.HTTP, d)
 	p.log.Info("Open inbound connection closed: no longer authorized", "port", w.req.Port, "peer", w.req.Peer, "http", w.req.HTTP, "path", w.req.Path,
 		"reason", d.Reason.String(), "policy", d.Policy, "snapshot", t.snap.Version)
-	w.closeAll()
+	// Not on apply's goroutine: closing a TLS connection may send
+	// close_notify, which can wait for a peer that does not read.
+	go w.closeAll()
 }

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -276,9 +275,9 @@ func TestInboundSmugglingOverMTLS(t *testing.T) {
 }
 
 // TestWatchTCPRechecks: an open tunnel is re-checked by every snapshot
-// until its watch stops, and one registered after a snapshot that no
-// longer allows it (a decision made just before that snapshot) is closed
-// at once.
+// until its watch stops and is closed once, and one registered after a
+// snapshot that no longer allows it (a decision made just before that
+// snapshot) is closed at once.
 func TestWatchTCPRechecks(t *testing.T) {
 	allow := meshconfig.AuthorizationPolicy{Source: "shop/tcp", Action: meshconfig.ActionAllow, Rules: []meshconfig.AuthorizationRule{{
 		From: []meshconfig.Source{{Identities: []string{clientID}}},
@@ -286,47 +285,72 @@ func TestWatchTCPRechecks(t *testing.T) {
 	allowing := inboundSnap(9000, meshconfig.ProtocolOpaque, meshconfig.DefaultDeny, allow)
 	denying := inboundSnap(9000, meshconfig.ProtocolOpaque, meshconfig.DefaultDeny)
 	denying.Version = "authz-2"
-	p := startProxy(t, Config{}, allowing)
-	req := authz.Request{Port: 9000, Peer: clientID}
-
-	var closed atomic.Int32
-	t1 := p.table.Load()
-	stop := p.watchTCP(t1, req, "shop/tcp", func() { closed.Add(1) })
-	if closed.Load() != 0 || len(p.tunnels.set) != 1 {
-		t.Fatalf("allowed tunnel: closed %d times, %d registered", closed.Load(), len(p.tunnels.set))
-	}
 	again := *allowing
 	again.Version = "authz-1b"
-	if err := p.Apply(&again); err != nil {
-		t.Fatal(err)
+	p := startProxy(t, Config{}, allowing)
+	req := authz.Request{Port: 9000, Peer: clientID}
+	apply := func(s *meshconfig.Snapshot) {
+		t.Helper()
+		if err := p.Apply(s); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if closed.Load() != 0 {
-		t.Fatal("a snapshot that still allows the tunnel closed it")
+	// registered returns the open tunnels and whether each was found no
+	// longer allowed (its close runs on a goroutine of its own).
+	registered := func() (n, revoked int) {
+		p.tunnels.mu.Lock()
+		defer p.tunnels.mu.Unlock()
+		for w := range p.tunnels.set {
+			n++
+			if w.closed.Load() {
+				revoked++
+			}
+		}
+		return n, revoked
 	}
-	if err := p.Apply(denying); err != nil {
-		t.Fatal(err)
+	// A tunnel's closes, counted.
+	type tunnel struct{ closes chan struct{} }
+	newTunnel := func() *tunnel { return &tunnel{closes: make(chan struct{}, 4)} }
+	closeAll := func(tn *tunnel) func() { return func() { tn.closes <- struct{}{} } }
+	closedOnce := func(tn *tunnel) {
+		t.Helper()
+		select {
+		case <-tn.closes:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the revoked tunnel was not closed")
+		}
+		// Give a second close (which must not come) time to show.
+		time.Sleep(50 * time.Millisecond)
+		if len(tn.closes) != 0 {
+			t.Fatal("a revoked tunnel was closed more than once")
+		}
 	}
-	if closed.Load() != 1 {
-		t.Fatalf("revoked tunnel closed %d times, want 1", closed.Load())
+
+	t1 := p.table.Load()
+	first := newTunnel()
+	stop := p.watchTCP(t1, req, "shop/tcp", closeAll(first))
+	apply(&again)
+	if n, revoked := registered(); n != 1 || revoked != 0 {
+		t.Fatalf("after a snapshot that still allows it: %d tunnels, %d revoked", n, revoked)
 	}
-	if err := p.Apply(&again); err != nil {
-		t.Fatal(err)
+	apply(denying)
+	if n, revoked := registered(); n != 1 || revoked != 1 {
+		t.Fatalf("after a snapshot that denies it: %d tunnels, %d revoked", n, revoked)
 	}
-	if err := p.Apply(denying); err != nil {
-		t.Fatal(err)
-	}
-	if closed.Load() != 1 {
-		t.Fatalf("revoked tunnel closed %d times, want once", closed.Load())
-	}
+	apply(&again)
+	apply(denying)
+	closedOnce(first)
 	stop()
-	if len(p.tunnels.set) != 0 {
-		t.Fatalf("%d tunnels registered after stop", len(p.tunnels.set))
+	if n, _ := registered(); n != 0 {
+		t.Fatalf("%d tunnels registered after stop", n)
 	}
 
 	// Decided with t1, registered after the denying snapshot.
-	late := p.watchTCP(t1, req, "shop/tcp", func() { closed.Add(1) })
-	defer late()
-	if closed.Load() != 2 {
-		t.Fatal("a tunnel registered after the snapshot that revokes it stayed open")
+	late := newTunnel()
+	stopLate := p.watchTCP(t1, req, "shop/tcp", closeAll(late))
+	defer stopLate()
+	if n, revoked := registered(); n != 1 || revoked != 1 {
+		t.Fatalf("a tunnel registered after the snapshot that revokes it: %d tunnels, %d revoked", n, revoked)
 	}
+	closedOnce(late)
 }

@@ -236,6 +236,12 @@ func (l *lane) waitRequest() error {
 	l.putBuffers()
 	bp, n, err := l.pr.Read()
 	l.lend(bp, n)
+	if err == nil {
+		// Into the reader's buffer now (no system call: the chunk holds
+		// the bytes), as the Peek above leaves them, for what looks at
+		// them before parsing; the chunk goes back to its pool.
+		_, err = l.br.Peek(1)
+	}
 	return err
 }
 
@@ -397,6 +403,7 @@ func (l *lane) readRequest(head []byte) (*http.Request, bool) {
 	req, err := http.ReadRequest(hr)
 	hr.Reset(nil)
 	headReaders.Put(hr)
+	l.hb.Reset(nil) // head lies in the read buffer, which may go to a pool
 	if err != nil || req.ProtoMajor != 1 || req.ProtoMinor != 1 || req.Method == http.MethodConnect {
 		return nil, false
 	}

@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -240,24 +241,40 @@ func TestLaneHandsOff(t *testing.T) {
 		"trailer fields": "POST /x HTTP/1.1\r\nHost: a\r\nTrailer: X-T\r\nContent-Length: 1\r\n\r\na",
 	}
 	for name, req := range cases {
-		t.Run(name, func(t *testing.T) {
-			c, br, handed := laneConn(t, http.HandlerFunc(echoHandler))
-			io.WriteString(c, "GET /first HTTP/1.1\r\nHost: x\r\n\r\n"+req)
-			if res, _ := readResp(t, br, "GET"); res.Header.Get("X-Path") != "/first" {
-				t.Fatalf("first request: %v", res.Header)
-			}
-			var hc net.Conn
-			select {
-			case hc = <-handed:
-			case <-time.After(10 * time.Second):
-				t.Fatal("not handed to net/http")
-			}
-			hc.SetReadDeadline(time.Now().Add(5 * time.Second))
-			got := make([]byte, len(req))
-			if _, err := io.ReadFull(hc, got); err != nil || string(got) != req {
-				t.Fatalf("net/http would read %q (%v), want %q", got, err, req)
-			}
-		})
+		// Behind the first request, or once the lane waits for the next
+		// (without its buffers, see waitRequest).
+		for _, idle := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/idle=%v", name, idle), func(t *testing.T) {
+				testLaneHandsOff(t, req, idle)
+			})
+		}
+	}
+}
+
+func testLaneHandsOff(t *testing.T, req string, idle bool) {
+	c, br, handed := laneConn(t, http.HandlerFunc(echoHandler))
+	first := "GET /first HTTP/1.1\r\nHost: x\r\n\r\n"
+	if idle {
+		io.WriteString(c, first)
+	} else {
+		io.WriteString(c, first+req)
+	}
+	if res, _ := readResp(t, br, "GET"); res.Header.Get("X-Path") != "/first" {
+		t.Fatalf("first request: %v", res.Header)
+	}
+	if idle {
+		io.WriteString(c, req)
+	}
+	var hc net.Conn
+	select {
+	case hc = <-handed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("not handed to net/http")
+	}
+	hc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, len(req))
+	if _, err := io.ReadFull(hc, got); err != nil || string(got) != req {
+		t.Fatalf("net/http would read %q (%v), want %q", got, err, req)
 	}
 }
 
@@ -530,6 +547,34 @@ func TestLaneCRLFAfterPost(t *testing.T) {
 	case <-handed:
 		t.Fatal("handed to net/http")
 	default:
+	}
+}
+
+// The extra CRLF also when it comes after the lane went idle, alone or with
+// the next request.
+func TestLaneCRLFAfterPostIdle(t *testing.T) {
+	for _, split := range []bool{false, true} {
+		c, br, handed := laneConn(t, http.HandlerFunc(echoHandler))
+		io.WriteString(c, "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+		if res, _ := readResp(t, br, "GET"); res.Header.Get("X-Path") != "/a" {
+			t.Fatalf("got %q, want /a", res.Header.Get("X-Path"))
+		}
+		next := "GET /b HTTP/1.1\r\nHost: x\r\n\r\n"
+		if split {
+			io.WriteString(c, "\r\n")
+			time.Sleep(20 * time.Millisecond) // the lane waits again, past the CRLF
+			io.WriteString(c, next)
+		} else {
+			io.WriteString(c, "\r\n"+next)
+		}
+		if res, _ := readResp(t, br, "GET"); res.Header.Get("X-Path") != "/b" {
+			t.Fatalf("split %v: got %q, want /b", split, res.Header.Get("X-Path"))
+		}
+		select {
+		case <-handed:
+			t.Fatalf("split %v: handed to net/http", split)
+		default:
+		}
 	}
 }
 

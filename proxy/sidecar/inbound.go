@@ -204,8 +204,11 @@ func (p *Proxy) inboundTCP(c *conn, tc *tls.Conn, port uint16) {
 		prefix = c.buffered()
 	}
 	stop := p.watchTCP(t, req, label, func() {
-		client.Close()
+		// The sockets, without TLS's close_notify: the application's
+		// first, so that nothing more reaches it while the client's
+		// side closes.
 		app.Close()
+		c.Close()
 	})
 	pipe.Go(client, app, prefix, func(r pipe.Result) {
 		stop()

@@ -34,14 +34,15 @@ type Pool interface {
 }
 
 // NewPooledReader returns a reader of c, which must be a *net.TCPConn or a
-// *Conn; false when it is neither or has no system call access.
+// *Conn with a non-blocking socket (as package net makes them); false
+// otherwise.
 func NewPooledReader(c net.Conn, pool Pool) (*PooledReader, bool) {
 	tc, ok := TCP(c)
 	if !ok {
 		return nil, false
 	}
 	rc, err := tc.SyscallConn()
-	if err != nil {
+	if err != nil || !nonBlocking(rc) {
 		return nil, false
 	}
 	r := &PooledReader{c: tc, rc: rc, pool: pool}

@@ -33,10 +33,9 @@ func (p *countingPool) Get() any {
 
 func (p *countingPool) Put(any) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.out--
-	out := p.out
-	p.mu.Unlock()
-	p.puts <- out
+	p.puts <- p.out // under the lock: in the order of the counts
 }
 
 func (p *countingPool) state() (out, gets int) {

@@ -70,16 +70,25 @@ func Wrap(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	nonblocking := false
-	if err := rc.Control(func(fd uintptr) {
-		flags, err := unix.FcntlInt(fd, unix.F_GETFL, 0)
-		nonblocking = err == nil && flags&unix.O_NONBLOCK != 0
-	}); err != nil || !nonblocking {
+	if !nonBlocking(rc) {
 		return c
 	}
 	w := &Conn{TCPConn: tc, rc: rc}
 	w.readFn, w.writeFn = w.doRead, w.doWrite
 	return w
+}
+
+// nonBlocking says that rc's socket is non-blocking: a raw system call on a
+// blocking socket would stall its thread's goroutines.
+func nonBlocking(rc syscall.RawConn) bool {
+	nonblocking := false
+	if err := rc.Control(func(fd uintptr) {
+		flags, err := unix.FcntlInt(fd, unix.F_GETFL, 0)
+		nonblocking = err == nil && flags&unix.O_NONBLOCK != 0
+	}); err != nil {
+		return false
+	}
+	return nonblocking
 }
 
 // TCP returns the *net.TCPConn under c (c itself when it is one): for what
