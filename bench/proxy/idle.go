@@ -79,20 +79,9 @@ func idlePhase(o options, proto, backend, certs string) ([]idleResult, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	var procs []*proc
-	defer func() {
-		for _, p := range procs {
-			p.stop()
-		}
-	}()
-	launch := func(name string, args ...string) (*proc, error) {
-		p, err := start(dir, name, args...)
-		if err == nil {
-			procs = append(procs, p)
-		}
-		return p, err
-	}
-	setups, err := startSetups(o, dir, proto, backend, certs, []string{"auto"}, launch)
+	l := &launcher{dir: dir}
+	defer l.stopAll()
+	setups, err := startSetups(o, dir, proto, backend, certs, []string{"auto"}, l.launch)
 	if err != nil {
 		return nil, err
 	}

@@ -87,24 +87,13 @@ func runPhase(o options, proto, backend, certs string) (*phase, error) {
 		return nil, err
 	}
 	ph := &phase{proto: proto, samples: map[cell]map[string][]sample{}, mem: map[string][]memory{}}
-	var procs []*proc
-	defer func() {
-		for _, p := range procs {
-			p.stop()
-		}
-	}()
-	launch := func(name string, args ...string) (*proc, error) {
-		p, err := start(dir, name, args...)
-		if err == nil {
-			procs = append(procs, p)
-		}
-		return p, err
-	}
+	l := &launcher{dir: dir}
+	defer l.stopAll()
 	meshes := []string{"auto"}
 	if proto == pHTTP1 {
 		meshes = append(meshes, "h2")
 	}
-	setups, err := startSetups(o, dir, proto, backend, certs, meshes, launch)
+	setups, err := startSetups(o, dir, proto, backend, certs, meshes, l.launch)
 	if err != nil {
 		return nil, err
 	}
@@ -162,6 +151,26 @@ func runPhase(o options, proto, backend, certs string) (*phase, error) {
 		}
 	}
 	return ph, nil
+}
+
+// launcher starts processes logged in dir, and stops them all.
+type launcher struct {
+	dir   string
+	procs []*proc
+}
+
+func (l *launcher) launch(name string, args ...string) (*proc, error) {
+	p, err := start(l.dir, name, args...)
+	if err == nil {
+		l.procs = append(l.procs, p)
+	}
+	return p, err
+}
+
+func (l *launcher) stopAll() {
+	for _, p := range l.procs {
+		p.stop()
+	}
 }
 
 // startSetups starts the proxies of every setup of one protocol: direct, one

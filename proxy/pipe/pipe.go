@@ -127,9 +127,8 @@ func copyPooled(dst io.Writer, r *rawtcp.PooledReader, bufs rawtcp.Pool) (int64,
 	for {
 		bp, n, err := r.Read()
 		if n > 0 {
-			m, werr := dst.Write((*bp)[:n])
-			bufs.Put(bp)
-			written += int64(m)
+			m, werr := send(dst, bp, n, bufs)
+			written += m
 			if werr != nil {
 				return written, werr
 			}
@@ -176,9 +175,8 @@ func copyTLS(dst io.Writer, src *tls.Conn, bufs rawtcp.Pool) (int64, error) {
 			}
 			src.SetReadDeadline(time.Time{})
 		}
-		m, werr := dst.Write(buf[:n])
-		bufs.Put(bp)
-		written += int64(m)
+		m, werr := send(dst, bp, n, bufs)
+		written += m
 		if werr != nil {
 			return written, werr
 		}
@@ -186,6 +184,14 @@ func copyTLS(dst io.Writer, src *tls.Conn, bufs rawtcp.Pool) (int64, error) {
 			return written, err
 		}
 	}
+}
+
+// send writes the first n bytes of the lent buffer bp to dst and gives the
+// buffer back.
+func send(dst io.Writer, bp *[]byte, n int, bufs rawtcp.Pool) (int64, error) {
+	m, err := dst.Write((*bp)[:n])
+	bufs.Put(bp)
+	return int64(m), err
 }
 
 // aLongTimeAgo is a deadline that has passed.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/proxy/internal/rawtcp"
+	"github.com/weftmesh/weft/proxy/internal/testnet"
 	"github.com/weftmesh/weft/proxy/internal/testpki"
 )
 
@@ -39,57 +40,24 @@ func tlsConfigs(t *testing.T) (server, client *tls.Config) {
 // It returns the address to dial and a channel with each pipe's result.
 func relayTLS(t *testing.T, target string, cfg *tls.Config, wrap bool, bufs rawtcp.Pool) (string, <-chan Result) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
 	done := make(chan Result, 16)
-	go func() {
-		for {
-			a, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			if wrap {
-				a = rawtcp.Wrap(a)
-			}
-			go func() {
-				tc := tls.Server(a, cfg)
-				if err := tc.Handshake(); err != nil {
-					a.Close()
-					return
-				}
-				b, err := net.Dial("tcp", target)
-				if err != nil {
-					tc.Close()
-					return
-				}
-				done <- pipe(tc, b, nil, bufs)
-			}()
+	addr := testnet.Serve(t, func(a net.Conn) {
+		if wrap {
+			a = rawtcp.Wrap(a)
 		}
-	}()
-	return ln.Addr().String(), done
-}
-
-// serve accepts connections on a new listener and runs handle on each.
-func serve(t *testing.T, handle func(net.Conn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go handle(c)
+		tc := tls.Server(a, cfg)
+		if err := tc.Handshake(); err != nil {
+			a.Close()
+			return
 		}
-	}()
-	return ln.Addr().String()
+		b, err := net.Dial("tcp", target)
+		if err != nil {
+			tc.Close()
+			return
+		}
+		done <- pipe(tc, b, nil, bufs)
+	})
+	return addr, done
 }
 
 func echo(c net.Conn) {
@@ -101,7 +69,7 @@ func echo(c net.Conn) {
 // server as EOF, and the whole answer comes back before the client's EOF.
 func TestTLSHalfClose(t *testing.T) {
 	for _, wrap := range []bool{false, true} {
-		srv := serve(t, func(c net.Conn) {
+		srv := testnet.Serve(t, func(c net.Conn) {
 			in, _ := io.ReadAll(c)
 			c.Write(bytes.ToUpper(in))
 			c.Close()
@@ -135,7 +103,7 @@ func TestTLSHalfClose(t *testing.T) {
 // come back whole and in order.
 func TestTLSEcho(t *testing.T) {
 	scfg, ccfg := tlsConfigs(t)
-	addr, _ := relayTLS(t, serve(t, echo), scfg, true, &bufPool)
+	addr, _ := relayTLS(t, testnet.Serve(t, echo), scfg, true, &bufPool)
 	c, err := tls.Dial("tcp", addr, ccfg)
 	if err != nil {
 		t.Fatal(err)
@@ -189,7 +157,7 @@ func (p *countingBufs) count() int {
 func TestIdlePipesHoldNoBuffers(t *testing.T) {
 	bp := &countingBufs{}
 	scfg, ccfg := tlsConfigs(t)
-	addr, _ := relayTLS(t, serve(t, echo), scfg, true, bp)
+	addr, _ := relayTLS(t, testnet.Serve(t, echo), scfg, true, bp)
 	const conns = 8
 	for range conns {
 		c, err := tls.Dial("tcp", addr, ccfg)

@@ -16,6 +16,8 @@ import (
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/weftmesh/weft/proxy/internal/testnet"
 )
 
 // grpcApp implements the interop TestService: UnaryCall echoes the payload
@@ -113,28 +115,14 @@ func TestGRPC(t *testing.T) {
 // tcpEcho upper-cases what it reads until EOF, then closes: it only answers
 // after the client half-closes, so it fails unless half-close passes through.
 func tcpEcho(t *testing.T, banner string) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				if banner != "" {
-					io.WriteString(c, banner)
-				}
-				in, _ := io.ReadAll(c)
-				c.Write(bytes.ToUpper(in))
-			}()
+	return testnet.Serve(t, func(c net.Conn) {
+		defer c.Close()
+		if banner != "" {
+			io.WriteString(c, banner)
 		}
-	}()
-	return ln.Addr().String()
+		in, _ := io.ReadAll(c)
+		c.Write(bytes.ToUpper(in))
+	})
 }
 
 func TestOpaqueTCP(t *testing.T) {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/weftmesh/weft/pkg/meshconfig"
 	"github.com/weftmesh/weft/proxy/identity"
+	"github.com/weftmesh/weft/proxy/internal/testnet"
 )
 
 // h2specVersion is the Makefile's H2SPEC_VERSION.
@@ -117,32 +118,18 @@ func TestH2Spec(t *testing.T) {
 // mtlsRelay accepts plaintext connections and relays their bytes over mTLS
 // to addr, as a peer proxy would.
 func mtlsRelay(t *testing.T, addr string, cfg *tls.Config) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				up, err := tls.Dial("tcp", addr, cfg)
-				if err != nil {
-					return
-				}
-				defer up.Close()
-				// h2spec watches for the server closing the connection: a
-				// close from the proxy closes the client side at once.
-				go func() { io.Copy(up, c); up.CloseWrite() }()
-				io.Copy(c, up)
-			}()
+	return testnet.Serve(t, func(c net.Conn) {
+		defer c.Close()
+		up, err := tls.Dial("tcp", addr, cfg)
+		if err != nil {
+			return
 		}
-	}()
-	return ln.Addr().String()
+		defer up.Close()
+		// h2spec watches for the server closing the connection: a close
+		// from the proxy closes the client side at once.
+		go func() { io.Copy(up, c); up.CloseWrite() }()
+		io.Copy(c, up)
+	})
 }
 
 func runH2Spec(t *testing.T, h2spec, addr string, expected map[string]string) {

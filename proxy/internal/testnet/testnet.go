@@ -59,3 +59,25 @@ func ReadAll(r io.Reader, size int) ([]byte, error) {
 		}
 	}
 }
+
+// Serve accepts connections on a new loopback listener, closed when the
+// test ends, and runs handle on each in a goroutine of its own. It returns
+// the listener's address.
+func Serve(t testing.TB, handle func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go handle(c)
+		}
+	}()
+	return ln.Addr().String()
+}
