@@ -68,7 +68,7 @@ func main() {
 	flag.DurationVar(&o.resolution, "resolution", 10*time.Microsecond, "fortio histogram resolution (-r)")
 	flag.StringVar(&conns, "c", "8,16", "connection counts")
 	flag.StringVar(&protos, "protos", "HTTP/1.1,HTTP/2,gRPC,TCP", "protocols")
-	flag.IntVar(&o.idle, "idle", 0, "instead of the load, measure the memory of this many idle connections per setup (HTTP/1.1 and TCP)")
+	flag.IntVar(&o.idle, "idle", 0, "instead of the load, measure the memory of this many idle connections per setup (HTTP/1.1, HTTP/2 and TCP)")
 	flag.Var((*listFlag)(&o.compare), "compare", "extra one-hop weft setup, name[@binary]=flags (e.g. procs1=-procs 1, before@/tmp/old-weft-proxy=); repeatable")
 	flag.Parse()
 	for _, c := range strings.Split(conns, ",") {
