@@ -92,6 +92,7 @@ func finish(dst, src net.Conn, err error) {
 }
 
 func copyHalf(dst, src net.Conn, bufs rawtcp.Pool) (int64, error) {
+	var spliced int64
 	dt, dok := dst.(*net.TCPConn)
 	st, sok := src.(*net.TCPConn)
 	if dok && sok {
@@ -99,14 +100,14 @@ func copyHalf(dst, src net.Conn, bufs rawtcp.Pool) (int64, error) {
 		if handled {
 			return n, err
 		}
-		// The rest in user space.
-		if r, ok := rawtcp.NewPooledReader(src, bufs); ok {
-			m, err := copyPooled(dst, r, bufs)
-			return n + m, err
-		}
-		m, err := io.Copy(dst, src)
-		return n + m, err
+		spliced = n // the rest in user space
 	}
+	n, err := copyUser(dst, src, bufs)
+	return spliced + n, err
+}
+
+// copyUser copies through buffers in user space.
+func copyUser(dst, src net.Conn, bufs rawtcp.Pool) (int64, error) {
 	if r, ok := rawtcp.NewPooledReader(src, bufs); ok {
 		return copyPooled(dst, r, bufs)
 	}
