@@ -13,8 +13,15 @@ package identity
 import (
 	"bytes"
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -59,23 +66,28 @@ type Material struct {
 	Loaded time.Time
 }
 
-// Load reads and checks the files: key matches certificate, the leaf is a
-// valid SVID, and it verifies against the bundle (so a half-written rotation
-// is refused rather than served).
+// Load reads and checks the files: key matches certificate, both are ECDSA
+// P-256, the leaf is a valid SVID, and it verifies against the bundle (so a
+// half-written rotation is refused rather than served).
 func Load(f Files) (*Material, error) {
-	certPEM, err := os.ReadFile(f.Cert)
-	if err != nil {
-		return nil, err
-	}
-	keyPEM, err := os.ReadFile(f.Key)
-	if err != nil {
-		return nil, err
-	}
-	bundlePEM, err := os.ReadFile(f.Bundle)
+	certPEM, keyPEM, bundlePEM, err := readFiles(f)
 	if err != nil {
 		return nil, err
 	}
 	return Parse(certPEM, keyPEM, bundlePEM)
+}
+
+func readFiles(f Files) (certPEM, keyPEM, bundlePEM []byte, err error) {
+	if certPEM, err = os.ReadFile(f.Cert); err != nil {
+		return nil, nil, nil, err
+	}
+	if keyPEM, err = os.ReadFile(f.Key); err != nil {
+		return nil, nil, nil, err
+	}
+	if bundlePEM, err = os.ReadFile(f.Bundle); err != nil {
+		return nil, nil, nil, err
+	}
+	return certPEM, keyPEM, bundlePEM, nil
 }
 
 // Parse is Load from memory.
@@ -97,10 +109,20 @@ func Parse(certPEM, keyPEM, bundlePEM []byte) (*Material, error) {
 }
 
 // build checks a key pair whose chain is already parsed and pairs it with the
-// bundle.
+// bundle. Every constructor of Material (Parse, Load, FromDER) goes through it.
 func build(pair *tls.Certificate, chain []*x509.Certificate, bundlePEM []byte) (*Material, error) {
 	if len(chain) > maxChain {
 		return nil, fmt.Errorf("certificate chain of %d certificates is too long", len(chain))
+	}
+	if err := checkKey("own certificate's", chain[0].PublicKey); err != nil {
+		return nil, err
+	}
+	signer, ok := pair.PrivateKey.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("own private key of type %T cannot sign", pair.PrivateKey)
+	}
+	if err := checkKey("own private", signer.Public()); err != nil {
+		return nil, err
 	}
 	id, err := x509svid.IDFromCert(chain[0])
 	if err != nil {
@@ -114,6 +136,34 @@ func build(pair *tls.Certificate, chain []*x509.Certificate, bundlePEM []byte) (
 		return nil, fmt.Errorf("own SVID does not verify against the bundle: %w", err)
 	}
 	return &Material{Cert: pair, ID: id, Bundle: bundle, Loaded: time.Now()}, nil
+}
+
+// checkKey refuses a leaf key other than ECDSA P-256, the one kind the mesh
+// issues: a proxy must not serve, nor accept from a peer, a key that the
+// rest of the mesh was not built and measured for. CA keys are not checked:
+// roots come from outside the mesh and may be RSA or another curve.
+func checkKey(whose string, pub crypto.PublicKey) error {
+	if k, ok := pub.(*ecdsa.PublicKey); ok && k.Curve == elliptic.P256() {
+		return nil
+	}
+	return fmt.Errorf("%s key is %s: SVIDs must use ECDSA P-256", whose, keyName(pub))
+}
+
+// keyName names a public key as a user reads it: "RSA 2048", "ECDSA P-384".
+func keyName(pub crypto.PublicKey) string {
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		if k.Curve == nil {
+			return "ECDSA without a curve"
+		}
+		return "ECDSA " + k.Curve.Params().Name
+	case *rsa.PublicKey:
+		return fmt.Sprintf("RSA %d", k.N.BitLen())
+	case ed25519.PublicKey:
+		return "Ed25519"
+	default:
+		return fmt.Sprintf("of type %T", pub)
+	}
 }
 
 // ParseBundle parses a PEM trust bundle of td and refuses an empty one.
@@ -135,8 +185,8 @@ type Source struct {
 	log   *slog.Logger
 	cur   atomic.Pointer[Material]
 
-	mu    sync.Mutex // serialises Reload
-	stamp string
+	mu  sync.Mutex        // serialises Reload
+	sum [sha256.Size]byte // content of the files behind cur
 }
 
 // NewSource loads f once; the error is returned so that a proxy does not start
@@ -162,24 +212,32 @@ func (s *Source) Set(m *Material) {
 	s.cur.Store(m)
 }
 
-// Reload re-reads the files if their size or mtime changed. On error the
-// previous material stays in use. A Source without files (NewMemorySource)
-// has nothing to reload.
+// Reload reads the files and, if their content changed, checks and installs
+// them. Content, not size and mtime: a renewal of the same size written
+// within one mtime tick, or with the mtime preserved, would be missed. On
+// error the previous material stays in use. Files that failed are parsed
+// again at the next call even if unchanged, since a leaf refused only as not
+// yet valid (clock skew) becomes good without being rewritten. A Source
+// without files (NewMemorySource) has nothing to reload.
 func (s *Source) Reload() (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.files == (Files{}) {
 		return false, nil
 	}
-	stamp := fileStamp(s.files.Cert, s.files.Key, s.files.Bundle)
-	if stamp == s.stamp && s.cur.Load() != nil {
-		return false, nil
-	}
-	m, err := Load(s.files)
+	certPEM, keyPEM, bundlePEM, err := readFiles(s.files)
 	if err != nil {
 		return false, err
 	}
-	s.stamp = stamp
+	sum := contentSum(certPEM, keyPEM, bundlePEM)
+	if sum == s.sum && s.cur.Load() != nil {
+		return false, nil
+	}
+	m, err := Parse(certPEM, keyPEM, bundlePEM)
+	if err != nil {
+		return false, err
+	}
+	s.sum = sum
 	old := s.cur.Swap(m)
 	if old == nil || !bytes.Equal(old.Cert.Leaf.Raw, m.Cert.Leaf.Raw) || !old.Bundle.Equal(m.Bundle) {
 		s.log.Info("Identity loaded", "id", m.ID.String(), "notAfter", m.Cert.Leaf.NotAfter, "roots", len(m.Bundle.X509Authorities()))
@@ -204,16 +262,17 @@ func (s *Source) Watch(ctx context.Context, every time.Duration) {
 	}
 }
 
-func fileStamp(paths ...string) string {
-	var b bytes.Buffer
-	for _, p := range paths {
-		if fi, err := os.Stat(p); err == nil {
-			fmt.Fprintf(&b, "%d/%d;", fi.Size(), fi.ModTime().UnixNano())
-		} else {
-			b.WriteString("-;")
-		}
+// contentSum hashes the files with their lengths, so that bytes moving from
+// one file to the next still change the sum.
+func contentSum(files ...[]byte) [sha256.Size]byte {
+	h := sha256.New()
+	for _, b := range files {
+		h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(b))))
+		h.Write(b)
 	}
-	return b.String()
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	return sum
 }
 
 var errNoIdentity = errors.New("no identity loaded")
@@ -281,6 +340,9 @@ func (s *Source) verify(certs []*x509.Certificate) (spiffeid.ID, error) {
 	}
 	if len(certs) == 0 || len(certs) > maxChain {
 		return spiffeid.ID{}, fmt.Errorf("peer sent %d certificates", len(certs))
+	}
+	if err := checkKey("peer certificate's", certs[0].PublicKey); err != nil {
+		return spiffeid.ID{}, err
 	}
 	id, _, err := x509svid.Verify(certs, m.Bundle)
 	return id, err

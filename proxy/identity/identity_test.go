@@ -1,11 +1,17 @@
 package identity
 
 import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,10 +23,31 @@ import (
 
 const id = "spiffe://cluster.local/ns/a/sa/web"
 
+// rsaKey is shared by the tests: RSA keys are slow to generate.
+var rsaKey = sync.OnceValue(func() *rsa.PrivateKey {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		panic(err)
+	}
+	return k
+})
+
+func p384Key(t *testing.T) *ecdsa.PrivateKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
 func TestLoad(t *testing.T) {
 	root := testpki.NewRoot(t, "root")
 	issuer := root.Intermediate(t, "issuer")
 	other := testpki.NewRoot(t, "other")
+	// Only leaves must be P-256: an RSA root with a P-384 issuer is fine.
+	rsaRoot := testpki.NewRootWithKey(t, "rsa root", rsaKey())
+	p384Issuer := rsaRoot.IntermediateWithKey(t, "p384 issuer", p384Key(t))
 	for _, tc := range []struct {
 		name    string
 		leaf    *testpki.Leaf
@@ -34,6 +61,11 @@ func TestLoad(t *testing.T) {
 		{"CA leaf", issuer.Leaf(t, id, testpki.LeafOpts{IsCA: true}), []*testpki.CA{root}, "does not verify"},
 		{"not a SPIFFE ID", issuer.Leaf(t, "https://example.test/x", testpki.LeafOpts{}), []*testpki.CA{root}, "not an SVID"},
 		{"empty bundle", issuer.Leaf(t, id, testpki.LeafOpts{}), nil, "bundle"},
+		{"RSA root and P-384 issuer", p384Issuer.Leaf(t, id, testpki.LeafOpts{}), []*testpki.CA{rsaRoot}, ""},
+		{"RSA leaf", issuer.Leaf(t, id, testpki.LeafOpts{Key: rsaKey()}), []*testpki.CA{root},
+			"own certificate's key is RSA 2048: SVIDs must use ECDSA P-256"},
+		{"P-384 leaf", issuer.Leaf(t, id, testpki.LeafOpts{Key: p384Key(t)}), []*testpki.CA{root},
+			"own certificate's key is ECDSA P-384: SVIDs must use ECDSA P-256"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := tc.leaf.Write(t, t.TempDir(), tc.roots...)
@@ -117,6 +149,109 @@ func TestHandshake(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestBuildChecksPrivateKey: Parse and FromDER refuse a key that does not
+// match the leaf before build runs, so build's own check of the private key
+// is only reached when called directly.
+func TestBuildChecksPrivateKey(t *testing.T) {
+	root := testpki.NewRoot(t, "root")
+	leaf := root.Leaf(t, id, testpki.LeafOpts{})
+	pair := &tls.Certificate{Certificate: [][]byte{leaf.Cert.Raw}, PrivateKey: rsaKey(), Leaf: leaf.Cert}
+	_, err := build(pair, []*x509.Certificate{leaf.Cert}, pemRoots(root))
+	if want := "own private key is RSA 2048: SVIDs must use ECDSA P-256"; err == nil || err.Error() != want {
+		t.Fatalf("err = %v, want %q", err, want)
+	}
+}
+
+// TestHandshakeRefusesPeerKey: a peer whose leaf is not ECDSA P-256 is
+// refused even though a trusted CA signed it, by a client and by a server.
+func TestHandshakeRefusesPeerKey(t *testing.T) {
+	root := testpki.NewRoot(t, "root")
+	issuer := root.Intermediate(t, "issuer")
+	srvID := "spiffe://cluster.local/ns/b/sa/api"
+	good := func(id string) *Source {
+		s, err := NewSource(Files(issuer.Leaf(t, id, testpki.LeafOpts{}).Write(t, t.TempDir(), root)), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	// odd serves a leaf for key, installed with Set, which does not check
+	// it, as a peer running other software would present it.
+	odd := func(id string, key crypto.Signer) *Source {
+		l := issuer.Leaf(t, id, testpki.LeafOpts{Key: key})
+		b, err := ParseBundle(spiffeid.RequireTrustDomainFromString("cluster.local"), pemRoots(root))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := NewMemorySource(nil)
+		s.Set(&Material{Cert: &tls.Certificate{Certificate: chainDER(l), PrivateKey: l.Signer, Leaf: l.Cert}, ID: spiffeid.RequireFromString(id), Bundle: b})
+		return s
+	}
+	goodSrv, goodCli := good(srvID), good(id)
+	for _, tc := range []struct {
+		name    string
+		key     crypto.Signer
+		wantErr string
+	}{
+		{"ECDSA P-256", nil, ""},
+		{"ECDSA P-384", p384Key(t), "peer certificate's key is ECDSA P-384: SVIDs must use ECDSA P-256"},
+		{"RSA 2048", rsaKey(), "peer certificate's key is RSA 2048: SVIDs must use ECDSA P-256"},
+	} {
+		t.Run(tc.name+"/client refuses server", func(t *testing.T) {
+			cliErr, srvErr := handshake(t, goodCli.ClientConfig(spiffeid.RequireFromString(srvID), ALPNH2), odd(srvID, tc.key).ServerConfig())
+			checkRefusal(t, cliErr, srvErr, tc.wantErr)
+		})
+		t.Run(tc.name+"/server refuses client", func(t *testing.T) {
+			cliErr, srvErr := handshake(t, odd(id, tc.key).ClientConfig(spiffeid.RequireFromString(srvID), ALPNH2), goodSrv.ServerConfig())
+			checkRefusal(t, srvErr, cliErr, tc.wantErr)
+		})
+	}
+}
+
+// checkRefusal checks that the side that must refuse did so with wantErr
+// (or that both succeeded when wantErr is empty).
+func checkRefusal(t *testing.T, refuserErr, otherErr error, wantErr string) {
+	t.Helper()
+	if wantErr == "" {
+		if refuserErr != nil || otherErr != nil {
+			t.Fatalf("handshake failed: %v / %v", refuserErr, otherErr)
+		}
+		return
+	}
+	if refuserErr == nil || !strings.Contains(refuserErr.Error(), wantErr) {
+		t.Fatalf("err = %v, want it to mention %q", refuserErr, wantErr)
+	}
+}
+
+// handshake runs one handshake over loopback TCP and returns each side's
+// error. The client waits for the server's verdict before closing: in TLS
+// 1.3 it finishes before the server has checked its certificate.
+func handshake(t *testing.T, cli, srv *tls.Config) (cliErr, srvErr error) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	done := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer c.Close()
+		done <- tls.Server(c, srv).Handshake()
+	}()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	cliErr = tls.Client(raw, cli).Handshake()
+	return cliErr, <-done
 }
 
 // TestReloadKeepsPrevious: a missing file keeps the last good identity.

@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -36,10 +37,12 @@ func TestFromDER(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	rsaLeaf := issuer.Leaf(t, id, testpki.LeafOpts{Key: rsaKey()})
+	p384Leaf := issuer.Leaf(t, id, testpki.LeafOpts{Key: p384Key(t)})
 	for _, tc := range []struct {
 		name    string
 		chain   [][]byte
-		key     *ecdsa.PrivateKey
+		key     crypto.Signer
 		bundle  []byte
 		wantErr string
 	}{
@@ -49,6 +52,8 @@ func TestFromDER(t *testing.T) {
 		{"someone else's key", chainDER(leaf), strange, pemRoots(root), "not for this proxy's key"},
 		{"untrusted", chainDER(leaf), leaf.Key, pemRoots(other), "does not verify"},
 		{"no bundle", chainDER(leaf), leaf.Key, nil, "bundle"},
+		{"RSA leaf", chainDER(rsaLeaf), rsaLeaf.Signer, pemRoots(root), "own certificate's key is RSA 2048: SVIDs must use ECDSA P-256"},
+		{"P-384 leaf", chainDER(p384Leaf), p384Leaf.Signer, pemRoots(root), "own certificate's key is ECDSA P-384: SVIDs must use ECDSA P-256"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m, err := FromDER(tc.chain, tc.key, tc.bundle)

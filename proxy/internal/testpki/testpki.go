@@ -5,6 +5,7 @@
 package testpki
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -31,7 +32,9 @@ type TB interface {
 // CA is a signing certificate with its key.
 type CA struct {
 	Cert *x509.Certificate
-	Key  *ecdsa.PrivateKey
+	Key  *ecdsa.PrivateKey // nil when the CA's key is not ECDSA
+	// Signer is the CA's key whatever its type; when nil, Key signs.
+	Signer crypto.Signer
 	// Chain is the CA's own chain up to (not including) the root.
 	Chain []*x509.Certificate
 }
@@ -39,20 +42,32 @@ type CA struct {
 // Leaf is an issued certificate, its key and the intermediates to send with it.
 type Leaf struct {
 	Cert  *x509.Certificate
-	Key   *ecdsa.PrivateKey
+	Key   *ecdsa.PrivateKey // nil when the leaf's key is not ECDSA
 	Chain []*x509.Certificate
+	// Signer is the leaf's key whatever its type (the same key as Key when
+	// that is set).
+	Signer crypto.Signer
 }
 
 // LeafOpts tweaks a leaf to make it bad on purpose.
 type LeafOpts struct {
 	NotBefore, NotAfter time.Time
 	IsCA                bool
+	// Key is the leaf's key; nil means a new ECDSA P-256 key. Set it to
+	// mint a leaf of another algorithm or size, or several certificates
+	// for one key.
+	Key crypto.Signer
 }
 
-// NewRoot returns a self-signed root CA.
+// NewRoot returns a self-signed root CA with a new ECDSA P-256 key.
 func NewRoot(t TB, name string) *CA {
 	t.Helper()
-	key := newKey(t)
+	return NewRootWithKey(t, name, newKey(t))
+}
+
+// NewRootWithKey returns a self-signed root CA for key, e.g. an RSA root.
+func NewRootWithKey(t TB, name string, key crypto.Signer) *CA {
+	t.Helper()
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(serial.Add(1)),
 		Subject:               pkix.Name{CommonName: name},
@@ -62,13 +77,18 @@ func NewRoot(t TB, name string) *CA {
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 	}
-	return &CA{Cert: sign(t, tmpl, tmpl, &key.PublicKey, key), Key: key}
+	return newCA(sign(t, tmpl, tmpl, key.Public(), key), key, nil)
 }
 
-// Intermediate returns a CA signed by ca.
+// Intermediate returns a CA signed by ca, with a new ECDSA P-256 key.
 func (ca *CA) Intermediate(t TB, name string) *CA {
 	t.Helper()
-	key := newKey(t)
+	return ca.IntermediateWithKey(t, name, newKey(t))
+}
+
+// IntermediateWithKey returns a CA for key signed by ca.
+func (ca *CA) IntermediateWithKey(t TB, name string, key crypto.Signer) *CA {
+	t.Helper()
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(serial.Add(1)),
 		Subject:               pkix.Name{CommonName: name},
@@ -78,8 +98,22 @@ func (ca *CA) Intermediate(t TB, name string) *CA {
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 	}
-	cert := sign(t, tmpl, ca.Cert, &key.PublicKey, ca.Key)
-	return &CA{Cert: cert, Key: key, Chain: append([]*x509.Certificate{cert}, ca.Chain...)}
+	cert := sign(t, tmpl, ca.Cert, key.Public(), ca.signer())
+	return newCA(cert, key, append([]*x509.Certificate{cert}, ca.Chain...))
+}
+
+func newCA(cert *x509.Certificate, key crypto.Signer, chain []*x509.Certificate) *CA {
+	ca := &CA{Cert: cert, Signer: key, Chain: chain}
+	ca.Key, _ = key.(*ecdsa.PrivateKey)
+	return ca
+}
+
+// signer lets a CA built as a literal with only Key set still sign.
+func (ca *CA) signer() crypto.Signer {
+	if ca.Signer != nil {
+		return ca.Signer
+	}
+	return ca.Key
 }
 
 // Leaf issues a SPIFFE X.509 SVID for id ("spiffe://td/ns/x/sa/y").
@@ -89,7 +123,10 @@ func (ca *CA) Leaf(t TB, id string, o LeafOpts) *Leaf {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := newKey(t)
+	key := o.Key
+	if key == nil {
+		key = newKey(t)
+	}
 	nb, na := o.NotBefore, o.NotAfter
 	if nb.IsZero() {
 		nb = time.Now().Add(-time.Minute)
@@ -110,7 +147,9 @@ func (ca *CA) Leaf(t TB, id string, o LeafOpts) *Leaf {
 		tmpl.IsCA = true
 		tmpl.KeyUsage |= x509.KeyUsageCertSign
 	}
-	return &Leaf{Cert: sign(t, tmpl, ca.Cert, &key.PublicKey, ca.Key), Key: key, Chain: ca.Chain}
+	l := &Leaf{Cert: sign(t, tmpl, ca.Cert, key.Public(), ca.signer()), Chain: ca.Chain, Signer: key}
+	l.Key, _ = key.(*ecdsa.PrivateKey)
+	return l
 }
 
 // Files are the paths a proxy reads its identity from.
@@ -132,25 +171,42 @@ func (l *Leaf) Write(t TB, dir string, roots ...*CA) Files {
 	for _, c := range append([]*x509.Certificate{l.Cert}, l.Chain...) {
 		certs = append(certs, pemCert(c)...)
 	}
-	der, err := x509.MarshalECPrivateKey(l.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	keyPEM := l.KeyPEM(t)
 	var bundle []byte
 	for _, r := range roots {
 		bundle = append(bundle, pemCert(r.Cert)...)
 	}
-	writeAtomic(t, f.Key, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}))
-	writeAtomic(t, f.Cert, certs)
-	writeAtomic(t, f.Bundle, bundle)
+	WriteAtomic(t, f.Key, keyPEM)
+	WriteAtomic(t, f.Cert, certs)
+	WriteAtomic(t, f.Bundle, bundle)
 	return f
+}
+
+// KeyPEM returns the leaf's key as PEM: SEC1 for ECDSA keys (as cert-manager
+// writes them), PKCS#8 for any other.
+func (l *Leaf) KeyPEM(t TB) []byte {
+	t.Helper()
+	if l.Key != nil {
+		der, err := x509.MarshalECPrivateKey(l.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(l.Signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 }
 
 func pemCert(c *x509.Certificate) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
 }
 
-func writeAtomic(t TB, path string, data []byte) {
+// WriteAtomic replaces path with data in one rename, so that a reader sees
+// the old content or the new, never a part.
+func WriteAtomic(t TB, path string, data []byte) {
 	t.Helper()
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, data, 0o600); err != nil {
@@ -169,7 +225,7 @@ func newKey(t TB) *ecdsa.PrivateKey {
 	return k
 }
 
-func sign(t TB, tmpl, parent *x509.Certificate, pub *ecdsa.PublicKey, key *ecdsa.PrivateKey) *x509.Certificate {
+func sign(t TB, tmpl, parent *x509.Certificate, pub crypto.PublicKey, key crypto.Signer) *x509.Certificate {
 	t.Helper()
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, key)
 	if err != nil {
