@@ -35,6 +35,7 @@ type Metrics struct {
 	tcpActive *prometheus.GaugeVec
 	tcpBytes  *prometheus.CounterVec
 	refused   *prometheus.CounterVec
+	idle      *prometheus.CounterVec
 	reloads   *prometheus.CounterVec
 
 	idMu sync.RWMutex
@@ -135,12 +136,15 @@ func New(reg prometheus.Registerer) *Metrics {
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "weft_connections_refused_total", Help: "Connections refused, by reason.",
 		}, []string{"direction", "reason"}),
+		idle: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "weft_tcp_idle_closed_total", Help: "Opaque TCP connections and upgraded tunnels closed after carrying no data for the TCP idle timeout.",
+		}, []string{"direction"}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "weft_reloads_total", Help: "Configuration and identity reloads, by what and result.",
 		}, []string{"what", "result"}),
 		ids: map[string]struct{}{},
 	}
-	reg.MustRegister(m.requests, m.responses, m.latency, m.tcpOpen, m.tcpClose, m.tcpActive, m.tcpBytes, m.refused, m.reloads)
+	reg.MustRegister(m.requests, m.responses, m.latency, m.tcpOpen, m.tcpClose, m.tcpActive, m.tcpBytes, m.refused, m.idle, m.reloads)
 	return m
 }
 
@@ -230,6 +234,14 @@ func (m *Metrics) TCPBytes(dir, svc string, tls bool, peer string, sent, receive
 // Refused records a connection the proxy closed without serving it; reason
 // is one of a few constants chosen by the caller.
 func (m *Metrics) Refused(dir, reason string) { m.refused.WithLabelValues(dir, reason).Inc() }
+
+// IdleClosed counts a tunnel closed by the TCP idle timeout.
+func (m *Metrics) IdleClosed(dir string) { m.idle.WithLabelValues(dir).Inc() }
+
+// IdleClosedCounter returns IdleClosed's counter of dir, for tests.
+func (m *Metrics) IdleClosedCounter(dir string) prometheus.Counter {
+	return m.idle.WithLabelValues(dir)
+}
 
 // Reload records a reload attempt of "snapshot" or "identity".
 func (m *Metrics) Reload(what string, err error) {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/proxy/internal/coalesce"
+	"github.com/weftmesh/weft/proxy/internal/rawtcp"
 )
 
 // conn is an accepted connection with what the proxy learned about it. Reads
@@ -42,6 +43,11 @@ type connInfo struct {
 	target string
 	tls    bool
 	peer   string // verified SPIFFE ID of the client proxy, inbound only
+	// tunnel is set once the connection carries bytes the proxy does not
+	// read: opaque TCP, or a tunnel after an upgrade. The idle sweep
+	// (sweepIdle) watches only those; HTTP connections have their own
+	// idle timeout.
+	tunnel atomic.Bool
 }
 
 func (c *conn) Read(p []byte) (int, error) {
@@ -195,6 +201,28 @@ func (t *tracker) wakeIdleLanes() {
 func (t *tracker) settle() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+}
+
+// quietTunnels returns the open tunnels whose sockets have carried no data
+// either way for at least d.
+func (t *tracker) quietTunnels(d time.Duration) []*conn {
+	t.mu.Lock()
+	cs := make([]*conn, 0, len(t.conns))
+	for c := range t.conns {
+		if c.info.tunnel.Load() {
+			cs = append(cs, c)
+		}
+	}
+	t.mu.Unlock()
+	quiet := cs[:0]
+	for _, c := range cs {
+		// Every byte a tunnel moves is read from or written to the
+		// accepted socket, so its quiet time is the tunnel's.
+		if q, ok := rawtcp.Quiet(c.Conn); ok && q >= d {
+			quiet = append(quiet, c)
+		}
+	}
+	return quiet
 }
 
 // aLongTimeAgo is a deadline that has passed.

@@ -123,12 +123,15 @@ type pathOpts struct {
 	fwd ForwarderFactory
 	// serverAccess is the server proxy's access log (two hops).
 	serverAccess *slog.Logger
+	// tcpIdle is every proxy's TCPIdleTimeout.
+	tcpIdle time.Duration
 }
 
 // oneHop: client app → proxy (outbound, static) → app, plaintext.
 func oneHop(t *testing.T, app string, o pathOpts) *path {
 	p := startProxy(t, Config{
 		Static: []Static{{Listen: "127.0.0.1:0", Dst: vip}}, OpaquePorts: o.opaque, DetectTimeout: o.detect, Forwarders: o.fwd,
+		TCPIdleTimeout: o.tcpIdle,
 	}, snapshot(meshconfig.Endpoint{Address: app}, o.proto, ""))
 	return &path{addr: p.Addr("127.0.0.1:0"), client: p}
 }
@@ -140,11 +143,11 @@ func twoHop(t *testing.T, app string, o pathOpts) *path {
 	cs, cf, cdir := k.source(t, clientID)
 	srv := startProxy(t, Config{
 		InboundAddr: "127.0.0.1:0", InboundTarget: app, Identity: ss, OpaquePorts: o.opaque, DetectTimeout: o.detect,
-		AccessLog: o.serverAccess,
+		AccessLog: o.serverAccess, TCPIdleTimeout: o.tcpIdle,
 	}, snapshot(meshconfig.Endpoint{Address: "127.0.0.1:9"}, "", meshconfig.MTLSStrict))
 	cl := startProxy(t, Config{
 		Static: []Static{{Listen: "127.0.0.1:0", Dst: vip}}, Identity: cs, Mesh: meshProto(o.mesh),
-		OpaquePorts: o.opaque, DetectTimeout: o.detect, Forwarders: o.fwd,
+		OpaquePorts: o.opaque, DetectTimeout: o.detect, Forwarders: o.fwd, TCPIdleTimeout: o.tcpIdle,
 	}, snapshot(meshconfig.Endpoint{Address: srv.Addr("inbound"), Identity: serverID}, o.proto, ""))
 	return &path{addr: cl.Addr("127.0.0.1:0"), client: cl, server: srv, pki: k,
 		serverFiles: sf, serverDir: sdir, clientFiles: cf, clientDir: cdir}

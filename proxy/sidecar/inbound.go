@@ -203,6 +203,7 @@ func (p *Proxy) inboundTCP(c *conn, tc *tls.Conn, port uint16) {
 	} else {
 		prefix = c.buffered()
 	}
+	c.info.tunnel.Store(true)
 	stop := p.watchTCP(t, req, label, func() {
 		// The sockets, without TLS's close_notify: the application's
 		// first, so that nothing more reaches it while the client's

@@ -113,6 +113,7 @@ func (p *Proxy) outboundTCP(c *conn, d *dest, dst netip.AddrPort) {
 		return
 	}
 	prefix := c.buffered()
+	c.info.tunnel.Store(true)
 	// Pipe the plain *net.TCPConn under the wrappers, so TCP to TCP splices.
 	pipe.Go(rawtcp.Plain(c.Conn), up, prefix, func(r pipe.Result) {
 		c.Close()

@@ -76,8 +76,13 @@ type Config struct {
 	DetectTimeout time.Duration
 	// HeaderTimeout bounds reading request headers and the TLS handshake.
 	HeaderTimeout time.Duration
-	// IdleTimeout closes idle HTTP keep-alive connections.
+	// IdleTimeout closes idle HTTP keep-alive connections (and idle
+	// connections to the admin listener).
 	IdleTimeout time.Duration
+	// TCPIdleTimeout closes opaque TCP connections and upgraded tunnels
+	// (WebSocket) that carried no data either way for this long (0: one
+	// hour, as Envoy's TCP proxy; negative: never).
+	TCPIdleTimeout time.Duration
 	// SocketMark is set as SO_MARK on the proxy's upstream connections
 	// (0: none), for proxy-init's --proxy-mark; see package sockmark.
 	SocketMark uint32
@@ -121,6 +126,9 @@ type Proxy struct {
 	mu        sync.Mutex
 	listeners map[string]net.Listener
 	started   atomic.Bool
+	// stopSweep ends the idle sweep (sweepIdle) at Shutdown.
+	stopSweep chan struct{}
+	stopOnce  sync.Once
 	// configured is set by the first Apply after New's empty snapshot.
 	configured atomic.Bool
 	wg         sync.WaitGroup
@@ -145,6 +153,9 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = 90 * time.Second
 	}
+	if cfg.TCPIdleTimeout == 0 {
+		cfg.TCPIdleTimeout = time.Hour
+	}
 	if cfg.MaxConns == 0 {
 		cfg.MaxConns = 10000
 	}
@@ -161,6 +172,7 @@ func New(cfg Config) (*Proxy, error) {
 		pool:      upstream.New(upstream.Options{Identity: cfg.Identity, Mesh: cfg.Mesh, IdleTimeout: cfg.IdleTimeout, Mark: cfg.SocketMark}),
 		conns:     tracker{conns: map[*conn]struct{}{}, max: cfg.MaxConns},
 		listeners: map[string]net.Listener{},
+		stopSweep: make(chan struct{}),
 	}
 	am, err := authz.NewMetrics(cfg.Registry)
 	if err != nil {
@@ -319,11 +331,14 @@ func (p *Proxy) Start() error {
 	p.goServe(func() { p.outHTTP.Serve(p.outQ) })
 	p.goServe(func() { p.inHTTP.Serve(p.inQ) })
 	if adminLn != nil {
-		p.admin = &http.Server{Handler: p.adminMux(), ReadHeaderTimeout: 5 * time.Second, ErrorLog: errLog}
+		p.admin = &http.Server{Handler: p.adminMux(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: p.cfg.IdleTimeout, ErrorLog: errLog}
 		p.goServe(func() { p.admin.Serve(adminLn) })
 	}
 	for _, a := range acc {
 		p.goServe(func() { p.acceptLoop(a.ln, a.dir, a.handle) })
+	}
+	if p.cfg.TCPIdleTimeout > 0 {
+		p.goServe(func() { p.sweepIdle(p.cfg.TCPIdleTimeout) })
 	}
 	p.started.Store(true)
 	return nil
@@ -416,6 +431,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		p.admin.Close()
 	}
 	p.pool.CloseIdle()
+	p.stopOnce.Do(func() { close(p.stopSweep) })
 	p.wg.Wait()
 	return err
 }

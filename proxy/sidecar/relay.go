@@ -1,8 +1,10 @@
 package sidecar
 
 import (
+	"bufio"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/http/httputil"
@@ -48,7 +50,7 @@ func removeHopHeaders(h http.Header) {
 
 func (rl *relay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if _, ok := r.Header["Upgrade"]; ok {
-		rl.upgrade.ServeHTTP(w, r)
+		rl.upgrade.ServeHTTP(&markTunnel{ResponseWriter: w, info: infoFrom(r.Context())}, r)
 		return
 	}
 	// 1xx responses go to the client as they come.
@@ -261,3 +263,21 @@ func hasToken(v, token string) bool {
 	}
 	return false
 }
+
+// markTunnel marks the connection as a tunnel when the upgrade proxy takes
+// it over after a switch of protocols, for the idle sweep (sweepIdle).
+type markTunnel struct {
+	http.ResponseWriter
+	info *connInfo
+}
+
+// Hijack is found by http.ResponseController before it unwraps.
+func (m *markTunnel) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(m.ResponseWriter).Hijack()
+	if err == nil {
+		m.info.tunnel.Store(true)
+	}
+	return c, brw, err
+}
+
+func (m *markTunnel) Unwrap() http.ResponseWriter { return m.ResponseWriter }

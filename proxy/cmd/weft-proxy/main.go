@@ -116,6 +116,7 @@ func run(args []string) int {
 		detectTO  = fs.Duration("detect-timeout", 3*time.Second, "wait this long for a client's first bytes before treating it as opaque TCP")
 		headerTO  = fs.Duration("header-timeout", 10*time.Second, "bound on reading request headers and TLS handshakes")
 		idleTO    = fs.Duration("idle-timeout", 90*time.Second, "close idle keep-alive connections after this")
+		tcpIdleTO = fs.Duration("tcp-idle-timeout", time.Hour, "close opaque TCP connections and upgraded tunnels (WebSocket) that carried no data either way for this long; 0: never")
 		drainTO   = fs.Duration("drain-timeout", 20*time.Second, "on SIGTERM, wait this long for in-flight work")
 		reload    = fs.Duration("reload-interval", time.Second, "how often files are checked for changes")
 		gcPercent = fs.Int("gc-percent", defaultGCPercent, "GOGC for the proxy (default $GOGC when set)")
@@ -178,7 +179,8 @@ func run(args []string) int {
 		Static: static, InboundTarget: *target, OpaquePorts: ports,
 		Mesh: meshProto, MaxConns: *maxConns,
 		DetectTimeout: *detectTO, HeaderTimeout: *headerTO, IdleTimeout: *idleTO,
-		Registry: reg, Log: log, Pprof: *pprofOn, SocketMark: mark,
+		TCPIdleTimeout: tcpIdle(*tcpIdleTO),
+		Registry:       reg, Log: log, Pprof: *pprofOn, SocketMark: mark,
 		// HTTPRoute and TrafficSplit rules, retries, timeouts, balancing.
 		Forwarders: sidecar.RouteForwarders(),
 	}
@@ -371,4 +373,12 @@ func parsePorts(s string) ([]uint16, error) {
 		out = append(out, uint16(n))
 	}
 	return out, nil
+}
+
+// tcpIdle maps the flag's 0 (never) to the Config's negative.
+func tcpIdle(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
 }

@@ -28,6 +28,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -232,4 +233,29 @@ func PeekIdle(fd uintptr, scratch []byte) bool {
 	_, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&scratch[0])), uintptr(len(scratch)),
 		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
 	return e == syscall.EAGAIN
+}
+
+// Quiet reports how long c's TCP socket has neither sent nor received data,
+// as the kernel keeps it (TCP_INFO's last_data_sent and last_data_recv, in
+// milliseconds): no cost on the data path, and acknowledgements and
+// keep-alive probes do not count as data. ok is false when c is not a TCP
+// connection or the kernel refuses.
+func Quiet(c net.Conn) (d time.Duration, ok bool) {
+	tc, isTCP := TCP(c)
+	if !isTCP {
+		return 0, false
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	var info *unix.TCPInfo
+	var gerr error
+	if err := rc.Control(func(fd uintptr) {
+		info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	}); err != nil || gerr != nil {
+		return 0, false
+	}
+	ms := min(info.Last_data_sent, info.Last_data_recv)
+	return time.Duration(ms) * time.Millisecond, true
 }
