@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
-	"strconv"
 	"time"
 
 	"github.com/weftmesh/weft/pkg/meshconfig"
@@ -114,13 +113,20 @@ func isTimeout(err error) bool {
 
 // inboundTarget is the local application address: loopback at the original
 // destination port when iptables redirected the connection, else the
-// configured static target.
+// configured static target. The loopback is of the original destination's
+// family, so that an application listening on IPv6 only ([::1] or an
+// IPv6-only [::]) is reached by clients that used the pod's IPv6 address, as
+// it is without the mesh.
 func (p *Proxy) inboundTarget(c *conn) (string, uint16, bool) {
 	if tcp, ok := rawtcp.TCP(c.Conn); ok {
 		if dst, err := origdst.Get(tcp); err == nil {
 			local, _ := netip.ParseAddrPort(c.LocalAddr().String())
 			if dst.Port() != local.Port() {
-				return net.JoinHostPort("127.0.0.1", strconv.Itoa(int(dst.Port()))), dst.Port(), true
+				lo := netip.AddrFrom4([4]byte{127, 0, 0, 1})
+				if dst.Addr().Is6() && !dst.Addr().Is4In6() {
+					lo = netip.IPv6Loopback()
+				}
+				return netip.AddrPortFrom(lo, dst.Port()).String(), dst.Port(), true
 			}
 		}
 	}

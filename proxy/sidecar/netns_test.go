@@ -14,10 +14,12 @@ import (
 
 const inNetns = "WEFT_TEST_IN_NETNS"
 
-// TestIptablesRedirect runs the outbound listener as in a pod: iptables
-// REDIRECTs connections for the service's virtual IP (IPv4 and IPv6) to the
-// proxy, which recovers the original destination with SO_ORIGINAL_DST and
-// forwards to the endpoint from the snapshot. It re-executes itself in a new
+// TestIptablesRedirect runs the outbound and inbound listeners as in a pod:
+// iptables REDIRECTs connections for the service's virtual IP (IPv4 and
+// IPv6) to the outbound listener, which recovers the original destination
+// with SO_ORIGINAL_DST and forwards to the endpoint from the snapshot, and
+// connections to the pod's addresses to the inbound listener, which
+// forwards them to the application on loopback at the original port. It re-executes itself in a new
 // user and network namespace (unshare -rn) so it needs no root and touches
 // no real network.
 func TestIptablesRedirect(t *testing.T) {
@@ -51,9 +53,23 @@ func TestIptablesRedirect(t *testing.T) {
 	run("ip", "-6", "addr", "add", "fd00::77/128", "dev", "lo", "nodad")
 	run("iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "127.77.0.1", "--dport", "80", "-j", "REDIRECT", "--to-ports", port)
 	run("ip6tables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "fd00::77", "--dport", "80", "-j", "REDIRECT", "--to-ports", port)
+	// Inbound: connections to the pod's addresses go to the inbound
+	// listener, which forwards them to the application on the loopback of
+	// the same family at the original port. Each application listens on
+	// one family only.
+	serveOn(t, "127.0.0.1:8081", "v4 inbound app")
+	serveOn(t, "[::1]:8082", "v6 inbound app")
+	in := startProxy(t, Config{InboundAddr: "[::]:0"}, snap)
+	_, inPort, _ := net.SplitHostPort(in.Addr("inbound"))
+	run("ip", "addr", "add", "10.9.0.5/32", "dev", "lo")
+	run("ip", "-6", "addr", "add", "fd00::5/128", "dev", "lo", "nodad")
+	run("iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "10.9.0.5", "-j", "REDIRECT", "--to-ports", inPort)
+	run("ip6tables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "fd00::5", "-j", "REDIRECT", "--to-ports", inPort)
 	for _, tc := range []struct{ url, want string }{
 		{"http://127.77.0.1:80/", "v4 app"},
 		{"http://[fd00::77]:80/", "v6 app"},
+		{"http://10.9.0.5:8081/", "v4 inbound app"},
+		{"http://[fd00::5]:8082/", "v6 inbound app"},
 	} {
 		t.Run(tc.url, func(t *testing.T) {
 			res, err := h1Client().Get(tc.url)
