@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -216,4 +217,95 @@ func TestGRPCTrailersOnly(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestOpaqueServerHalfClose: the application ends its side first (a
+// half-close) and keeps reading; the client sees the end of stream, goes on
+// sending, and every byte it sends after the end still reaches the
+// application. The opposite of tcpEcho's order.
+func TestOpaqueServerHalfClose(t *testing.T) {
+	got := make(chan string, 4)
+	app := testnet.Serve(t, func(c net.Conn) {
+		defer c.Close()
+		in := bufio.NewReader(c)
+		first, err := in.ReadString('\n')
+		if err != nil {
+			got <- "first line: " + err.Error()
+			return
+		}
+		io.WriteString(c, "bye\n")
+		c.(*net.TCPConn).CloseWrite()
+		rest, err := io.ReadAll(in)
+		if err != nil {
+			got <- "after half-close: " + err.Error()
+			return
+		}
+		got <- first + string(rest)
+	})
+	for name, p := range hops(t, app, pathOpts{}) {
+		t.Run(name, func(t *testing.T) {
+			c, err := net.Dial("tcp", p.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(20 * time.Second))
+			if _, err := io.WriteString(c, "\x00\x01start\n"); err != nil {
+				t.Fatal(err)
+			}
+			from, err := io.ReadAll(c)
+			if err != nil || string(from) != "bye\n" {
+				t.Fatalf("from the app: %q %v", from, err)
+			}
+			more := strings.Repeat("after the end ", 20_000)
+			if _, err := io.WriteString(c, more); err != nil {
+				t.Fatalf("sending after the app's half-close: %v", err)
+			}
+			c.(*net.TCPConn).CloseWrite()
+			select {
+			case s := <-got:
+				if want := "\x00\x01start\n" + more; s != want {
+					t.Fatalf("app received %d bytes (%.40q), want %d", len(s), s, len(want))
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("the app received nothing")
+			}
+			// The byte counters, counted when the connection ends.
+			wantTo := map[string]float64{"to_server": float64(len("\x00\x01start\n") + len(more)), "to_client": 4}
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				gotTo := tcpBytesByFlow(t, p.client)
+				if gotTo["to_server"] == wantTo["to_server"] && gotTo["to_client"] == wantTo["to_client"] {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("weft_tcp_bytes_total by flow: %v, want %v", gotTo, wantTo)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
+	}
+}
+
+// tcpBytesByFlow sums p's weft_tcp_bytes_total by its flow label.
+func tcpBytesByFlow(t *testing.T, p *Proxy) map[string]float64 {
+	t.Helper()
+	mfs, err := p.cfg.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "weft_tcp_bytes_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "flow" {
+					out[l.GetValue()] += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return out
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -207,34 +208,63 @@ func wsEcho(t *testing.T, addr string, msgs ...string) {
 	}
 }
 
-// TestLargeBodyBoundedMemory: 100 MB streams through two proxies (and one)
-// while the heap of the whole test process stays far below the body size.
+// TestLargeBodyBoundedMemory: 100 MB streams through two proxies (and one),
+// up as a request body and down as a response body, over HTTP/1.1 and h2c,
+// while the heap of the whole test process (client, proxies and
+// application) stays far below the body size.
 func TestLargeBodyBoundedMemory(t *testing.T) {
 	const size = 100 << 20
 	app := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			w.Header().Set("Content-Length", strconv.Itoa(size))
+			io.Copy(w, io.LimitReader(zeros{}, size))
+			return
+		}
 		n, err := io.Copy(io.Discard, r.Body)
 		fmt.Fprintf(w, "%d %v", n, err)
 	}))
+	clients := map[string]func() *http.Client{"HTTP/1.1": h1Client, "h2c": h2cClient}
 	for name, p := range hops(t, app, pathOpts{}) {
-		t.Run(name, func(t *testing.T) {
-			stop := make(chan struct{})
-			peak := make(chan uint64)
-			go samplePeakHeap(stop, peak)
-			res, err := h1Client().Post("http://"+p.addr+"/upload", "application/octet-stream", io.LimitReader(zeros{}, size))
-			close(stop)
-			maxHeap := <-peak
-			if err != nil {
-				t.Fatal(err)
+		for proto, client := range clients {
+			for _, dir := range []string{"upload", "download"} {
+				t.Run(name+"/"+proto+"/"+dir, func(t *testing.T) {
+					stop := make(chan struct{})
+					peak := make(chan uint64)
+					go samplePeakHeap(stop, peak)
+					var got string
+					var err error
+					if dir == "upload" {
+						var res *http.Response
+						res, err = client().Post("http://"+p.addr+"/upload", "application/octet-stream", io.LimitReader(zeros{}, size))
+						if err == nil {
+							b, _ := io.ReadAll(res.Body)
+							res.Body.Close()
+							got = string(b)
+						}
+					} else {
+						var res *http.Response
+						res, err = client().Get("http://" + p.addr + "/download")
+						if err == nil {
+							var n int64
+							n, err = io.Copy(io.Discard, res.Body)
+							res.Body.Close()
+							got = fmt.Sprintf("%d %v", n, err)
+						}
+					}
+					close(stop)
+					maxHeap := <-peak
+					if err != nil {
+						t.Fatal(err)
+					}
+					if got != fmt.Sprintf("%d <nil>", size) {
+						t.Fatalf("%s: got %q", dir, got)
+					}
+					if maxHeap > 48<<20 {
+						t.Errorf("heap peaked at %d MiB while streaming 100 MiB", maxHeap>>20)
+					}
+				})
 			}
-			got, _ := io.ReadAll(res.Body)
-			res.Body.Close()
-			if string(got) != fmt.Sprintf("%d <nil>", size) {
-				t.Fatalf("app received %q", got)
-			}
-			if maxHeap > 48<<20 {
-				t.Errorf("heap peaked at %d MiB while streaming 100 MiB", maxHeap>>20)
-			}
-		})
+		}
 	}
 }
 

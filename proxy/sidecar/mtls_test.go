@@ -1,8 +1,11 @@
 package sidecar
 
 import (
+	"bytes"
+	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -13,6 +16,9 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/weftmesh/weft/pkg/meshconfig"
 	"github.com/weftmesh/weft/proxy/identity"
@@ -144,49 +150,129 @@ func TestInboundModes(t *testing.T) {
 }
 
 // TestRotation: new certificates and a new root are picked up from the files
-// while a stream is open; the stream keeps working and new connections use
-// the new certificate.
+// while streams are open (an opaque TCP stream, and a gRPC bidirectional
+// stream on the proxies' multiplexed HTTP/2 connection); the streams keep
+// working and new connections use the new certificates. The rotation is an
+// anchor rotation in two steps: first both roots trusted and leaves from
+// the new one, then the old root removed, after which an old certificate
+// could no longer be verified, so a working new connection proves that the
+// new ones are presented.
 func TestRotation(t *testing.T) {
-	app := tcpEcho(t, "")
-	p := twoHop(t, app, pathOpts{opaque: []uint16{vip.Port()}})
+	tcpApp := tcpEcho(t, "")
+	tcpPath := twoHop(t, tcpApp, pathOpts{opaque: []uint16{vip.Port()}})
+	grpcPath := twoHop(t, startGRPC(t), pathOpts{})
 	ids := func(pr *Proxy) *identity.Source { return pr.cfg.Identity }
-	oldSerial := ids(p.server).Current().Cert.Leaf.SerialNumber.String()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 
-	c, err := net.Dial("tcp", p.addr)
+	c, err := net.Dial("tcp", tcpPath.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(20 * time.Second))
+	c.SetDeadline(time.Now().Add(30 * time.Second))
 	io.WriteString(c, "before ")
 
-	// Rotate the root: both old and new roots trusted, leaves from the new
-	// chain, as in an anchor rotation.
-	newRoot := testpki.NewRoot(t, "new root")
-	newIssuer := newRoot.Intermediate(t, "new issuer")
-	newIssuer.Leaf(t, serverID, testpki.LeafOpts{}).Write(t, p.serverDir, p.pki.root, newRoot)
-	newIssuer.Leaf(t, clientID, testpki.LeafOpts{}).Write(t, p.clientDir, p.pki.root, newRoot)
-	for _, pr := range []*Proxy{p.server, p.client} {
-		if changed, err := ids(pr).Reload(); err != nil || !changed {
-			t.Fatalf("reload: changed=%v err=%v", changed, err)
-		}
-	}
-	if ids(p.server).Current().Cert.Leaf.SerialNumber.String() == oldSerial {
-		t.Fatal("server still uses the old certificate")
-	}
-	// A new connection through the mesh works with the new chain...
-	c2, err := net.Dial("tcp", p.addr)
+	cc, err := grpc.NewClient("passthrough:///"+grpcPath.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	c2.SetDeadline(time.Now().Add(20 * time.Second))
-	io.WriteString(c2, "new")
-	c2.(*net.TCPConn).CloseWrite()
-	if got, err := io.ReadAll(c2); err != nil || string(got) != "NEW" {
-		t.Fatalf("new connection: %q %v", got, err)
+	defer cc.Close()
+	st, err := testgrpc.NewTestServiceClient(cc).FullDuplexCall(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
-	c2.Close()
-	// ...and the old stream was not dropped.
+	echo := func(step string) {
+		t.Helper()
+		body := []byte("stream message " + step)
+		if err := st.Send(&testgrpc.StreamingOutputCallRequest{Payload: &testgrpc.Payload{Body: body}}); err != nil {
+			t.Fatalf("%s: send: %v", step, err)
+		}
+		if m, err := st.Recv(); err != nil || !bytes.Equal(m.GetPayload().GetBody(), body) {
+			t.Fatalf("%s: receive: %v", step, err)
+		}
+	}
+	echo("before")
+
+	newRoot := testpki.NewRoot(t, "new root")
+	newIssuer := newRoot.Intermediate(t, "new issuer")
+	type proxyFiles struct {
+		p    *Proxy
+		dir  string
+		id   string
+		leaf *testpki.Leaf
+	}
+	var all []*proxyFiles
+	for _, path := range []*path{tcpPath, grpcPath} {
+		all = append(all, &proxyFiles{p: path.server, dir: path.serverDir, id: serverID},
+			&proxyFiles{p: path.client, dir: path.clientDir, id: clientID})
+	}
+	oldSerial := map[*Proxy]string{}
+	for _, f := range all {
+		oldSerial[f.p] = ids(f.p).Current().Cert.Leaf.SerialNumber.String()
+	}
+	reload := func(step string) {
+		t.Helper()
+		for _, f := range all {
+			if changed, err := ids(f.p).Reload(); err != nil || !changed {
+				t.Fatalf("%s: reload: changed=%v err=%v", step, changed, err)
+			}
+		}
+	}
+	newTCPConn := func(step string) {
+		t.Helper()
+		c2, err := net.Dial("tcp", tcpPath.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c2.Close()
+		c2.SetDeadline(time.Now().Add(20 * time.Second))
+		io.WriteString(c2, "new")
+		c2.(*net.TCPConn).CloseWrite()
+		if got, err := io.ReadAll(c2); err != nil || string(got) != "NEW" {
+			t.Fatalf("%s: new connection: %q %v", step, got, err)
+		}
+	}
+
+	// Step 1: leaves from the new chain, both roots trusted.
+	for _, f := range all {
+		f.leaf = newIssuer.Leaf(t, f.id, testpki.LeafOpts{})
+		f.leaf.Write(t, f.dir, tcpPath.pki.root, grpcPath.pki.root, newRoot)
+	}
+	reload("new leaves")
+	for _, f := range all {
+		if ids(f.p).Current().Cert.Leaf.SerialNumber.String() == oldSerial[f.p] {
+			t.Fatal("a proxy still uses its old certificate")
+		}
+	}
+	newTCPConn("new leaves")
+	echo("after new leaves")
+
+	// Step 2: the old roots are no longer trusted.
+	for _, f := range all {
+		f.leaf.Write(t, f.dir, newRoot)
+	}
+	reload("old roots removed")
+	newTCPConn("old roots removed")
+	// A new gRPC connection from the application: the client proxy's
+	// pooled mesh connection may be reused, so close it first to force a
+	// handshake with the new certificates.
+	grpcPath.client.Pool().CloseIdle()
+	cc2, err := grpc.NewClient("passthrough:///"+grpcPath.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc2.Close()
+	if res, err := testgrpc.NewTestServiceClient(cc2).UnaryCall(ctx, &testgrpc.SimpleRequest{Payload: &testgrpc.Payload{Body: []byte("new")}}); err != nil || string(res.GetPayload().GetBody()) != "new" {
+		t.Fatalf("new gRPC call after the old roots went: %v %v", res, err)
+	}
+
+	// The streams opened before the rotation were not dropped.
+	echo("after old roots removed")
+	st.CloseSend()
+	if _, err := st.Recv(); !errors.Is(err, io.EOF) {
+		t.Errorf("gRPC stream end: %v", err)
+	}
 	io.WriteString(c, "after")
 	c.(*net.TCPConn).CloseWrite()
 	if got, err := io.ReadAll(c); err != nil || string(got) != "BEFORE AFTER" {
