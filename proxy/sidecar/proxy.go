@@ -86,7 +86,10 @@ type Config struct {
 	// SocketMark is set as SO_MARK on the proxy's upstream connections
 	// (0: none), for proxy-init's --proxy-mark; see package sockmark.
 	SocketMark uint32
-	// MaxConns caps open connections across listeners (0: 10000).
+	// MaxConns caps open connections across the outbound and inbound
+	// listeners (0: 10000). The admin listener is not counted, so that the
+	// kubelet's probes and Prometheus's scrapes are still answered when
+	// traffic holds every slot.
 	MaxConns int
 	// AppProbes are the application's probes the injector moved to the
 	// admin port (/app-probe/<container>/<kind>); see ParseAppProbes.
@@ -331,7 +334,7 @@ func (p *Proxy) Start() error {
 	p.goServe(func() { p.outHTTP.Serve(p.outQ) })
 	p.goServe(func() { p.inHTTP.Serve(p.inQ) })
 	if adminLn != nil {
-		p.admin = &http.Server{Handler: p.adminMux(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: p.cfg.IdleTimeout, ErrorLog: errLog}
+		p.admin = &http.Server{Handler: p.adminMux(), ReadHeaderTimeout: p.cfg.HeaderTimeout, IdleTimeout: p.cfg.IdleTimeout, ErrorLog: errLog}
 		p.goServe(func() { p.admin.Serve(adminLn) })
 	}
 	for _, a := range acc {
