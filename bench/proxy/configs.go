@@ -35,12 +35,16 @@ backend b
 
 // haproxyClientHop: plaintext in, mTLS (TLS 1.3, client certificate, peer
 // verified against the bundle) out to the server-side haproxy. HTTP rides h2
-// between the two, as weft's does.
+// between the two, and with "http-reuse always" a client connection's first
+// request may ride a connection another client opened, as weft pools its
+// mTLS connections between proxies: haproxy's default ("safe") sends each
+// client connection's first request on a connection of its own, which
+// without keep-alive means a TLS handshake per request.
 func haproxyClientHop(proto, listen, peer, certs string) string {
-	mode, bindOpt, alpn := "http", "", " alpn h2"
+	mode, bindOpt, alpn, reuse := "http", "", " alpn h2", "\n  http-reuse always"
 	switch proto {
 	case pTCP:
-		mode, alpn = "tcp", ""
+		mode, alpn, reuse = "tcp", "", ""
 	case pH2, pGRPC:
 		bindOpt = " proto h2"
 	}
@@ -48,9 +52,9 @@ func haproxyClientHop(proto, listen, peer, certs string) string {
 frontend f
   bind %s%s
   default_backend b
-backend b
+backend b%s
   server s %s ssl crt %s/client/combined.pem ca-file %s/client/bundle.pem verify required ssl-min-ver TLSv1.3%s
-`, listen, bindOpt, peer, certs, certs, alpn)
+`, listen, bindOpt, reuse, peer, certs, certs, alpn)
 }
 
 // haproxyServerHop: mTLS in (client certificate required and verified),

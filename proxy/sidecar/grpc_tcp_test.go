@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/weftmesh/weft/pkg/meshconfig"
 	"github.com/weftmesh/weft/proxy/internal/testnet"
 )
 
@@ -308,4 +309,43 @@ func tcpBytesByFlow(t *testing.T, p *Proxy) map[string]float64 {
 		}
 	}
 	return out
+}
+
+// TestPermissiveServerFirst: in permissive mode the inbound listener cannot
+// tell a plaintext client that waits for the server's greeting from a
+// meshed client about to send its ClientHello without waiting: it gives the
+// silent client the detection timeout, then connects it in plaintext, even
+// on an opaque port (as Istio's and Linkerd's proxies do; strict mTLS, or
+// the port in skipInboundPorts, avoids the wait). A meshed client on the
+// same port is not affected.
+func TestPermissiveServerFirst(t *testing.T) {
+	app := tcpEcho(t, "220 mail ready\r\n")
+	port := appPort(t, app)
+	k := newPKI(t)
+	ss, _, _ := k.source(t, serverID)
+	srv := startProxy(t, Config{
+		InboundAddr: "127.0.0.1:0", InboundTarget: app, Identity: ss, DetectTimeout: 100 * time.Millisecond,
+	}, inboundSnap(port, meshconfig.ProtocolOpaque, meshconfig.DefaultAllow))
+	cs, _, _ := k.source(t, clientID)
+	cl := startProxy(t, Config{Static: []Static{{Listen: "127.0.0.1:0", Dst: vip}}, Identity: cs, OpaquePorts: []uint16{vip.Port()}},
+		snapshot(meshconfig.Endpoint{Address: srv.Addr("inbound"), Identity: serverID}, meshconfig.ProtocolOpaque, ""))
+	for name, addr := range map[string]string{"plaintext client": srv.Addr("inbound"), "meshed client": cl.Addr("127.0.0.1:0")} {
+		t.Run(name, func(t *testing.T) {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(20 * time.Second))
+			banner := make([]byte, len("220 mail ready\r\n"))
+			if _, err := io.ReadFull(c, banner); err != nil || string(banner) != "220 mail ready\r\n" {
+				t.Fatalf("banner %q %v", banner, err)
+			}
+			io.WriteString(c, "quit\r\n")
+			c.(*net.TCPConn).CloseWrite()
+			if got, err := io.ReadAll(c); err != nil || string(got) != "QUIT\r\n" {
+				t.Fatalf("reply %q %v", got, err)
+			}
+		})
+	}
 }
