@@ -7,9 +7,9 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"sync"
 	"time"
 
+	"github.com/weftmesh/weft/proxy/internal/bodycopy"
 	"github.com/weftmesh/weft/proxy/route/balance"
 )
 
@@ -358,8 +358,6 @@ func discard(resp *http.Response) {
 	_ = resp.Body.Close()
 }
 
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
 // relay writes resp to w. Streamed responses (unknown length: SSE, gRPC) are
 // flushed after every read so that the proxy adds no buffering delay.
 func (t *Table) relay(w http.ResponseWriter, resp *http.Response, ru *rule, res *Result) error {
@@ -382,25 +380,12 @@ func (t *Table) relay(w http.ResponseWriter, resp *http.Response, ru *rule, res 
 		// empty DATA frame that leaves grpc-status in the headers.
 		_ = rc.Flush()
 	}
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
-	buf := *bp
-	for {
-		n, err := resp.Body.Read(buf)
-		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				return werr
-			}
-			if rc != nil {
-				_ = rc.Flush()
-			}
-		}
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return err
-		}
+	var flush func()
+	if rc != nil {
+		flush = func() { _ = rc.Flush() }
+	}
+	if err := bodycopy.Copy(w, resp.Body, flush); err != nil {
+		return err
 	}
 	for k, vs := range resp.Trailer {
 		h[http.TrailerPrefix+k] = vs

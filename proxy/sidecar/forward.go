@@ -37,23 +37,19 @@ type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
-// bufPool gives ReverseProxy reusable 32 KiB copy buffers instead of a new
-// one per response body. (Its Put allocates the pointer it stores; the
-// relay's own copies use get and put, which do not.)
+// bufPool gives ReverseProxy (upgraded tunnels) reusable 32 KiB copy
+// buffers instead of a new one per tunnel direction. Response bodies are
+// copied by package bodycopy.
 type bufPool struct{ p sync.Pool }
 
-func (b *bufPool) Get() []byte  { return *b.get() }
-func (b *bufPool) Put(v []byte) { b.p.Put(&v) }
-
-func (b *bufPool) get() *[]byte {
+func (b *bufPool) Get() []byte {
 	if v, ok := b.p.Get().(*[]byte); ok {
-		return v
+		return *v
 	}
-	buf := make([]byte, 32<<10)
-	return &buf
+	return make([]byte, 32<<10)
 }
 
-func (b *bufPool) put(v *[]byte) { b.p.Put(v) }
+func (b *bufPool) Put(v []byte) { b.p.Put(&v) }
 
 var copyBuffers = &bufPool{}
 

@@ -3,7 +3,6 @@ package sidecar
 import (
 	"bufio"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -12,6 +11,8 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+
+	"github.com/weftmesh/weft/proxy/internal/bodycopy"
 )
 
 // relay is the proxy's reverse proxy. It forwards a request the way
@@ -202,30 +203,12 @@ func isEventStream(ct string) bool {
 // copyBody copies the response body to the client, flushing after each
 // write when flush is set.
 func copyBody(w http.ResponseWriter, res *http.Response, flush bool) error {
-	bp := copyBuffers.get()
-	defer copyBuffers.put(bp)
-	buf := *bp
-	var rc *http.ResponseController
+	var f func()
 	if flush {
-		rc = http.NewResponseController(w)
+		rc := http.NewResponseController(w)
+		f = func() { rc.Flush() }
 	}
-	for {
-		n, rerr := res.Body.Read(buf)
-		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				return werr
-			}
-			if flush {
-				rc.Flush()
-			}
-		}
-		if rerr == io.EOF {
-			return nil
-		}
-		if rerr != nil {
-			return rerr
-		}
-	}
+	return bodycopy.Copy(w, res.Body, f)
 }
 
 // cleanQuery drops query parameters that do not parse (a ';' separator or a
