@@ -4,9 +4,12 @@
 // the read waits, and a streamed response (a gRPC stream, server-sent
 // events, a watch) spends most of its life waiting for its next message:
 // each open stream held 32 KiB for its whole life, in a proxy whose other
-// per-stream costs are a few KiB. Copy waits with a small buffer and takes
-// the large one only while the small one comes back full, that is while
-// bytes are queued.
+// per-stream costs are a few KiB. Copy waits with a small buffer after
+// small reads and takes the large one for bulk.
+//
+// It must not hold bytes back: every read is written, and flushed when
+// asked, before the next read, so that a stream's message is never delayed
+// waiting for more.
 package bodycopy
 
 import (
@@ -31,11 +34,14 @@ var (
 // fails (that error), calling flush, when not nil, after each write.
 //
 // Reads start with the small buffer. A read that fills it means more bytes
-// were waiting, so the next read takes the large buffer; a read that leaves
-// the large buffer less than full means the source has caught up, so the
-// large buffer is given back before the next read, which may wait. A bulk
-// transfer therefore moves up to LargeSize per read, and a stream between
-// messages holds SmallSize.
+// were waiting, so the next reads take the large buffer, until one returns
+// no more than the small buffer holds: the source has caught up with a
+// small message, and the large buffer is given back before the next read,
+// which may wait. A bulk transfer therefore keeps moving up to LargeSize
+// per read (partial reads of a few KiB, as TCP segments or HTTP/2 frames
+// arrive, do not send it back to the small buffer), and a stream of small
+// messages waits holding SmallSize. After a large message a stream waits
+// with the large buffer, as every copy did before.
 func Copy(dst io.Writer, src io.Reader, flush func()) error {
 	sp := small.Get().(*[]byte)
 	defer small.Put(sp)
@@ -66,7 +72,7 @@ func Copy(dst io.Writer, src io.Reader, flush func()) error {
 		case lp == nil && n == len(buf):
 			lp = large.Get().(*[]byte)
 			buf = *lp
-		case lp != nil && n < len(buf):
+		case lp != nil && n <= SmallSize:
 			large.Put(lp)
 			lp = nil
 			buf = *sp

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -57,29 +58,21 @@ func TestCopyIsExact(t *testing.T) {
 	}
 }
 
-// TestCopyWaitsSmall: the buffer given to the read that follows a partial
-// read (the one that would wait for the next message) is the small one; a
-// full small read brings the large buffer for the next read.
+// TestCopyWaitsSmall: a full small read brings the large buffer for the
+// next reads; partial large reads of bulk keep it; a read of no more than
+// the small buffer's size gives it back, so the read that waits for the
+// next message has the small one.
 func TestCopyWaitsSmall(t *testing.T) {
-	msg := 100
-	bulk := 200_000
 	s := &script{
-		data: make([]byte, msg+bulk+msg),
-		// A message; then a burst in which every read is filled; then
-		// the burst's tail and another message.
-		chunks: []int{msg, 1 << 30, 1 << 30, 1 << 30, 1 << 30, 1 << 30, 1 << 30, 1 << 30, 1 << 30, 1 << 30, 1 << 30, 1 << 30, 1 << 30},
+		// A message; a bulk burst whose reads come back part full (as
+		// 16 KiB HTTP/2 frames do); a message; then the end.
+		data:   make([]byte, 100+SmallSize+5*16384+100),
+		chunks: []int{100, 1 << 30, 16384, 16384, 16384, 16384, 16384, 100},
 	}
 	if err := Copy(io.Discard, s, nil); err != nil {
 		t.Fatal(err)
 	}
-	want := []int{SmallSize, SmallSize}
-	rest := msg + bulk + msg - msg - SmallSize
-	for rest >= LargeSize {
-		want = append(want, LargeSize)
-		rest -= LargeSize
-	}
-	// The last partial large read, then the small one that finds EOF.
-	want = append(want, LargeSize, SmallSize)
+	want := []int{SmallSize, SmallSize, LargeSize, LargeSize, LargeSize, LargeSize, LargeSize, LargeSize, SmallSize}
 	if len(s.sizes) != len(want) {
 		t.Fatalf("read buffer sizes %v, want %v", s.sizes, want)
 	}
@@ -105,4 +98,21 @@ func TestCopyErrors(t *testing.T) {
 	if err := Copy(io.Discard, failReader{}, nil); err == nil || err.Error() != "upstream reset" {
 		t.Errorf("read error: %v", err)
 	}
+	// Bytes that come with an error are written before the error ends the
+	// copy.
+	var out bytes.Buffer
+	if err := Copy(&out, io.MultiReader(strings.NewReader("last words"), failReader{}), nil); err == nil || out.String() != "last words" {
+		t.Errorf("got %q, %v", out.String(), err)
+	}
+	out.Reset()
+	if err := Copy(&out, &dataWithErr{}, nil); err == nil || err.Error() != "upstream reset" || out.String() != "tail" {
+		t.Errorf("data with an error: got %q, %v", out.String(), err)
+	}
+}
+
+// dataWithErr returns its bytes and an error from the same Read.
+type dataWithErr struct{}
+
+func (*dataWithErr) Read(p []byte) (int, error) {
+	return copy(p, "tail"), errors.New("upstream reset")
 }
