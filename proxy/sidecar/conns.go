@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/proxy/internal/coalesce"
-	"github.com/weftmesh/weft/proxy/internal/rawtcp"
 )
 
 // conn is an accepted connection with what the proxy learned about it. Reads
@@ -204,8 +203,8 @@ func (t *tracker) settle() {
 }
 
 // quietTunnels returns the open tunnels whose sockets have carried no data
-// either way for at least d.
-func (t *tracker) quietTunnels(d time.Duration) []*conn {
+// either way for at least d, by quiet (rawtcp.Quiet outside tests).
+func (t *tracker) quietTunnels(d time.Duration, quiet func(net.Conn) (time.Duration, bool)) []*conn {
 	t.mu.Lock()
 	cs := make([]*conn, 0, len(t.conns))
 	for c := range t.conns {
@@ -214,15 +213,15 @@ func (t *tracker) quietTunnels(d time.Duration) []*conn {
 		}
 	}
 	t.mu.Unlock()
-	quiet := cs[:0]
+	out := cs[:0]
 	for _, c := range cs {
 		// Every byte a tunnel moves is read from or written to the
 		// accepted socket, so its quiet time is the tunnel's.
-		if q, ok := rawtcp.Quiet(c.Conn); ok && q >= d {
-			quiet = append(quiet, c)
+		if q, ok := quiet(c.Conn); ok && q >= d {
+			out = append(out, c)
 		}
 	}
-	return quiet
+	return out
 }
 
 // aLongTimeAgo is a deadline that has passed.

@@ -265,3 +265,44 @@ func TestZeroLengthOnClosed(t *testing.T) {
 		t.Fatalf("zero-length Write on a closed connection = %v; want net.ErrClosed", err)
 	}
 }
+
+// TestQuiet: the quiet time of a socket grows while nothing passes, and
+// falls back when data is received or sent.
+func TestQuiet(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const wait = 300 * time.Millisecond
+	time.Sleep(wait)
+	before, ok := Quiet(s)
+	// The kernel counts in jiffies (1 to 10 ms); the lower bound is all
+	// that is checked.
+	if !ok || before < wait-20*time.Millisecond {
+		t.Fatalf("quiet %v (ok %v) after %v without data", before, ok, wait)
+	}
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(s, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	after, ok := Quiet(s)
+	if !ok || after >= before {
+		t.Fatalf("quiet %v after receiving, %v before", after, before)
+	}
+	if _, ok := Quiet(struct{ net.Conn }{s}); ok {
+		t.Error("Quiet of a connection that is not TCP reported a time")
+	}
+}
