@@ -254,10 +254,21 @@ func TestRotation(t *testing.T) {
 	}
 	reload("old roots removed")
 	newTCPConn("old roots removed")
-	// A new gRPC connection from the application: the client proxy's
-	// pooled mesh connection may be reused, so close it first to force a
-	// handshake with the new certificates.
-	grpcPath.client.Pool().CloseIdle()
+	// A new mesh connection of the gRPC path's proxies: the client proxy's
+	// configuration for the server proxy, handshaking as the proxy would.
+	// The server verifies the client's leaf against the new root only, and
+	// the client sees the server's new leaf.
+	cfg := ids(grpcPath.client).ClientConfig(spiffeid.RequireFromString(serverID), identity.ALPNH2)
+	tc, err := tls.Dial("tcp", grpcPath.server.Addr("inbound"), cfg)
+	if err != nil {
+		t.Fatalf("mesh handshake after the old roots went: %v", err)
+	}
+	got := tc.ConnectionState().PeerCertificates[0].SerialNumber.String()
+	tc.Close()
+	if want := ids(grpcPath.server).Current().Cert.Leaf.SerialNumber.String(); got != want || got == oldSerial[grpcPath.server] {
+		t.Fatalf("server presented serial %s, want the new %s", got, want)
+	}
+	// And the application's new calls keep working.
 	cc2, err := grpc.NewClient("passthrough:///"+grpcPath.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

@@ -28,6 +28,12 @@ func TestSlowClientsCutOff(t *testing.T) {
 		InboundAddr: "127.0.0.1:0", InboundTarget: app, Identity: ss,
 		HeaderTimeout: timeout, IdleTimeout: timeout,
 	}, snapshot(meshconfig.Endpoint{Address: "127.0.0.1:9"}, "", meshconfig.MTLSStrict))
+	// The header timeout also bounds the handshake, which the test's client
+	// must finish on a loaded machine before it can leave a head unfinished.
+	inTLS := startProxy(t, Config{
+		InboundAddr: "127.0.0.1:0", InboundTarget: app, Identity: ss,
+		HeaderTimeout: 3 * time.Second, IdleTimeout: timeout,
+	}, snapshot(meshconfig.Endpoint{Address: "127.0.0.1:9"}, "", meshconfig.MTLSStrict))
 	out := startProxy(t, Config{
 		Static: []Static{{Listen: "127.0.0.1:0", Dst: vip}}, AdminAddr: "127.0.0.1:0",
 		HeaderTimeout: timeout, IdleTimeout: timeout,
@@ -50,10 +56,10 @@ func TestSlowClientsCutOff(t *testing.T) {
 	}{
 		// The record header of a ClientHello and part of its body.
 		{"inbound, TLS handshake", in.Addr("inbound"), plain, "\x16\x03\x01\x01\x00\x01\x00\x00\xfc\x03\x03"},
-		{"inbound, HTTP/1 head over mTLS", in.Addr("inbound"), meshTLS(identity.ALPNH1), "GET / HTTP/1.1\r\nHost: a\r\n"},
+		{"inbound, HTTP/1 head over mTLS", inTLS.Addr("inbound"), meshTLS(identity.ALPNH1), "GET / HTTP/1.1\r\nHost: a\r\n"},
 		// The connection preface and the header of a HEADERS frame whose
 		// payload never comes.
-		{"inbound, HTTP/2 frame over mTLS", in.Addr("inbound"), meshTLS(identity.ALPNH2),
+		{"inbound, HTTP/2 frame over mTLS", inTLS.Addr("inbound"), meshTLS(identity.ALPNH2),
 			"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00" + "\x00\x00\x40\x01\x04\x00\x00\x00\x01"},
 		{"outbound, h2c frame", out.Addr("127.0.0.1:0"), plain,
 			"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00" + "\x00\x00\x40\x01\x04\x00\x00\x00\x01"},
