@@ -117,13 +117,8 @@ func build(pair *tls.Certificate, chain []*x509.Certificate, bundlePEM []byte) (
 	if err := checkKey("own certificate's", chain[0].PublicKey); err != nil {
 		return nil, err
 	}
-	signer, ok := pair.PrivateKey.(crypto.Signer)
-	if !ok {
-		return nil, fmt.Errorf("own private key of type %T cannot sign", pair.PrivateKey)
-	}
-	if err := checkKey("own private", signer.Public()); err != nil {
-		return nil, err
-	}
+	// The private key needs no check of its own: X509KeyPair and FromDER
+	// refuse one that does not match the leaf's public key.
 	id, err := x509svid.IDFromCert(chain[0])
 	if err != nil {
 		return nil, fmt.Errorf("leaf is not an SVID: %w", err)

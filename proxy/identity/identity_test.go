@@ -151,19 +151,6 @@ func TestHandshake(t *testing.T) {
 	}
 }
 
-// TestBuildChecksPrivateKey: Parse and FromDER refuse a key that does not
-// match the leaf before build runs, so build's own check of the private key
-// is only reached when called directly.
-func TestBuildChecksPrivateKey(t *testing.T) {
-	root := testpki.NewRoot(t, "root")
-	leaf := root.Leaf(t, id, testpki.LeafOpts{})
-	pair := &tls.Certificate{Certificate: [][]byte{leaf.Cert.Raw}, PrivateKey: rsaKey(), Leaf: leaf.Cert}
-	_, err := build(pair, []*x509.Certificate{leaf.Cert}, pemRoots(root))
-	if want := "own private key is RSA 2048: SVIDs must use ECDSA P-256"; err == nil || err.Error() != want {
-		t.Fatalf("err = %v, want %q", err, want)
-	}
-}
-
 // TestHandshakeRefusesPeerKey: a peer whose leaf is not ECDSA P-256 is
 // refused even though a trusted CA signed it, by a client and by a server.
 func TestHandshakeRefusesPeerKey(t *testing.T) {
