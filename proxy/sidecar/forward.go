@@ -37,9 +37,11 @@ type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
-// bufPool gives ReverseProxy (upgraded tunnels) reusable 32 KiB copy
-// buffers instead of a new one per tunnel direction. Response bodies are
-// copied by package bodycopy.
+// bufPool gives the upgrade proxy (a ReverseProxy) reusable 32 KiB buffers
+// for the bodies of upgrade requests answered without a switch of
+// protocols, instead of a new one per response; a switched connection is
+// copied by ReverseProxy itself, and relay's own bodies by package
+// bodycopy.
 type bufPool struct{ p sync.Pool }
 
 func (b *bufPool) Get() []byte {
