@@ -113,10 +113,11 @@ func watch(t *testing.T, f testpki.Files) (*Source, *logSink) {
 	return s, sink
 }
 
-// waitFor polls cond until it holds or a few seconds have passed.
+// waitFor polls cond until it holds; the deadline is a safety net for a
+// broken watch, generous for a loaded machine.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !cond(); {
+	for deadline := time.Now().Add(20 * time.Second); !cond(); {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting until %s", what)
 		}
