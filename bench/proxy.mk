@@ -19,9 +19,9 @@ bench-proxy: bin/fortio bin/weft-proxy ## Proxy vs direct vs haproxy vs nginx (n
 bench-proxy-quick: bin/fortio bin/weft-proxy ## One short round of bench-proxy.
 	go run ./bench/proxy -rounds 1 -t 1s -results bench/out/proxy-quick.md $(BENCH_PROXY_FLAGS)
 
-# Memory per idle connection (HTTP/1.1, HTTP/2 and TCP; one hop and two
-# hops with mTLS), weft against haproxy and nginx; its own section of
-# RESULTS.md.
+# Memory per idle connection (HTTP/1.1, HTTP/2 and TCP) and per open HTTP/2
+# stream that waits for its next message; one hop and two hops with mTLS,
+# weft against haproxy and nginx; its own section of RESULTS.md.
 .PHONY: bench-proxy-idle
-bench-proxy-idle: bin/fortio bin/weft-proxy ## Memory per idle connection, weft vs haproxy vs nginx.
-	go run ./bench/proxy -idle 500 -protos HTTP/1.1,HTTP/2,TCP -results bench/proxy/RESULTS.md $(BENCH_PROXY_FLAGS)
+bench-proxy-idle: bin/fortio bin/weft-proxy ## Memory per idle connection and open HTTP/2 stream, weft vs haproxy vs nginx.
+	go run ./bench/proxy -idle 500 -protos "HTTP/1.1,HTTP/2,HTTP/2 streams,TCP" -results bench/proxy/RESULTS.md $(BENCH_PROXY_FLAGS)

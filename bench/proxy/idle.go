@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -52,11 +53,16 @@ func runIdle(o options) error {
 			return err
 		}
 	}
+	streamB, stopStreams, err := serveStreams()
+	if err != nil {
+		return err
+	}
+	defer stopStreams()
 	t0 := time.Now()
 	results := map[string][]idleResult{}
 	var protos []string
 	for _, proto := range o.protos {
-		b := map[string]string{pHTTP1: httpB, pH2: httpB, pTCP: tcpB}[proto]
+		b := map[string]string{pHTTP1: httpB, pH2: httpB, pStreams: streamB, pTCP: tcpB}[proto]
 		if b == "" {
 			continue // gRPC: the same connections as HTTP/2
 		}
@@ -74,14 +80,54 @@ func runIdle(o options) error {
 
 const idleHeading = "## Idle connections (issue 3)"
 
+// pStreams is the idle phase of open HTTP/2 streams: h2c requests whose
+// response has sent its headers and a first message and then waits for the
+// next, as a gRPC stream or server-sent events do between messages. Its
+// setups are HTTP/2's; its backend is serveStreams.
+const pStreams = "HTTP/2 streams"
+
+// streamsPerConn is how many streams the idle phase opens per client
+// connection: under haproxy's (100) and nginx's (128) default limits of
+// concurrent streams.
+const streamsPerConn = 50
+
+// streamMessage is the first (and only) message of an idle stream.
+var streamMessage = []byte("data: " + strings.Repeat("x", 1016) + "\n\n")
+
+// serveStreams runs the idle streams' backend in this process: each request
+// to /stream gets its headers and one 1 KiB message, then waits until the
+// client goes. HTTP/1.1 (nginx's upstream protocol) and h2c.
+func serveStreams() (addr string, stop func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	protos := new(http.Protocols)
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Protocols: protos, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		w.Write(streamMessage)
+		http.NewResponseController(w).Flush()
+		<-r.Context().Done()
+	})}
+	go srv.Serve(ln)
+	return ln.Addr().String(), func() { srv.Close() }, nil
+}
+
 func idlePhase(o options, proto, backend, certs string) ([]idleResult, error) {
-	dir := filepath.Join(o.out, "idle-"+strings.NewReplacer("/", "", ".", "").Replace(proto))
+	dir := filepath.Join(o.out, "idle-"+strings.NewReplacer("/", "", ".", "", " ", "-").Replace(proto))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	l := &launcher{dir: dir}
 	defer l.stopAll()
-	setups, err := startSetups(o, dir, proto, backend, certs, []string{"auto"}, l.launch)
+	setupProto := proto
+	if proto == pStreams {
+		setupProto = pH2
+	}
+	setups, err := startSetups(o, dir, setupProto, backend, certs, []string{"auto"}, l.launch)
 	if err != nil {
 		return nil, err
 	}
@@ -127,8 +173,11 @@ func idlePhase(o options, proto, backend, certs string) ([]idleResult, error) {
 // 1 KiB echo for TCP, a GET for HTTP/1.1 and HTTP/2 (h2c; a transport per
 // connection), and leaves them open.
 func openIdle(proto, addr string, n int) ([]io.Closer, error) {
-	if proto == pH2 {
+	switch proto {
+	case pH2:
 		return openIdleH2(addr, n)
+	case pStreams:
+		return openIdleStreams(addr, n)
 	}
 	var conns []io.Closer
 	msg := make([]byte, 1024)
@@ -203,6 +252,44 @@ func openIdleH2(addr string, n int) ([]io.Closer, error) {
 	return conns, nil
 }
 
+// openIdleStreams opens n streams to addr's /stream, streamsPerConn per h2c
+// connection, and reads each one's first message; the streams stay open.
+// The returned closers end the streams, then their connections.
+func openIdleStreams(addr string, n int) (conns []io.Closer, err error) {
+	protos := new(http.Protocols)
+	protos.SetUnencryptedHTTP2(true)
+	var transports []io.Closer
+	defer func() { conns = append(conns, transports...) }()
+	var c *http.Client
+	msg := make([]byte, len(streamMessage))
+	for i := range n {
+		if i%streamsPerConn == 0 {
+			tr := &http.Transport{Protocols: protos}
+			transports = append(transports, closer(tr.CloseIdleConnections))
+			c = &http.Client{Transport: tr}
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/stream", nil)
+		if err != nil {
+			cancel()
+			return conns, err
+		}
+		res, err := c.Do(req)
+		if err != nil {
+			cancel()
+			return conns, err
+		}
+		conns = append(conns, closer(func() { cancel(); res.Body.Close() }))
+		if res.StatusCode != http.StatusOK || res.ProtoMajor != 2 {
+			return conns, fmt.Errorf("GET /stream: %s %s", res.Proto, res.Status)
+		}
+		if _, err := io.ReadFull(res.Body, msg); err != nil {
+			return conns, fmt.Errorf("first message: %w", err)
+		}
+	}
+	return conns, nil
+}
+
 // closer makes an io.Closer of f.
 type closer func()
 
@@ -226,7 +313,9 @@ func renderIdle(o options, protos []string, results map[string][]idleResult, too
 		"Kernel: growth of the machine's slab memory (/proc/meminfo Slab) per connection, which RSS does not "+
 		"show and the pod's memory cgroup is charged for; it includes the sockets of the client and the "+
 		"backend (the direct row) and of each proxy, and moves by a few hundred KiB between runs. "+
-		"HTTP/2 is h2c from the client, one request per connection; gRPC would be the same connections.\n\n", o.idle)
+		"HTTP/2 is h2c from the client, one request per connection; gRPC would be the same connections. "+
+		"HTTP/2 streams: %d streams per h2c connection, each a request whose response sent its headers and one 1 KiB "+
+		"message and then waits, as a gRPC stream or server-sent events do between messages; per stream.\n\n", o.idle, streamsPerConn)
 	for _, proto := range protos {
 		fmt.Fprintf(&b, "### %s\n\n| setup | private KiB per connection | VmRSS KiB per connection | kernel KiB per connection |\n|---|---:|---:|---:|\n", proto)
 		for _, r := range results[proto] {
